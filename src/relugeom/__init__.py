@@ -1,0 +1,29 @@
+"""relugeom: the geometry of trained ReLU networks.
+
+The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
+"""
+
+from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
+from .errors import RelugeomError, RelugeomWarning
+from .experiments.models import build_model, model_from_state_dict
+from .layers import AffineLayer, find_layers, layer_table
+from .stats.projection import filter_cosines, layer_summary, projection_stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AffineLayer",
+    "Checkpoint",
+    "RelugeomError",
+    "RelugeomWarning",
+    "build_model",
+    "checkpoint_series",
+    "filter_cosines",
+    "find_layers",
+    "layer_summary",
+    "layer_table",
+    "load_checkpoint",
+    "model_from_state_dict",
+    "projection_stats",
+    "save_checkpoint",
+]

@@ -1,0 +1,28 @@
+"""Progress bars that show on a terminal and stay quiet when piped or under ``--quiet``."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_QUIET = os.environ.get("RELUGEOM_QUIET", "") not in ("", "0")
+
+
+def set_quiet(quiet: bool) -> None:
+    """Silence (or re-enable) every progress bar of this process."""
+    global _QUIET
+    _QUIET = quiet
+
+
+def progress(items: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False) -> Iterator[T]:
+    """Wrap ``items`` in a tqdm bar on stderr when it is a terminal; otherwise yield them as they are."""
+    if _QUIET or not sys.stderr.isatty():
+        yield from items
+        return
+    from tqdm.auto import tqdm
+
+    yield from tqdm(items, desc=desc, total=total, leave=leave, dynamic_ncols=True, file=sys.stderr)

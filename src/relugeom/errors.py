@@ -1,0 +1,59 @@
+"""One exception family for everything relugeom refuses to do.
+
+Every message names the file or layer concerned and, where there is one, what to do about it.
+The CLI turns a :class:`RelugeomError` into one line on stderr and a non-zero exit; it never
+shows a traceback for one.
+"""
+
+from __future__ import annotations
+
+
+class RelugeomError(Exception):
+    """Base class of every error relugeom raises on purpose."""
+
+
+class CheckpointError(RelugeomError):
+    """A checkpoint file is missing, unsafe, corrupt or not a checkpoint."""
+
+
+class LayerError(RelugeomError):
+    """A layer has weights or a shape that an analysis cannot treat (NaN, inf, wrong rank)."""
+
+
+class ShapeError(RelugeomError):
+    """An input shape does not fit a layer or a model."""
+
+
+class ArchitectureError(RelugeomError):
+    """A state dict does not fit the requested architecture, or an architecture is unknown."""
+
+
+class DataError(RelugeomError):
+    """A data set is missing, incomplete or malformed."""
+
+
+class UnsupportedLayerError(RelugeomError):
+    """A module type that an analysis cannot treat exactly."""
+
+
+class BudgetExceeded(RelugeomError):
+    """A computation would exceed its budget; ``partial`` holds what was finished."""
+
+    def __init__(self, message: str, partial: object = None) -> None:
+        super().__init__(message)
+        self.partial = partial
+
+
+class RelugeomWarning(UserWarning):
+    """A problem that does not stop an analysis (a skipped checkpoint, zero filters)."""
+
+
+class SkippedWarning(RelugeomWarning):
+    """An input (a checkpoint of a series, a layer) was left out; the rest was analysed."""
+
+
+def warn(message: str, category: type[RelugeomWarning] = RelugeomWarning) -> None:
+    """Emit a relugeom warning attributed to the caller of the analysis."""
+    import warnings
+
+    warnings.warn(message, category, stacklevel=3)

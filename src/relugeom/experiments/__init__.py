@@ -1,0 +1,1 @@
+"""The papers' experiments: models, data, training, critical-layer re-initialisation."""

@@ -1,0 +1,142 @@
+"""What an analysis can be pointed at, resolved to models or state dicts one at a time.
+
+A *source* is an ``nn.Module``, a state dict, a checkpoint path, a run folder (its checkpoints in
+epoch order), or a list of those. :func:`iter_sources` yields one :class:`SourceItem` per model,
+loading lazily so that a long series never sits in memory at once. :func:`map_sources` applies a
+per-model analysis and stacks the resulting tables with ``run``, ``seed`` and ``epoch`` columns.
+
+Error policy: a source given alone that cannot be loaded or analysed raises; inside a run folder
+or a list, the bad item is reported as a :class:`~relugeom.errors.RelugeomWarning` naming the file
+and the others are still analysed (an error is raised only when nothing is left).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import pandas as pd
+import torch
+from torch import nn
+
+from .checkpoints import checkpoint_series, load_checkpoint
+from .errors import RelugeomError, SkippedWarning, warn
+
+Source = Union[nn.Module, Mapping[str, torch.Tensor], str, os.PathLike, Sequence[Any]]
+
+
+@dataclass
+class SourceItem:
+    """One model to analyse and where it came from."""
+
+    label: str
+    path: Path | None = None
+    epoch: int | None = None
+    run: str | None = None
+    seed: int | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+    in_series: bool = False
+    _obj: nn.Module | Mapping[str, torch.Tensor] | None = field(default=None, repr=False)
+    _arch: str | None = field(default=None, repr=False)
+
+    def load(self) -> nn.Module | Mapping[str, torch.Tensor]:
+        """The module or state dict (loaded from ``path`` on first use; built as ``arch`` if given)."""
+        if self._obj is None:
+            assert self.path is not None
+            ckpt = load_checkpoint(self.path)
+            self.meta = {**ckpt.meta, **self.meta}
+            self._obj = ckpt.state_dict
+        obj = self._obj
+        arch = self._arch or self.meta.get("arch")
+        if isinstance(obj, Mapping) and arch:
+            from .experiments.models import model_from_state_dict
+
+            where = f"{self.path}: " if self.path else ""
+            obj = model_from_state_dict(str(arch), obj, where=where)
+        return obj
+
+
+def _is_state_dict(obj: object) -> bool:
+    return isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def iter_sources(source: Source, *, arch: str | None = None, _in_series: bool = False) -> Iterator[SourceItem]:
+    """Resolve ``source`` to :class:`SourceItem` s (see the module docstring).
+
+    ``arch`` builds each state dict into that architecture (so that stages and input shapes are
+    known); relugeom checkpoints name their own architecture and are built the same way.
+    """
+    if isinstance(source, nn.Module):
+        yield SourceItem(label=type(source).__name__, _obj=source, in_series=_in_series, _arch=arch)
+    elif _is_state_dict(source):
+        yield SourceItem(label="state_dict", _obj=source, in_series=_in_series, _arch=arch)  # type: ignore[arg-type]
+    elif isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir():
+            entries = checkpoint_series(p)
+            for e in entries:
+                seed = e.meta.get("seed")
+                yield SourceItem(
+                    label=str(e.path), path=e.path, epoch=e.epoch, run=p.name,
+                    seed=None if seed is None else int(seed), meta=dict(e.meta), in_series=True, _arch=arch,
+                )  # fmt: skip
+        else:
+            yield SourceItem(label=str(p), path=p, in_series=_in_series, _arch=arch)
+    elif isinstance(source, Sequence) and not isinstance(source, (bytes, str)):
+        for s in source:
+            yield from iter_sources(s, arch=arch, _in_series=True)
+    else:
+        raise TypeError(
+            f"cannot analyse a {type(source).__name__}: give an nn.Module, a state dict, a checkpoint path, "
+            "a run folder or a list of those"
+        )
+
+
+def map_sources(
+    source: Source,
+    analyse: Callable[[nn.Module | Mapping[str, torch.Tensor], SourceItem], pd.DataFrame],
+    *,
+    arch: str | None = None,
+) -> pd.DataFrame:
+    """Apply ``analyse(model_or_state_dict, item)`` to every item of ``source`` and stack the tables.
+
+    ``run``, ``seed`` and ``epoch`` columns are put first when any item has them (the epoch from
+    the checkpoint's metadata, else the series' epoch).
+    """
+    frames: list[pd.DataFrame] = []
+    failures: list[str] = []
+    cols = {"run": False, "seed": False, "epoch": False}
+    for item in iter_sources(source, arch=arch):
+        try:
+            obj = item.load()
+            df = analyse(obj, item)
+        except RelugeomError as e:
+            if not item.in_series:
+                raise
+            msg = str(e)
+            if item.path is not None and str(item.path) not in msg:
+                msg = f"{item.path}: {msg}"
+            warn(f"{msg}; skipped, the rest of the series is analysed", SkippedWarning)
+            failures.append(item.label)
+            continue
+        epoch = item.epoch if item.epoch is not None else item.meta.get("epoch")
+        seed = item.seed if item.seed is not None else item.meta.get("seed")
+        values = {"run": item.run, "seed": seed, "epoch": epoch}
+        df = df.copy()
+        for i, (name, value) in enumerate(values.items()):
+            if value is not None:
+                cols[name] = True
+            df.insert(i, name, value)
+        frames.append(df)
+    if not frames:
+        raise RelugeomError(f"nothing could be analysed ({len(failures)} bad checkpoint(s))")
+    out = pd.concat(frames, ignore_index=True)
+    drop = [c for c, used in cols.items() if not used]
+    out = out.drop(columns=drop)
+    for c in ("seed", "epoch"):
+        if c in out:
+            out[c] = out[c].astype("Int64")
+    return out

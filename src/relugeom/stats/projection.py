@@ -1,0 +1,136 @@
+"""The projection statistic and the measure n_l (seed 001, sec. 2.3, eqs. 1-2).
+
+For a filter w (one output channel of a conv weight, all C/groups * prod(kernel) entries, or one row
+of a linear weight)::
+
+    cos = sum(w) / (||w||_2 * sqrt(numel(w)))                                  (seed 001, eq. 1)
+
+the cosine between the filter's hyperplane normal and the all-ones direction of its own receptive
+field; the bias never enters. The paper's cosine over the layer's whole input space differs only by
+the positive factor sqrt(numel(w) / (C*H*W)), so signs and n_l agree. A zero filter has cos = NaN,
+is counted in ``n_zero``, and is left out of n_l::
+
+    n_l = #{non-zero filters with cos <= 0} / #{non-zero filters}               (seed 001, eq. 2)
+
+Numerics: sums and norms are accumulated in float64 from the stored weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import warn
+from ..layers import AffineLayer, check_finite, find_layers
+from ..sources import Source, SourceItem, map_sources
+
+FILTER_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "cos"]
+
+
+def filter_cosines(layer: AffineLayer) -> np.ndarray:
+    """The projection statistic of every filter of ``layer`` as a float64 array (NaN for zero filters)."""
+    w = layer.filters()
+    s = torch.sum(w, dim=1, dtype=torch.float64)
+    norm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (s / (norm * np.sqrt(layer.filter_numel))).numpy()
+    cos[norm.numpy() == 0] = np.nan
+    return cos
+
+
+def _stats_one(
+    obj: nn.Module | Mapping[str, torch.Tensor], where: str, *, linear: bool, pointwise: bool
+) -> pd.DataFrame:
+    layers = find_layers(obj, linear=linear, pointwise=pointwise)
+    frames = []
+    for layer in layers:
+        check_finite(layer, where)
+        cos = filter_cosines(layer)
+        n_zero = int(np.isnan(cos).sum())
+        if n_zero:
+            warn(
+                f"{where}layer {layer.name!r}: {n_zero} of {len(cos)} filters are all zero; "
+                "their cos is NaN, counted in n_zero and left out of n_l"
+            )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "layer": layer.name,
+                    "layer_index": layer.layer_index,
+                    "stage": layer.stage,
+                    "block": layer.block,
+                    "filter": np.arange(len(cos)),
+                    "cos": cos,
+                }
+            )
+        )
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "cos" else "object") for c in FILTER_COLUMNS})
+    df = pd.concat(frames, ignore_index=True)
+    df[["stage", "block"]] = df[["stage", "block"]].astype("Int64")
+    return df
+
+
+def projection_stats(
+    source: Source, *, linear: bool = False, pointwise: bool = False, arch: str | None = None
+) -> pd.DataFrame:
+    """Per-filter projection statistic (seed 001, eq. 1) of every analysed layer.
+
+    Parameters
+    ----------
+    source
+        An ``nn.Module``, a state dict, a checkpoint path, a run folder (every epoch) or a list of
+        those (several runs: the ``run`` and ``seed`` columns tell them apart).
+    linear
+        Also analyse the linear layers (all of them).
+    pointwise
+        Also analyse convolutions with a 1x1 (one-position) kernel.
+    arch
+        Build state dicts into this architecture (gives ``stage`` and ``block``); relugeom
+        checkpoints carry their own.
+
+    Returns
+    -------
+    DataFrame with ``layer, layer_index, stage, block, filter, cos`` (float64, NaN for zero
+    filters), preceded by ``run, seed, epoch`` when the source is a series.
+
+    Example
+    -------
+    >>> from relugeom.experiments.models import build_model
+    >>> df = projection_stats(build_model("vgg9", seed=0))
+    >>> df.groupby("layer_index").size().tolist()
+    [64, 64, 128, 128, 256, 256]
+    """
+
+    def analyse(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem) -> pd.DataFrame:
+        where = f"{item.path}: " if item.path else ""
+        return _stats_one(obj, where, linear=linear, pointwise=pointwise)
+
+    return map_sources(source, analyse, arch=arch)
+
+
+def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per layer (and run/seed/epoch): ``n_filters``, ``n_zero``, ``n_neg`` (= n_l, the
+    fraction of non-zero filters with cos <= 0; seed 001, eq. 2) and ``mean_cos`` (over non-zero filters).
+    """
+    keys = [c for c in ("run", "seed", "epoch") if c in df] + ["layer", "layer_index", "stage", "block"]
+    cos = df["cos"].to_numpy(dtype=np.float64)
+    work = df[keys].copy()
+    work["_nonzero"] = ~np.isnan(cos)
+    work["_neg"] = np.where(np.isnan(cos), 0.0, cos <= 0)
+    work["_cos"] = np.where(np.isnan(cos), 0.0, cos)
+    g = work.groupby(keys, dropna=False, sort=False)
+    out = g.agg(n_filters=("_nonzero", "size"), n_nonzero=("_nonzero", "sum"),
+                neg=("_neg", "sum"), cos_sum=("_cos", "sum")).reset_index()  # fmt: skip
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["n_zero"] = out["n_filters"] - out["n_nonzero"]
+        out["n_neg"] = out["neg"] / out["n_nonzero"].where(out["n_nonzero"] > 0)
+        out["mean_cos"] = out["cos_sum"] / out["n_nonzero"].where(out["n_nonzero"] > 0)
+    out = out.drop(columns=["n_nonzero", "neg", "cos_sum"])
+    out["n_zero"] = out["n_zero"].astype("int64")
+    sort = [c for c in ("run", "seed", "epoch") if c in out] + ["layer_index"]
+    return out.sort_values(sort, kind="stable").reset_index(drop=True)
