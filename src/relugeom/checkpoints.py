@@ -82,7 +82,9 @@ def _torch_load(path: Path, mmap: bool) -> Any:
         raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first[:160]})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint, it may be truncated ({msg[:160]})") from None
+        raise CheckpointError(
+            f"{path}: cannot be read as a PyTorch checkpoint, it may be truncated ({msg[:160]})"
+        ) from None
 
 
 def _unwrap(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:

@@ -111,6 +111,19 @@ def _from_module(name: str, module: nn.Module) -> AffineLayer:
     )  # fmt: skip
 
 
+def as_affine(layer: nn.Module | AffineLayer, name: str = "") -> AffineLayer:
+    """An :class:`AffineLayer` for a Conv1d/2d/3d or Linear module (an AffineLayer is returned as is)."""
+    if isinstance(layer, AffineLayer):
+        return layer
+    if isinstance(layer, nn.Module) and _is_affine(layer):
+        return _from_module(name or type(layer).__name__, layer)
+    from .errors import UnsupportedLayerError
+
+    raise UnsupportedLayerError(
+        f"{type(layer).__name__} is not an affine layer (Conv1d/2d/3d or Linear); cannot treat it"
+    )
+
+
 def _is_affine(module: nn.Module) -> bool:
     # Transposed convolutions subclass _ConvNd but are not the maps the papers study.
     return isinstance(module, tuple(_KINDS)) and not isinstance(module, nn.modules.conv._ConvTransposeNd)

@@ -16,7 +16,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pandas as pd
 import torch
@@ -25,7 +25,7 @@ from torch import nn
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
 
-Source = Union[nn.Module, Mapping[str, torch.Tensor], str, os.PathLike, Sequence[Any]]
+Source = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike | Sequence[Any]
 
 
 @dataclass
