@@ -1,0 +1,40 @@
+"""Pieces shared by the CLI verbs: output options, table writing, printing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from ..tables import FORMATS, write_table
+
+out_option = click.option(
+    "--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="Folder for the tables and plots (created if needed).",
+)  # fmt: skip
+format_option = click.option(
+    "--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True, help="Table format."
+)
+
+
+def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:
+    """Write each table as ``out/NAME.FMT`` (atomically); return the paths."""
+    return [write_table(df, out / name, fmt) for name, df in tables.items()]
+
+
+def echo_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
+    """Print a table to stdout without truncation."""
+    with pd.option_context("display.max_rows", 200, "display.max_columns", 50, "display.width", 200):
+        click.echo(df.to_string(index=False, float_format=floatfmt.format))
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3,32,32"`` -> (3, 32, 32)."""
+    try:
+        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32") from None
+    if not shape or any(s <= 0 for s in shape):
+        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32")
+    return shape

@@ -1,0 +1,58 @@
+"""``relugeom demo``: the main job, end to end on the embedded digits data."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+from ..errors import RelugeomError
+from ._common import echo_table
+
+
+@click.command("demo")
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("relugeom-demo"),
+              show_default=True, help="Folder for the run, tables and plots.")  # fmt: skip
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--arch", default="vgg9", show_default=True, help="A small VGG-style ConvNet by default.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def command(out: Path, epochs: int, arch: str, seed: int) -> None:
+    """Train a small VGG-style ConvNet on scikit-learn's digits with the paper's recipe, then
+    compute the projection statistics of every epoch and draw the paper's plots.
+
+    Writes OUT/run (the run folder), OUT/filters.csv, OUT/layers.csv, OUT/histograms.png and
+    OUT/nl_epochs.png, and prints n_l per layer over training.
+    """
+    from ..experiments.train import TrainConfig, lr_drops, train
+    from ..report import save_figure
+    from ..report.projection import cos_histograms, nl_over_epochs
+    from ..stats.projection import layer_summary, projection_stats
+    from ._common import write_tables
+    from .stats import summary_view
+
+    t0 = time.perf_counter()
+    run = out / "run"
+    if run.exists():
+        if not (run / "config.json").exists():
+            raise RelugeomError(f"{run}: exists and is not a relugeom run; choose another --out")
+        shutil.rmtree(run)
+    config = TrainConfig(arch=arch, dataset="digits", epochs=epochs, seed=seed, batch_size=64)
+    click.echo(f"training {arch} on digits for {epochs} epochs (SGD 0.01, momentum 0.9, wd 5e-4, step schedule)")
+    metrics = train(config, run)
+    df = projection_stats(run)
+    summary = layer_summary(df)
+    first, last = df[df.epoch == df.epoch.min()], df[df.epoch == df.epoch.max()]
+    paths = write_tables(out, {"filters": df, "layers": summary}, "csv")
+    paths.append(save_figure(cos_histograms(last, first, labels=(f"epoch {epochs}", "initialization"),
+                                            title=f"{arch} on digits"), out / "histograms.png"))  # fmt: skip
+    paths.append(save_figure(nl_over_epochs(summary, metrics, lr_drops=lr_drops(config.schedule, epochs),
+                                            title=f"{arch} on digits"), out / "nl_epochs.png"))  # fmt: skip
+    end = metrics.iloc[-1]
+    click.echo(f"\nfinal: train acc {end.train_acc:.3f}, val acc {end.val_acc:.3f}, test acc {end.test_acc:.3f}")
+    click.echo("\nn_l (fraction of filters with cos <= 0) per conv layer over training:")
+    echo_table(summary_view(summary))
+    click.echo(f"\nrun folder: {run}")
+    click.echo("tables and pictures: " + ", ".join(str(p) for p in paths))
+    click.echo(f"done in {time.perf_counter() - t0:.0f} s")

@@ -1,0 +1,108 @@
+"""``relugeom stats``: projection statistics and n_l of models, checkpoints and runs (seed 001)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+import pandas as pd
+
+from ..errors import RelugeomError
+from ..sources import iter_sources
+from ..stats.projection import layer_summary, projection_stats
+from ._common import echo_table, format_option, out_option, write_tables
+
+
+def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
+    """A random (torchvision-style Kaiming) init of the architecture of the first source."""
+    from ..experiments.models import build_model, infer_kwargs
+
+    item = next(iter_sources(list(sources)))
+    arch = arch or item.meta.get("arch")
+    obj = item.load()
+    if arch is None:
+        raise RelugeomError("--init random needs --arch (the architecture to initialise)")
+    sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
+    return build_model(arch, **infer_kwargs(arch, sd), init="kaiming", seed=0)
+
+
+def _run_metrics(sources: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[int]]:
+    frames, drops = [], []
+    for s in sources:
+        p = Path(s)
+        if (p / "metrics.csv").is_file():
+            m = pd.read_csv(p / "metrics.csv")
+            m.insert(0, "run", p.name)
+            frames.append(m)
+        if (p / "config.json").is_file():
+            try:
+                drops = json.loads((p / "config.json").read_text()).get("lr_drops", drops)
+            except (OSError, ValueError):
+                pass
+    return (pd.concat(frames, ignore_index=True) if frames else None), drops
+
+
+def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
+    """What to print: the per-layer table, or for a series n_l by layer at up to ``max_epochs`` epochs."""
+    if "epoch" not in summary or summary["epoch"].nunique() <= 1:
+        cols = [c for c in ("run", "epoch") if c in summary] + ["layer_index", "layer", "n_filters", "n_zero",
+                                                               "n_neg", "mean_cos"]  # fmt: skip
+        return summary[cols]
+    epochs = sorted(summary["epoch"].dropna().unique())
+    if len(epochs) > max_epochs:
+        step = (len(epochs) - 1) / (max_epochs - 1)
+        epochs = sorted({epochs[round(i * step)] for i in range(max_epochs)})
+    sel = summary[summary["epoch"].isin(epochs)]
+    wide = sel.pivot_table(index=["layer_index", "layer"], columns="epoch", values="n_neg", aggfunc="mean")
+    wide.columns = [f"n_l@{int(e)}" for e in wide.columns]
+    return wide.reset_index()
+
+
+@click.command("stats")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--init", "init", default=None,
+              help="Initialisation to compare against: a checkpoint, or 'random' for a fresh Kaiming init "
+                   "of --arch. A run folder's epoch 0 is used by default.")  # fmt: skip
+@click.option("--arch", default=None, help="Architecture of bare state dicts (gives stages and blocks).")
+@click.option("--linear", is_flag=True, help="Also analyse the linear layers.")
+@click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
+@out_option
+@format_option
+def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: ANN001
+    """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
+
+    SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
+    filters.FMT (one row per filter), layers.FMT (one row per layer and epoch), histograms.png
+    (trained vs. initialization) and, for a series, nl_epochs.png (n_l over epochs, with the
+    training curves when the run folder has metrics.csv) into --out (default ./relugeom-stats).
+    """
+    from ..report import save_figure
+    from ..report.projection import cos_histograms, nl_over_epochs
+
+    out = out or Path("relugeom-stats")
+    src = list(sources) if len(sources) > 1 else sources[0]
+    df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
+    summary = layer_summary(df)
+    init_df = None
+    if init == "random":
+        init_df = projection_stats(_random_init(sources, arch), linear=linear, pointwise=pointwise)
+    elif init is not None:
+        init_df = projection_stats(init, linear=linear, pointwise=pointwise, arch=arch)
+    elif "epoch" in df and df["epoch"].nunique() > 1:
+        first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
+        init_df = first[first["epoch"] == first["epoch"].min()]
+    trained = df
+    if "run" in df:
+        trained = trained[trained["run"] == trained["run"].iloc[0]]
+    if "epoch" in trained:
+        trained = trained[trained["epoch"] == trained["epoch"].max()]
+    paths = write_tables(out, {"filters": df, "layers": summary}, fmt)
+    hist_label = "trained" if "epoch" not in trained else f"epoch {int(trained['epoch'].iloc[0])}"
+    paths.append(save_figure(cos_histograms(trained, init_df, labels=(hist_label, "initialization")),
+                             out / "histograms.png"))  # fmt: skip
+    if "epoch" in summary and summary["epoch"].nunique() > 1:
+        metrics, drops = _run_metrics(sources)
+        paths.append(save_figure(nl_over_epochs(summary, metrics, lr_drops=drops), out / "nl_epochs.png"))
+    echo_table(summary_view(summary))
+    click.echo("\nwrote " + ", ".join(str(p) for p in paths))
