@@ -220,7 +220,8 @@ def _read_idx(path: Path) -> np.ndarray:
 def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
     how = "Download the four MNIST idx files and pass their folder as --data-dir."
     out = []
-    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for stem in stems:
         path = _find(data_dir, [stem, f"{stem}.gz", stem.replace("-idx", ".idx")], f"MNIST file {stem}", how)
         out.append(_read_idx(path))
     xtr, ytr, xte, yte = out
