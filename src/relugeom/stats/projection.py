@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import warn
+from ..errors import SkippedWarning, warn
 from ..layers import AffineLayer, check_finite, find_layers
 from ..sources import Source, SourceItem, map_sources
 
@@ -54,7 +54,8 @@ def _stats_one(
         if n_zero:
             warn(
                 f"{where}layer {layer.name!r}: {n_zero} of {len(cos)} filters are all zero; "
-                "their cos is NaN, counted in n_zero and left out of n_l"
+                "their cos is NaN, counted in n_zero and left out of n_l",
+                SkippedWarning,
             )
         frames.append(
             pd.DataFrame(

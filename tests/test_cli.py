@@ -1,0 +1,134 @@
+"""The command line: outputs, help, and one clear message (no traceback) for each kind of bad input."""
+
+import re
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from relugeom import save_checkpoint
+from relugeom.cli import VERBS, main
+from relugeom.experiments.models import build_model
+
+
+def run(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+        raise SystemExit(0)
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err + out.out
+    return e.value.code or 0, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    root = tmp_path_factory.mktemp("series")
+    for e in range(3):
+        model = build_model("vgg9", in_channels=1, image_size=8, seed=e)
+        save_checkpoint(root / "checkpoints" / f"epoch_{e:04d}.pt", model.state_dict(),
+                        {"epoch": e, "seed": 0, "arch": "vgg9", "train_loss": 1.0 / (e + 1)})
+    pd.DataFrame({"epoch": [0, 1, 2], "train_loss": [2.0, 1.0, 0.5], "val_loss": [2.1, 1.1, 0.7],
+                  "train_acc": [0.1, 0.5, 0.8], "val_acc": [0.1, 0.4, 0.7]}).to_csv(root / "metrics.csv", index=False)
+    return root
+
+
+def test_stats_on_a_run_writes_tables_and_plots(series, tmp_path, capsys):
+    code, out, _ = run(["stats", str(series), "--out", str(tmp_path), "--format", "parquet"], capsys)
+    assert code == 0
+    assert "n_l@0" in out and "features.12" in out
+    for name in ("filters.parquet", "layers.parquet", "histograms.png", "nl_epochs.png"):
+        assert (tmp_path / name).stat().st_size > 0
+    layers = pd.read_parquet(tmp_path / "layers.parquet")
+    assert set(layers.columns) >= {"epoch", "layer", "layer_index", "stage", "block", "n_filters", "n_zero",
+                                   "n_neg", "mean_cos"}
+    assert len(layers) == 3 * 6
+
+
+def test_help_is_complete(capsys):
+    code, out, _ = run(["--help"], capsys)
+    assert code == 0 and all(v in out for v in VERBS)
+    for verb in VERBS:
+        code, out, _ = run([verb, "--help"], capsys)
+        assert code == 0 and "Usage: relugeom " + verb in out and "--help" in out
+
+
+class _Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def _bad_inputs(tmp_path):
+    good = build_model("vgg9", in_channels=1, image_size=8, seed=0).state_dict()
+    torch.save({"state_dict": good, "x": _Evil()}, tmp_path / "evil.pt")
+    save_checkpoint(tmp_path / "ok.pt", good)
+    data = (tmp_path / "ok.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 3])
+    (tmp_path / "notes.pt").write_text("not a checkpoint")
+    nan = {k: v.clone() for k, v in good.items()}
+    nan["features.5.weight"][3, 0, 1, 1] = float("nan")
+    save_checkpoint(tmp_path / "nan.pt", nan)
+    return good
+
+
+@pytest.mark.parametrize("name, extra, code, pattern", [
+    ("evil.pt", [], 1, r"evil\.pt: refused"),
+    ("cut.pt", [], 1, r"cut\.pt: cannot be read"),
+    ("notes.pt", [], 1, r"notes\.pt"),
+    ("missing.pt", [], 1, r"missing\.pt: no such file"),
+    ("ok.pt", ["--arch", "vgg11"], 1, r"ok\.pt: .*does not fit"),
+    ("ok.pt", ["--arch", "lenet"], 1, r"ok\.pt: .*(missing keys|shape mismatches)"),
+    ("nan.pt", [], 1, r"nan\.pt: layer 'features\.5': weight has 1 NaN/inf"),
+])
+def test_bad_input_gives_one_clear_message(tmp_path, capsys, name, extra, code, pattern):
+    _bad_inputs(tmp_path)
+    got, out, err = run(["stats", str(tmp_path / name), "--out", str(tmp_path / "o"), *extra], capsys)
+    assert got == code
+    assert re.search(pattern, err), err
+    assert "pwned" not in out
+    assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_zero_filters_are_reported_with_exit_3(tmp_path, capsys):
+    sd = build_model("vgg9", in_channels=1, image_size=8, seed=0).state_dict()
+    sd["features.7.weight"][5] = 0
+    save_checkpoint(tmp_path / "z.pt", sd, {"arch": "vgg9"})
+    code, out, err = run(["stats", str(tmp_path / "z.pt"), "--out", str(tmp_path / "o")], capsys)
+    assert code == 3 and "layer 'features.7': 1 of 128 filters are all zero" in err
+    layers = pd.read_csv(tmp_path / "o" / "layers.csv").set_index("layer")
+    assert layers.loc["features.7", "n_zero"] == 1
+
+
+def test_one_bad_checkpoint_in_a_series(series, tmp_path, capsys):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(series, run_dir)
+    (run_dir / "checkpoints" / "epoch_0001.pt").write_bytes(b"\x00" * 100)
+    code, out, err = run(["stats", str(run_dir), "--out", str(tmp_path / "o")], capsys)
+    assert code == 3 and "epoch_0001.pt" in err and "skipped" in err
+    assert sorted(pd.read_csv(tmp_path / "o" / "layers.csv").epoch.unique()) == [0, 2]
+
+
+def test_console_script_exit_code_and_stderr(tmp_path):
+    p = subprocess.run([sys.executable, "-m", "relugeom", "stats", str(tmp_path / "nope.pt")],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    assert p.stderr.strip() == f"error: {tmp_path / 'nope.pt'}: no such file"
+
+
+def test_train_refuses_an_existing_run(series, capsys):
+    code, _, err = run(["train", "--arch", "lenet", "--dataset", "digits", "--epochs", "1", "--out", str(series)],
+                       capsys)
+    assert code == 1 and "already holds a run" in err
+
+
+def test_demo_end_to_end(tmp_path, capsys):
+    code, out, _ = run(["demo", "--epochs", "2", "--out", str(tmp_path)], capsys)
+    assert code == 0 and "n_l@2" in out
+    for name in ("filters.csv", "layers.csv", "histograms.png", "nl_epochs.png", "run/metrics.csv",
+                 "run/checkpoints/epoch_0002.pt"):
+        assert (tmp_path / name).exists()
+    code, _, _ = run(["demo", "--epochs", "1", "--out", str(tmp_path)], capsys)  # rerunning replaces the demo run
+    assert code == 0 and not (tmp_path / "run/checkpoints/epoch_0002.pt").exists()
