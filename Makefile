@@ -26,7 +26,7 @@ demo: $(STAMP)
 	$(BIN)/relugeom demo
 
 lint: $(TSTAMP)
-	$(BIN)/ruff check src tests benchmarks examples
+	$(BIN)/ruff check .
 
 test: $(TSTAMP) lint
 	$(BIN)/python -m pytest -n 2 -q
