@@ -363,7 +363,9 @@ def cnn_max_regions(
     return _search(c, budget)
 
 
-def cnn_formula_caveat(input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int) -> str | None:
+def cnn_formula_caveat(
+    input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int
+) -> str | None:
     """Why the Theorem 1 value is not attained by real weights for this shape, or None.
 
     Filled in from the cross-check against exact counts (see docs/regions.md)."""
