@@ -677,7 +677,7 @@ def partition_2d(
         cells = _Cells(verts, Hs, pats)
         if len({_key(p) for p in pats}) != n_before:
             warn("partition_2d: clipping to the bounding box lost regions (numerical tolerance); "
-                 "the whole-plane count is %d" % n_before)
+                 f"the whole-plane count is {n_before}")
         whole = True
     else:
         box = tuple(float(x) for x in bounds)

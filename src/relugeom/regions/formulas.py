@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import BudgetExceeded, ShapeError
+from ..errors import BudgetExceeded, ShapeError, warn
 
 __all__ = [
     "ConvSpec",
@@ -327,6 +327,7 @@ def cnn_max_regions(
     *,
     method: str = "auto",
     budget: int = 10**7,
+    warn_caveat: bool = True,
 ) -> int:
     """Seed 003, Theorem 1 (i): the maximal number of linear regions of a one-layer ReLU CNN, exactly.
 
@@ -341,11 +342,16 @@ def cnn_max_regions(
       (exponential; for cross-checks on tiny shapes).
 
     Raises :class:`BudgetExceeded` when the literal/flow enumeration or the search exceeds ``budget`` steps.
-    See :func:`cnn_formula_caveat` for shapes where the theorem's count and real weights disagree.
+    For shapes where the published value is provably not attained by any weights (see
+    :func:`cnn_formula_caveat`) a :class:`RelugeomWarning` says so (``warn_caveat=False`` silences it); the
+    published value is still returned, as published.
     """
     c = _conv(input_shape, kernel, stride, filters)
     if c.filters == 0:
         return 1
+    note = cnn_formula_caveat(input_shape, kernel, stride, filters)
+    if note and warn_caveat:
+        warn(note)
     if method == "literal":
         return _literal(c, budget)
     if method == "flow":
@@ -366,10 +372,26 @@ def cnn_max_regions(
 def cnn_formula_caveat(
     input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int
 ) -> str | None:
-    """Why the Theorem 1 value is not attained by real weights for this shape, or None.
+    """Why no weights attain the Theorem 1 value for this shape, or None when no such reason is known.
 
-    Filled in from the cross-check against exact counts (see docs/regions.md)."""
-    return None
+    For a 2D input with one channel, stride 1, a kernel with both sizes >= 2, at least two filters and at
+    least ``f1 x f2`` output positions, convolution commutes: ``w_k * w_l = w_l * w_k``. Read as a linear
+    relation among the hyperplane normals of filter k at the ``f1 x f2`` shifts of ``w_l``'s support and of
+    filter l at the shifts of ``w_k``'s, it makes those ``2 f1 f2`` normals dependent for *every* weight, while
+    K_N counts them as independent (Hall's condition holds for them). The theorem's value is then strictly
+    larger than the number of regions of any weights. Proof and counts in docs/regions.md.
+    """
+    c = _conv(input_shape, kernel, stride, filters)
+    if len(c.spatial) != 2 or c.channels != 1 or c.stride != 1 or c.filters < 2:
+        return None
+    if min(c.kernel) < 2 or any(o < f for o, f in zip(c.out_spatial, c.kernel)):
+        return None
+    f1, f2 = c.kernel
+    return (f"seed 003 Theorem 1 over-counts for input {tuple(input_shape)}, kernel {c.kernel}, stride 1, "
+            f"{filters} filters: with one input channel the {2 * f1 * f2} normals of two filters at "
+            f"{f1}x{f2} neighbouring positions are linearly dependent for every weight (w_k * w_l = w_l * w_k), "
+            "so no weights reach the published value; relugeom.layer_regions on random weights gives the count "
+            "of almost every weight (docs/regions.md)")
 
 
 # ------------------------------------------------------------------------------------- CNN: Theorems 2 and 3
