@@ -7,6 +7,16 @@ from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_ch
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .layers import AffineLayer, find_layers, layer_table
+from .regions.exact import (
+    Partition2D,
+    SegmentRegions,
+    arrangement_regions,
+    layer_regions,
+    partition_2d,
+    regions_on_segment,
+)
+from .regions.formulas import cnn_max_regions, cnn_region_bounds, fc_region_bounds, general_position_regions
+from .regions.training import region_counts, regions_over_training
 from .stats.projection import filter_cosines, layer_summary, projection_stats
 
 __version__ = "0.1.0"
@@ -14,6 +24,18 @@ __version__ = "0.1.0"
 __all__ = [
     "AffineLayer",
     "Checkpoint",
+    "Partition2D",
+    "SegmentRegions",
+    "arrangement_regions",
+    "cnn_max_regions",
+    "cnn_region_bounds",
+    "fc_region_bounds",
+    "general_position_regions",
+    "layer_regions",
+    "partition_2d",
+    "region_counts",
+    "regions_on_segment",
+    "regions_over_training",
     "RelugeomError",
     "RelugeomWarning",
     "build_model",

@@ -155,25 +155,23 @@ _AFFINE: tuple[type, ...] = (
 _MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d)
 
 
-def _leaves(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    if isinstance(model, (nn.Sequential, nn.ModuleList)):
-        out = []
-        for name, m in model.named_children():
-            out += [(f"{name}.{n}" if n else name, leaf) for n, leaf in _leaves(m)]
-        return out
+def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
+    """The leaf modules in registration order (nested containers flattened). Containers other than
+    nn.Sequential are taken in registration order too; :func:`_prepare` checks the result against the
+    model's own forward pass."""
     if isinstance(model, _AFFINE + _MAXPOOL + (nn.ReLU,)):
-        return [("", model)]
+        return [(prefix, model)]
     children = list(model.named_children())
     if not children:
         raise UnsupportedLayerError(
-            f"module {type(model).__name__} is not supported by the exact region counters (supported: Linear, "
-            "Conv, ReLU, MaxPool, AvgPool, Flatten, BatchNorm in eval mode, Dropout); wrap the network as an "
-            "nn.Sequential of those"
+            f"module {prefix or '(model)'!r} ({type(model).__name__}) is not supported by the exact region "
+            "counters (supported: Linear, Conv, ReLU, MaxPool, AvgPool, Flatten, BatchNorm in eval mode, "
+            "Dropout, Identity)"
         )
-    raise UnsupportedLayerError(
-        f"{type(model).__name__} is not an nn.Sequential; the exact region counters follow the module order "
-        "of Sequential networks only (rebuild it as nn.Sequential of Linear/Conv/ReLU/MaxPool/...)"
-    )
+    out = []
+    for name, m in children:
+        out += _leaves(m, f"{prefix}.{name}" if prefix else name)
+    return out
 
 
 def _prepare(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -190,6 +188,25 @@ def _prepare(model: nn.Module) -> list[tuple[str, nn.Module]]:
         if isinstance(mod, _MAXPOOL) and (mod.dilation not in (1, (1, 1)) or mod.ceil_mode):
             raise UnsupportedLayerError(f"layer {name!r}: MaxPool with dilation or ceil_mode is not supported")
     return leaves
+
+
+def _check_order(model: nn.Module, leaves: list[tuple[str, nn.Module]], x: torch.Tensor) -> None:
+    """The leaves applied in order must reproduce ``model(x)`` (else the model's forward is not sequential)."""
+    import copy
+
+    ref = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval()
+    with torch.no_grad():
+        want = ref(x[None]).reshape(-1)
+        y = x[None]
+        for _, mod in leaves:
+            if isinstance(mod, nn.Linear) and y.dim() > 2:
+                y = y.reshape(1, -1)
+            y = mod(y)
+    if y.numel() != want.numel() or not torch.allclose(y.reshape(-1), want, rtol=1e-6, atol=1e-8):
+        raise UnsupportedLayerError(
+            f"{type(model).__name__}: applying its modules in registration order does not reproduce its forward "
+            "pass (skip connections or functional ops?); the exact region counters need a sequential network"
+        )
 
 
 def _pool_members(mod: nn.Module, shape: tuple[int, ...]) -> np.ndarray:
@@ -220,6 +237,8 @@ class _Cells:
 
 def _apply_affine(mod: nn.Module, H: list[np.ndarray], shape: tuple[int, ...]) -> tuple[list[np.ndarray], tuple]:
     k1 = H[0].shape[1]
+    if isinstance(mod, nn.Linear) and len(shape) > 1:  # an implicit flatten (torch.flatten in forward)
+        shape = (math.prod(shape),)
     X = torch.from_numpy(np.stack([h.T for h in H]).reshape(len(H) * k1, *shape))
     with torch.no_grad():
         Y = mod(X)
@@ -334,6 +353,10 @@ def _propagate(model: nn.Module, columns: np.ndarray, cells_v: list[np.ndarray],
     leaves = _prepare(model)
     k = columns.shape[0] - 1
     shape = tuple(columns.shape[1:])
+    try:
+        _check_order(model, leaves, torch.from_numpy(columns[-1]))
+    except RuntimeError as e:
+        raise ShapeError(f"{type(model).__name__} does not take inputs of shape {shape}: {e}") from None
     H0 = np.ascontiguousarray(columns.reshape(k + 1, -1).T.astype(np.float64))
     cells = _Cells(list(cells_v), [H0] * len(cells_v), [[] for _ in cells_v])
     bud = _Budget(budget)
@@ -385,6 +408,8 @@ def _forward_record(leaves: list[tuple[str, nn.Module]], X: torch.Tensor) -> tup
                     margin = torch.minimum(margin, (top2[..., 0] - top2[..., 1]).reshape(X.shape[0], -1).min(1).values)
                 X = mod(X)
             else:
+                if isinstance(mod, nn.Linear) and X.dim() > 2:
+                    X = X.reshape(X.shape[0], -1)
                 X = mod(X)
     return X.reshape(X.shape[0], -1), pats, margin.numpy()
 

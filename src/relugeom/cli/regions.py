@@ -1,0 +1,248 @@
+"""``relugeom regions``: published region counts (formula) and exact counts of a network (segment, slice, train)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ArchitectureError, DataError, RelugeomError
+from ._common import echo_table, format_option, out_option, parse_shape, write_tables
+
+
+@click.group("regions")
+def command() -> None:
+    """Linear regions: the published formulas and bounds (seed 003), exact counts of a network along a
+    segment, on a 2D slice, and over a training run (Hanin and Rolnick 2019)."""
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else parse_shape(text)
+
+
+def _show(df: pd.DataFrame) -> None:
+    view = df.copy()
+    if "value" in view:
+        view["value"] = [("-" if v is None else str(v)) for v in view["value"]]
+    echo_table(view)
+
+
+@command.command("formula")
+@click.option("--input", "input_shape", default=None, help="Input shape C,L or C,H,W (PyTorch order).")
+@click.option("--kernel", default=None, help="Kernel size k or kh,kw (one-layer CNN, Theorem 1).")
+@click.option("--stride", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--filters", type=click.IntRange(min=0), default=None, help="Number of filters d_1.")
+@click.option("--layers", default=None, help="Deep CNN for Theorems 2-3: 'k:s:d,k:s:d,...' (kernel:stride:filters).")
+@click.option("--widths", default=None, help="Fully connected net n_0,n_1,...,n_L.")
+@click.option("--method", type=click.Choice(["auto", "search", "flow", "literal"]), default="auto", show_default=True)
+def formula(input_shape, kernel, stride, filters, layers, widths, method) -> None:  # noqa: ANN001
+    """Print the published counts exactly (big integers): Theorem 1 for --input/--kernel/--filters,
+    Theorems 2-3 for --input/--layers, the fully connected results for --widths."""
+    from ..regions.formulas import cnn_formula_caveat, cnn_max_regions, cnn_region_bounds, fc_region_bounds
+
+    did = False
+    if widths:
+        _show(fc_region_bounds(list(_ints(widths))))
+        did = True
+    if input_shape and layers:
+        specs = []
+        for part in layers.split(","):
+            try:
+                k, s, d = (int(x) for x in part.split(":"))
+            except ValueError:
+                raise click.BadParameter(f"{part!r} is not kernel:stride:filters", param_hint="--layers") from None
+            specs.append((k, s, d))
+        _show(cnn_region_bounds(specs, _ints(input_shape)))
+        did = True
+    if input_shape and kernel and filters is not None:
+        shape, k = _ints(input_shape), _ints(kernel)
+        k = k[0] if len(k) == 1 else k
+        value = cnn_max_regions(shape, k, stride, filters, method=method)
+        rows = [("theorem1_max_regions", str(value), "as published (seed 003, Theorem 1 (i))")]
+        if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
+            from torch import nn
+
+            from ..regions.exact import layer_regions
+
+            torch.manual_seed(0)
+            conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
+            nn.init.normal_(conv.weight)
+            nn.init.normal_(conv.bias)
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                real = layer_regions(conv, shape)
+            rows.append(("exact_count_random_weights", str(real), "exact count of Gaussian weights (almost every "
+                                                                  "weight; docs/regions.md)"))  # fmt: skip
+        echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))
+        did = True
+    if not did:
+        raise click.UsageError("give --widths, or --input with --kernel and --filters, or --input with --layers")
+
+
+# ------------------------------------------------------------------------------------------------- models
+source_arg = click.argument("source")
+arch_option = click.option("--arch", default=None, help="Architecture of a bare state dict.")
+points_options = [
+    click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+                 help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
+    click.option("--dataset", default=None, help="Take data points from this data set's validation split "
+                                                 "(digits, mnist, cifar10, ...)."),
+    click.option("--data-dir", default=None, help="Folder of the data set files."),
+    click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
+    click.option("--seed", type=int, default=0, show_default=True, help="Which points are drawn."),
+]  # fmt: skip
+
+
+def _with_points(f):  # noqa: ANN001, ANN202
+    for opt in reversed(points_options):
+        f = opt(f)
+    return f
+
+
+def _load_model(source: str, arch: str | None):  # noqa: ANN202
+    from torch import nn
+
+    from ..sources import iter_sources
+
+    item = next(iter_sources(source, arch=arch))
+    obj = item.load()
+    if not isinstance(obj, nn.Module):
+        raise ArchitectureError(f"{source}: a bare state dict; pass --arch so that the network can be evaluated")
+    return obj, item
+
+
+def _points(points, dataset, data_dir, input_shape, seed, n, item=None) -> torch.Tensor:  # noqa: ANN001
+    if points is not None:
+        if points.suffix == ".npy":
+            X = torch.from_numpy(np.load(points, allow_pickle=False))
+        else:
+            X = torch.load(points, weights_only=True, map_location="cpu")
+            if isinstance(X, dict):
+                X = X.get("x", X.get("X"))
+            if not torch.is_tensor(X):
+                raise DataError(f"{points}: expected a tensor of points (or a dict with key 'x')")
+        return X.double()
+    if dataset:
+        from ..experiments.data import load_dataset
+
+        return load_dataset(dataset, data_dir).val.x.double()
+    shape = _ints(input_shape) if input_shape else None
+    if shape is None and item is not None and item.meta.get("input_shape"):
+        shape = tuple(item.meta["input_shape"])
+    if shape is None:
+        raise click.UsageError("give --points, --dataset or --input-shape (for random points)")
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn((max(n, 3), *shape), generator=g, dtype=torch.float64)
+
+
+def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
+    if X.shape[0] < k:
+        raise DataError(f"need at least {k} points, got {X.shape[0]}")
+    idx = np.random.default_rng(seed).choice(X.shape[0], size=k, replace=False)
+    return [X[i] for i in idx]
+
+
+@command.command("segment")
+@source_arg
+@arch_option
+@_with_points
+@click.option("--extend", type=float, default=0.0, show_default=True, help="Extend the segment by this fraction.")
+@out_option
+@format_option
+def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt) -> None:  # noqa: ANN001
+    """Exact breakpoints, activation and linear regions along the segment between two data points."""
+    from ..regions.exact import regions_on_segment
+    from ..report import save_figure
+    from ..report.regions import segment_figure
+
+    model, item = _load_model(source, arch)
+    a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item), 2, seed)
+    d = b - a
+    seg = regions_on_segment(model, a - extend * d, b + extend * d)
+    out = out or Path("relugeom-regions")
+    pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
+                               slope=[v.tolist() for v in seg.pieces.slope])  # fmt: skip
+    paths = write_tables(out, {"segment": pieces}, fmt)
+    paths.append(save_figure(segment_figure(seg.pieces), out / "segment.png"))
+    click.echo(f"{seg.n_activation_regions} activation regions, {seg.n_linear_regions} linear regions, "
+               f"{len(seg.breakpoints)} breakpoints (exact)")  # fmt: skip
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+@command.command("slice")
+@source_arg
+@arch_option
+@_with_points
+@click.option("--bounds", default=None, help="Box z1min,z1max,z2min,z2max in slice coordinates; default: the "
+                                             "whole plane (a box that provably holds every vertex).")
+@click.option("--verify-points", type=click.IntRange(min=0), default=500, show_default=True)
+@out_option
+@format_option
+def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, out, fmt) -> None:  # noqa: ANN001
+    """Exact partition of the plane through three data points a, b, c (a + z1 (b - a) + z2 (c - a))."""
+    from ..regions.exact import partition_2d
+    from ..report import save_figure
+    from ..report.regions import slice_figure
+
+    model, item = _load_model(source, arch)
+    a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item), 3, seed)
+    box = None
+    if bounds:
+        try:
+            box = tuple(float(x) for x in bounds.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{bounds!r} is not four numbers", param_hint="--bounds") from None
+    P = partition_2d(model, a, b - a, c - a, box)
+    out = out or Path("relugeom-regions")
+    tables = {"slice": P.to_frame()}
+    if verify_points:
+        v = P.verify(n_points=verify_points, seed=seed)
+        tables["verify"] = v
+        if not bool(v.loc[0, "ok"]):
+            raise RelugeomError(f"verification against forward passes failed: {v.to_dict('records')[0]}")
+    paths = write_tables(out, tables, fmt)
+    fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds,
+                       title=f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions")  # fmt: skip
+    paths.append(save_figure(fig, out / "slice.png"))
+    where = "whole plane" if P.whole_plane else f"box {P.bounds}"
+    click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
+    if verify_points:
+        click.echo(f"verified at {verify_points} random points: ok")
+    for p in paths:
+        click.echo(f"wrote {p}")
+
+
+@command.command("train")
+@click.argument("sources", nargs=-1, required=True)
+@arch_option
+@_with_points
+@click.option("--lines", "n_lines", type=click.IntRange(min=0), default=4, show_default=True)
+@click.option("--planes", "n_planes", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--extend", type=float, default=0.5, show_default=True)
+@out_option
+@format_option
+def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt) -> None:  # noqa: ANN001
+    """Exact region counts on lines / planes through data points for every checkpoint of a run."""
+    from ..regions.training import regions_over_training, training_summary
+    from ..report import save_figure
+    from ..report.regions import training_figure
+    from ..sources import iter_sources
+
+    item = next(iter_sources(list(sources), arch=arch))
+    X = _points(points, dataset, data_dir, input_shape, seed, 3, item)
+    df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
+                               arch=arch)  # fmt: skip
+    summ = training_summary(df)
+    out = out or Path("relugeom-regions")
+    paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
+    if "epoch" in summ:
+        paths.append(save_figure(training_figure(summ), out / "regions_epochs.png"))
+    echo_table(summ)
+    for p in paths:
+        click.echo(f"wrote {p}")

@@ -1,0 +1,112 @@
+"""Counting regions over training: lines through data points and planes through three data points.
+
+Hanin and Rolnick (2019; seed 004, "Complexity of linear regions") count the activation regions that a
+ReLU network cuts a 1D line or a 2D plane through data points into, at every checkpoint of a training run,
+and find that the count per unit length / area stays of the order of (#neurons)^dim at initialisation and
+grows only slightly during training. :func:`regions_over_training` repeats that experiment exactly (no
+sampling) with :func:`~relugeom.regions.exact.regions_on_segment` and
+:func:`~relugeom.regions.exact.partition_2d`, on the same lines and planes for every checkpoint.
+
+The random choice of data points is the only randomness (``seed``); the counts themselves are exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import ArchitectureError, DataError
+from ..sources import Source, SourceItem, map_sources
+from .exact import partition_2d, regions_on_segment
+
+COLUMNS = ["kind", "index", "points", "n_regions", "n_linear_regions", "measure", "density"]
+
+
+def _data_points(data: object) -> torch.Tensor:
+    if isinstance(data, (tuple, list)) and len(data) == 2 and torch.is_tensor(data[0]):
+        data = data[0]
+    if not torch.is_tensor(data):
+        try:
+            data = torch.cat([torch.as_tensor(b[0] if isinstance(b, (tuple, list)) else b) for b in data])
+        except TypeError:
+            raise DataError("data must be a tensor X, a pair (X, y) or an iterable of (x, y) batches") from None
+    X = data.detach().to(torch.float64)
+    if X.shape[0] < 3:
+        raise DataError(f"need at least 3 data points for lines and planes, got {X.shape[0]}")
+    return X
+
+
+def region_counts(
+    model: nn.Module,
+    data: object,
+    *,
+    n_lines: int = 4,
+    n_planes: int = 1,
+    extend: float = 0.5,
+    seed: int = 0,
+    budget: int = 10**6,
+) -> pd.DataFrame:
+    """Exact region counts of one model along ``n_lines`` lines and on ``n_planes`` planes through data points.
+
+    Line i passes through data points a, b: the segment ``a + t (b - a)``, ``t in [-extend, 1 + extend]``;
+    ``measure`` is its input-space length. Plane j passes through a, b, c: ``a + z1 (b - a) + z2 (c - a)``,
+    ``z in [-extend, 1 + extend]^2``; ``measure`` is its input-space area. ``density = n_regions / measure``.
+    """
+    X = _data_points(data)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_lines):
+        a, b = rng.choice(len(X), size=2, replace=False)
+        xa, xb = X[a], X[b]
+        d = xb - xa
+        seg = regions_on_segment(model, xa - extend * d, xb + extend * d, budget=budget)
+        length = float(torch.linalg.vector_norm(d)) * (1 + 2 * extend)
+        rows.append(("line", i, f"{a},{b}", seg.n_activation_regions, seg.n_linear_regions, length,
+                     seg.n_activation_regions / length if length else math.nan))  # fmt: skip
+    for j in range(n_planes):
+        a, b, c = rng.choice(len(X), size=3, replace=False)
+        u, v = X[b] - X[a], X[c] - X[a]
+        P = partition_2d(model, X[a], u, v, (-extend, 1 + extend, -extend, 1 + extend), budget=budget)
+        G = torch.stack([u.ravel(), v.ravel()])
+        area = float(torch.sqrt(torch.clamp(torch.linalg.det(G @ G.T), min=0))) * (1 + 2 * extend) ** 2
+        rows.append(("plane", j, f"{a},{b},{c}", P.n_regions, P.n_linear_regions, area,
+                     P.n_regions / area if area else math.nan))  # fmt: skip
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def regions_over_training(
+    source: Source,
+    data: object,
+    *,
+    n_lines: int = 4,
+    n_planes: int = 1,
+    extend: float = 0.5,
+    seed: int = 0,
+    arch: str | None = None,
+    budget: int = 10**6,
+) -> pd.DataFrame:
+    """:func:`region_counts` for every model of ``source`` (a run folder gives every epoch), on the same lines
+    and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019, seed 004)."""
+
+    def analyse(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem) -> pd.DataFrame:
+        if not isinstance(obj, nn.Module):
+            raise ArchitectureError(f"{item.label}: a bare state dict; pass arch= (the architecture) so that the "
+                                    "network can be evaluated")  # fmt: skip
+        return region_counts(obj, data, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
+                             budget=budget)  # fmt: skip
+
+    return map_sources(source, analyse, arch=arch)
+
+
+def training_summary(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard error of the region density over lines/planes, per epoch and kind."""
+    keys = [c for c in ("run", "epoch") if c in df] + ["kind"]
+    g = df.groupby(keys, dropna=False)["density"]
+    out = g.agg(["mean", "std", "count"]).reset_index()
+    out["se"] = out["std"] / np.sqrt(out["count"])
+    return out.rename(columns={"mean": "density_mean", "count": "n"}).drop(columns="std")
