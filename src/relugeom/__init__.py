@@ -7,6 +7,7 @@ from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_ch
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .layers import AffineLayer, find_layers, layer_table
+from .stats.cones import cone_params, cone_states, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __all__ = [
     "RelugeomWarning",
     "build_model",
     "checkpoint_series",
+    "cone_params",
+    "cone_states",
     "filter_cosines",
     "find_layers",
     "layer_summary",
@@ -26,4 +29,5 @@ __all__ = [
     "model_from_state_dict",
     "projection_stats",
     "save_checkpoint",
+    "state_distribution",
 ]
