@@ -421,8 +421,31 @@ def preimage_through(
     Exact up to the LP tolerances (float64). Cost grows with the number of feasible patterns: meant for small
     networks (toy circulant nets, a few units).
     """
+    mats = _matrices(layers, input_shape)
+    budget = _Budget(max_pieces)
+    last_domain = domain if len(mats) == 1 else "orthant"
+    first = preimage(mats[-1], y, domain=last_domain, tol=tol)
+    budget.n_lps += 1
+    current = [] if first.is_empty() else [(first, [_check_y(y, mats[-1][0].shape[0]) > 0])]
+    return _pull_back_all(mats[:-1], current, domain, budget)
+
+
+def preimage_of_set(
+    layers: Sequence[Layer], q: Polyhedron, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
+    max_pieces: int = 1000,
+) -> PiecewisePreimage:
+    """Preimage of a whole polyhedron ``q`` of outputs (e.g. an affine manifold M ∩ orthant, seed 002, sec. 6)
+    through ``relu(L_k(... relu(L_1(x))))``: a union of polyhedra, one per feasible activation pattern of all
+    layers, under the same budget as :func:`preimage_through`."""
+    mats = _matrices(layers, input_shape)
+    if q.d != mats[-1][0].shape[0]:
+        raise ShapeError(f"the output set lives in R^{q.d} but the last layer has {mats[-1][0].shape[0]} outputs")
+    return _pull_back_all(mats, [(q, [])], domain, _Budget(max_pieces))
+
+
+def _matrices(layers: Sequence[Layer], input_shape: Sequence[int] | None) -> list[tuple[np.ndarray, np.ndarray]]:
     if not layers:
-        raise ValueError("preimage_through needs at least one layer")
+        raise ValueError("at least one layer is needed")
     mats, shape = [], tuple(input_shape) if input_shape is not None else None
     for layer in layers:
         a, b = layer_matrix(layer, shape)
@@ -436,15 +459,12 @@ def preimage_through(
             shape = output_shape(layer, shape)
         else:
             shape = (a.shape[0],)
-    budget = _Budget(max_pieces)
-    last_domain = domain if len(mats) == 1 else "orthant"
-    current: list[tuple[Polyhedron, list[np.ndarray]]] = [
-        (preimage(mats[-1], y, domain=last_domain, tol=tol), [_check_y(y, mats[-1][0].shape[0]) > 0])
-    ]
-    budget.n_lps += 1
-    if current[0][0].is_empty():
-        current = []
-    for j in range(len(mats) - 2, -1, -1):
+    return mats
+
+
+def _pull_back_all(mats: list, current: list, domain: str, budget: _Budget) -> PiecewisePreimage:
+    n_layers = len(mats) + (len(current[0][1]) if current else 0)
+    for j in range(len(mats) - 1, -1, -1):
         dom = domain if j == 0 else "orthant"
         nxt: list[tuple[Polyhedron, list[np.ndarray]]] = []
         for piece, pats in current:
@@ -456,9 +476,9 @@ def preimage_through(
         if budget.cut:
             break
     if budget.cut:
-        warn(f"preimage_through stopped at max_pieces={max_pieces}: the union of pieces is incomplete",
-             RelugeomWarning)  # fmt: skip
-        current = [c for c in current if len(c[1]) == len(mats)]
+        warn(f"the preimage enumeration stopped at max_pieces={budget.max_pieces}: the union of pieces is "
+             "incomplete", RelugeomWarning)  # fmt: skip
+        current = [c for c in current if len(c[1]) == n_layers]
     return PiecewisePreimage([p for p, _ in current], [pats for _, pats in current], not budget.cut, budget.n_lps)
 
 
