@@ -132,6 +132,7 @@ def compare(name: str, model: nn.Module, shape: tuple[int, ...], rows: list) -> 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--wide", default=None, help="channels,size of the equal-width pair (default 16,16; quick 8,8)")
     args = ap.parse_args()
     torch.manual_seed(0)
     size = 16 if args.quick else 32
@@ -143,6 +144,8 @@ def main() -> int:
     rows: list = []
     compare(f"vgg9 3x{size}x{size}", vgg, (3, size, size), rows)
     c, s = (8, 8) if args.quick else (16, 16)
+    if args.wide:
+        c, s = (int(v) for v in args.wide.split(","))
     wide = nn.Sequential(nn.Conv2d(c, c, 3, padding=1), nn.ReLU(), nn.Conv2d(c, c, 3, padding=1)).double()
     compare(f"equal width {c}x{s}x{s} (full space)", wide, (c, s, s), rows)
     print(f"threads: torch {torch.get_num_threads()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS')}")
