@@ -6,7 +6,9 @@ The public API is re-exported here; see DESIGN.md for the definitions and the pa
 from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
+from .geometry.preimage import Polyhedron, dual_basis, nesting, preimage, preimage_cone, preimage_through
 from .layers import AffineLayer, find_layers, layer_table
+from .stats.cones import cone_params, cone_states, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats
 
 __version__ = "0.1.0"
@@ -14,16 +16,25 @@ __version__ = "0.1.0"
 __all__ = [
     "AffineLayer",
     "Checkpoint",
+    "Polyhedron",
     "RelugeomError",
     "RelugeomWarning",
     "build_model",
     "checkpoint_series",
+    "cone_params",
+    "cone_states",
+    "dual_basis",
     "filter_cosines",
     "find_layers",
     "layer_summary",
     "layer_table",
     "load_checkpoint",
     "model_from_state_dict",
+    "nesting",
+    "preimage",
+    "preimage_cone",
+    "preimage_through",
     "projection_stats",
     "save_checkpoint",
+    "state_distribution",
 ]
