@@ -6,6 +6,7 @@ The public API is re-exported here; see DESIGN.md for the definitions and the pa
 from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
+from .geometry.preimage import Polyhedron, dual_basis, nesting, preimage, preimage_cone, preimage_through
 from .layers import AffineLayer, find_layers, layer_table
 from .regions.exact import (
     Partition2D,
@@ -17,6 +18,7 @@ from .regions.exact import (
 )
 from .regions.formulas import cnn_max_regions, cnn_region_bounds, fc_region_bounds, general_position_regions
 from .regions.training import region_counts, regions_over_training
+from .stats.cones import cone_params, cone_states, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats
 
 __version__ = "0.1.0"
@@ -25,6 +27,7 @@ __all__ = [
     "AffineLayer",
     "Checkpoint",
     "Partition2D",
+    "Polyhedron",
     "SegmentRegions",
     "arrangement_regions",
     "cnn_max_regions",
@@ -40,12 +43,20 @@ __all__ = [
     "RelugeomWarning",
     "build_model",
     "checkpoint_series",
+    "cone_params",
+    "cone_states",
+    "dual_basis",
     "filter_cosines",
     "find_layers",
     "layer_summary",
     "layer_table",
     "load_checkpoint",
     "model_from_state_dict",
+    "nesting",
+    "preimage",
+    "preimage_cone",
+    "preimage_through",
     "projection_stats",
     "save_checkpoint",
+    "state_distribution",
 ]
