@@ -23,10 +23,18 @@ def _ints(text: str | None) -> tuple[int, ...] | None:
     return None if text is None else parse_shape(text)
 
 
+def _big(v: object) -> str:
+    """An exact integer in full when short, else its leading digits and number of digits."""
+    if v is None:
+        return "-"
+    s = str(v)
+    return s if len(s) <= 30 else f"{s[:6]}...e{len(s) - 1} ({len(s)} digits)"
+
+
 def _show(df: pd.DataFrame) -> None:
     view = df.copy()
     if "value" in view:
-        view["value"] = [("-" if v is None else str(v)) for v in view["value"]]
+        view["value"] = [_big(v) for v in view["value"]]
     echo_table(view)
 
 
@@ -61,7 +69,7 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method) -> Non
         shape, k = _ints(input_shape), _ints(kernel)
         k = k[0] if len(k) == 1 else k
         value = cnn_max_regions(shape, k, stride, filters, method=method)
-        rows = [("theorem1_max_regions", str(value), "as published (seed 003, Theorem 1 (i))")]
+        rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from torch import nn
 
@@ -76,7 +84,7 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method) -> Non
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 real = layer_regions(conv, shape)
-            rows.append(("exact_count_random_weights", str(real), "exact count of Gaussian weights (almost every "
+            rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost every "
                                                                   "weight; docs/regions.md)"))  # fmt: skip
         echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))
         did = True
@@ -210,6 +218,10 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds,
                        title=f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions")  # fmt: skip
     paths.append(save_figure(fig, out / "slice.png"))
+    if P.whole_plane:  # the same partition, viewed around the three data points (z in [-0.5, 1.5]^2)
+        fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=(-0.5, 1.5, -0.5, 1.5),
+                           title="around the data points (a at 0,0; b at 1,0; c at 0,1)")  # fmt: skip
+        paths.append(save_figure(fig, out / "slice_data.png"))
     where = "whole plane" if P.whole_plane else f"box {P.bounds}"
     click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
     if verify_points:

@@ -102,9 +102,9 @@ def fc_region_bounds(widths: Sequence[int]) -> pd.DataFrame:
         up *= general_position_regions(w[l], min(w[:l]))
     rows.append(("montufar2017_upper", "upper", up, True, "always", "Montufar 2017"))
     rows.append(("serra2018_upper", "upper", _serra_upper(w), True, "always", "Serra, Tjandraatmadja, Ramalingam 2018"))
-    return pd.DataFrame(rows, columns=["bound", "kind", "value", "holds", "condition", "source"]).astype(
-        {"value": object}
-    )
+    df = pd.DataFrame(rows, columns=["bound", "kind", "value", "holds", "condition", "source"])
+    df["value"] = pd.Series([r[2] for r in rows], dtype=object)  # exact Python ints, None where not applicable
+    return df
 
 
 # ----------------------------------------------------------------------------------------------- CNN: shapes
@@ -488,4 +488,5 @@ def cnn_region_bounds(
     ]  # fmt: skip
     df = pd.DataFrame(rows, columns=["quantity", "kind", "value", "parameters", "log10_value",
                                      "log10_per_parameter", "holds", "condition"])  # fmt: skip
-    return df.astype({"value": object})
+    df["value"] = pd.Series([r[2] for r in rows], dtype=object)
+    return df
