@@ -206,3 +206,28 @@ def test_bad_models():
     with pytest.raises(BudgetExceeded) as e:
         partition_2d(net, [0.0, 0.0], [1.0, 0.0], [0.0, 1.0], None, budget=100)
     assert e.value.partial is not None
+
+
+def test_regions_over_training_series():
+    from relugeom.regions.training import regions_over_training, training_summary
+
+    torch.manual_seed(0)
+    X = torch.randn(64, 2)
+    y = (X[:, 0] > 0).long()
+    nets = [nn.Sequential(nn.Linear(2, 6), nn.ReLU(), nn.Linear(6, 2))]
+    import copy
+
+    nets.append(_train(copy.deepcopy(nets[0]), X, y, steps=30))
+    df = regions_over_training(nets, (X, y), n_lines=3, n_planes=1, seed=1)
+    assert len(df) == 2 * 4 and set(df.kind) == {"line", "plane"}
+    # the same lines for both models, and the counts are those of regions_on_segment / partition_2d
+    for (_, r0), (_, r1) in zip(df[df.index < 4].iterrows(), df[df.index >= 4].iterrows()):
+        assert r0.points == r1.points and r0.measure == r1.measure
+    a, b = (int(i) for i in df.iloc[0].points.split(","))
+    d = X[b].double() - X[a].double()
+    seg = regions_on_segment(nets[0], X[a].double() - 0.5 * d, X[b].double() + 0.5 * d)
+    assert df.iloc[0].n_regions == seg.n_activation_regions
+    # one hidden layer of 6 on a plane in R^2: at most 1 + 6 + 15 regions
+    assert (df[df.kind == "plane"].n_regions <= 22).all()
+    s = training_summary(df)
+    assert set(s.columns) >= {"kind", "density_mean", "se", "n"}
