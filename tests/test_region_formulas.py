@@ -70,13 +70,30 @@ def test_cnn_1d_all_methods_agree_with_literal(p):
     assert cnn_max_regions((c, n), f, s, d, method="search") == lit
 
 
-@pytest.mark.parametrize("shape,k,s,d", [((1, 3, 3), 2, 1, 2), ((1, 3, 4), 2, 1, 3), ((2, 3, 3), 2, 1, 3),
+@pytest.mark.parametrize("shape,k,s,d", [((1, 3, 3), 2, 1, 2), ((1, 3, 4), 2, 1, 2), ((2, 3, 3), 2, 1, 3),
                                          ((1, 4, 4), 3, 1, 4), ((1, 4, 4), 2, 2, 3), ((1, 3, 3), (1, 2), 1, 3),
                                          ((1, 4, 3), (3, 2), 1, 3), ((1, 3, 3), 1, 1, 2)])
 def test_cnn_2d_matches_literal_and_flow(shape, k, s, d):
     lit = cnn_max_regions(shape, k, s, d, method="literal")
     assert cnn_max_regions(shape, k, s, d) == lit
     assert cnn_max_regions(shape, k, s, d, method="flow") == lit
+    assert cnn_max_regions(shape, k, s, d, method="profile") == lit
+    assert cnn_max_regions(shape, k, s, d, method="search") == lit
+
+
+shapes_2d = st.tuples(st.integers(1, 2), st.integers(2, 5), st.integers(2, 5), st.integers(1, 3), st.integers(1, 3),
+                      st.integers(1, 2), st.integers(1, 4))
+
+
+@given(shapes_2d)
+@settings(max_examples=40, deadline=None)
+def test_cnn_2d_profile_programme_equals_matching_search(p):
+    # two independent algorithms for Theorem 1: DFS with augmenting paths vs the Hall-signature programme
+    c, h, w, f1, f2, s, d = p
+    f1, f2 = min(f1, h), min(f2, w)
+    shape = (c, h, w)
+    assert cnn_max_regions(shape, (f1, f2), s, d, method="profile") == \
+        cnn_max_regions(shape, (f1, f2), s, d, method="search")
 
 
 def test_cnn_closed_forms():
@@ -86,9 +103,11 @@ def test_cnn_closed_forms():
     # non-overlapping strides that tile the input: independent positions
     per = general_position_regions(5, 2 * 2)
     assert cnn_max_regions((1, 6, 6), 2, 2, 5) == per**9
+    assert cnn_max_regions((1, 6, 6), 2, 2, 5, method="profile") == per**9
     assert cnn_max_regions((3, 12), 4, 4, 20) == general_position_regions(20, 12) ** 3
     # a single filter: 2^positions
     assert cnn_max_regions((1, 50), 3, 1, 1) == 2**48
+    assert cnn_max_regions((1, 7, 7), 2, 1, 1, method="profile") == 2**36
     assert cnn_max_regions((1, 6, 5), 2, 1, 1) == 2**20
     # d = 1 input neurons per position (kernel 1): (d1 + 1)^n
     assert cnn_max_regions((1, 7), 1, 1, 4) == 5**7

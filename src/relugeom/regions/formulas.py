@@ -284,6 +284,60 @@ def _search(c: _Conv, budget: int, check_all: bool = False) -> int:
     return rec(0, _BMatching(fields, n_pix, c.channels))
 
 
+def _profile_dp(c: _Conv, budget: int) -> int:
+    """Hall's condition as a dynamic programme over positions in raster order (any 1D or 2D shape).
+
+    For a prefix P of positions and the pixels F that P shares with the positions still to come, every
+    J subset of P leaves a *signature* (A, c): A = N(J) & F and c = d_0 |N(J) - F| - t(J) (its private capacity
+    minus its demand). Hall's condition for J u J_f (J_f among the future positions) reads
+    t(J_f) <= d_0 |N(J_f) - F| + c + d_0 |A u N(J_f) & F|, so the set of signatures is all the future needs
+    to know. Adding position p with demand t maps (A, c) to (A | N(p), c - t) (p's field never meets the
+    private pixels of P) and checks Hall for the new sets; pixels no future position can reach then move from
+    A into the private part. Signatures with c >= 0 are implied by J = {} and dropped, as is (A, c) when some
+    (A', c') has c' + d_0 |A' - A| <= c. States with equal signature sets are merged, weights summed.
+    """
+    C = c.channels
+    fields = c.fields()
+    m = len(fields)
+    masks = [sum(1 << q for q in f) for f in fields]
+    suffix = [0] * (m + 1)
+    for k in range(m - 1, -1, -1):
+        suffix[k] = suffix[k + 1] | masks[k]
+    tmax = min(c.filters, len(fields[0]) * C)
+    binom = [math.comb(c.filters, t) for t in range(tmax + 1)]
+    states: dict[frozenset, int] = {frozenset(): 1}
+    work = 0
+    for k in range(m):
+        fk, keep = masks[k], suffix[k + 1]
+        nxt: dict[frozenset, int] = {}
+        for key, w in states.items():
+            base = list(key) + [(0, 0)]
+            for t in range(tmax + 1):
+                ext = [(A | fk, cc - t) for A, cc in base]
+                if any(cc + C * (A.bit_count()) < 0 for A, cc in ext):
+                    break  # Hall fails for some J u {p}; larger t fails too
+                sigs: dict[int, int] = {}
+                for A, cc in list(key) + ext:
+                    gone = A & ~keep
+                    A2, c2 = A & keep, cc + C * gone.bit_count()
+                    if c2 < 0 and sigs.get(A2, 1) > c2:
+                        sigs[A2] = c2
+                items = sorted(sigs.items(), key=lambda x: x[1])
+                kept: list[tuple[int, int]] = []
+                for A, cc in items:
+                    if not any(c1 + C * (A1 & ~A).bit_count() <= cc for A1, c1 in kept):
+                        kept.append((A, cc))
+                nk = frozenset(kept)
+                nxt[nk] = nxt.get(nk, 0) + w * binom[t]
+                work += 1
+                if work > budget:
+                    raise BudgetExceeded(f"cnn_max_regions: profile programme exceeded {budget} steps "
+                                         f"({len(nxt)} states at position {k} of {m}); raise budget=",
+                                         partial=None)  # fmt: skip
+        states = nxt
+    return sum(states.values())
+
+
 def _flow_literal(c: _Conv, budget: int) -> int:
     """Every candidate t checked with scipy's maximum_flow (the obvious search; a baseline for benchmarks)."""
     from scipy.sparse import csr_array
@@ -335,8 +389,11 @@ def cnn_max_regions(
     ``stride`` ``s_1`` (the same in every direction), ``filters`` ``d_1``; no padding. Methods:
 
     * ``"auto"``: 1D inputs by the interval dynamic programme (O(positions * f*d_0 * d_1)); 2D inputs by a
-      depth-first search with an incremental matching (membership in K_N is Hall's condition).
+      depth-first search with an incremental matching (membership in K_N is Hall's condition), and when that
+      needs more than 20000 nodes by the profile programme.
     * ``"search"``: the depth-first search, for any shape.
+    * ``"profile"``: a dynamic programme over positions whose state is the set of Hall signatures the
+      processed positions leave on the pixels they share with the rest (:func:`_profile_dp`).
     * ``"flow"``: every candidate t checked with a max-flow (``scipy.sparse.csgraph.maximum_flow``).
     * ``"literal"``: every candidate t checked against every subset J, exactly as the theorem is printed
       (exponential; for cross-checks on tiny shapes).
@@ -358,15 +415,20 @@ def cnn_max_regions(
         return _flow_literal(c, budget)
     if method == "search":
         return _search(c, budget)
+    if method == "profile":
+        return _profile_dp(c, budget)
     if method != "auto":
-        raise ValueError(f"method must be 'auto', 'search', 'flow' or 'literal', got {method!r}")
+        raise ValueError(f"method must be 'auto', 'search', 'profile', 'flow' or 'literal', got {method!r}")
     if len(c.spatial) == 1:
         return _interval_dp(c)
     if c.out_spatial[0] == 1 and c.kernel[0] == c.spatial[0]:  # one row of positions: intervals along W
         return _interval_dp(_Conv(c.channels * c.spatial[0], (c.spatial[1],), (c.kernel[1],), c.stride, c.filters))
     if c.out_spatial[1] == 1 and c.kernel[1] == c.spatial[1]:
         return _interval_dp(_Conv(c.channels * c.spatial[1], (c.spatial[0],), (c.kernel[0],), c.stride, c.filters))
-    return _search(c, budget)
+    try:  # the search is fastest where the constraints have slack; the profile programme where they bind
+        return _search(c, min(budget, 20000))
+    except BudgetExceeded:
+        return _profile_dp(c, budget)
 
 
 def cnn_formula_caveat(
