@@ -45,8 +45,11 @@ def _show(df: pd.DataFrame) -> None:
 @click.option("--filters", type=click.IntRange(min=0), default=None, help="Number of filters d_1.")
 @click.option("--layers", default=None, help="Deep CNN for Theorems 2-3: 'k:s:d,k:s:d,...' (kernel:stride:filters).")
 @click.option("--widths", default=None, help="Fully connected net n_0,n_1,...,n_L.")
-@click.option("--method", type=click.Choice(["auto", "search", "flow", "literal"]), default="auto", show_default=True)
-def formula(input_shape, kernel, stride, filters, layers, widths, method) -> None:  # noqa: ANN001
+@click.option("--method", type=click.Choice(["auto", "search", "profile", "flow", "literal"]), default="auto",
+              show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), default=10**6, show_default=True,
+              help="Stop (with an error) after this many search steps instead of running for hours.")
+def formula(input_shape, kernel, stride, filters, layers, widths, method, budget) -> None:  # noqa: ANN001
     """Print the published counts exactly (big integers): Theorem 1 for --input/--kernel/--filters,
     Theorems 2-3 for --input/--layers, the fully connected results for --widths."""
     from ..regions.formulas import cnn_formula_caveat, cnn_max_regions, cnn_region_bounds, fc_region_bounds
@@ -63,12 +66,12 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method) -> Non
             except ValueError:
                 raise click.BadParameter(f"{part!r} is not kernel:stride:filters", param_hint="--layers") from None
             specs.append((k, s, d))
-        _show(cnn_region_bounds(specs, _ints(input_shape)))
+        _show(cnn_region_bounds(specs, _ints(input_shape), budget=budget))
         did = True
     if input_shape and kernel and filters is not None:
         shape, k = _ints(input_shape), _ints(kernel)
         k = k[0] if len(k) == 1 else k
-        value = cnn_max_regions(shape, k, stride, filters, method=method)
+        value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from torch import nn

@@ -265,8 +265,8 @@ def _search(c: _Conv, budget: int, check_all: bool = False) -> int:
         nonlocal nodes
         nodes += 1
         if nodes > budget:
-            raise BudgetExceeded(f"cnn_max_regions: search visited more than {budget} nodes; raise budget=",
-                                 partial=None)  # fmt: skip
+            raise BudgetExceeded(f"cnn_max_regions: search visited more than {budget} nodes; "
+                                 "raise budget= (CLI: --budget)", partial=None)  # fmt: skip
         if k == m:
             return 1
         if not check_all:
@@ -332,7 +332,7 @@ def _profile_dp(c: _Conv, budget: int) -> int:
                 work += 1
                 if work > budget:
                     raise BudgetExceeded(f"cnn_max_regions: profile programme exceeded {budget} steps "
-                                         f"({len(nxt)} states at position {k} of {m}); raise budget=",
+                                         f"({len(nxt)} states at position {k} of {m}); raise budget= (CLI: --budget)",
                                          partial=None)  # fmt: skip
         states = nxt
     return sum(states.values())
