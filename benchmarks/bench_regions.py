@@ -92,7 +92,8 @@ def sweep_2d(limit: float) -> pd.DataFrame:
     rows = []
     for shape, k, d in [((1, 5, 5), 3, 2), ((1, 5, 5), 3, 3), ((1, 5, 5), 3, 4), ((1, 6, 6), 3, 2), ((1, 6, 6), 3, 3),
                         ((1, 6, 6), 2, 2), ((1, 7, 7), 3, 2), ((1, 8, 8), 3, 2), ((2, 5, 5), 3, 2), ((3, 6, 6), 3, 4),
-                        ((1, 5, 5), 2, 2), ((1, 6, 6), 2, 3)]:  # fmt: skip
+                        ((1, 5, 5), 2, 2), ((1, 6, 6), 2, 3), ((1, 7, 7), 2, 2), ((1, 7, 7), 3, 3), ((1, 8, 8), 2, 2),
+                        ((3, 8, 8), 3, 8), ((3, 32, 32), 3, 2), ((1, 28, 28), 5, 1)]:  # fmt: skip
         v, t = with_limit((shape, k, 1, d), limit)
         rows.append({"input": str(shape), "kernel": k, "filters": d, "seconds": t,
                      "within_limit": t is not None})  # fmt: skip
