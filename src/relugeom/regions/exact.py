@@ -289,7 +289,37 @@ def _interior(V: np.ndarray) -> np.ndarray:
     return V.mean(axis=0)
 
 
+def _relu_step_segment(cells: _Cells, tol: float, budget: _Budget) -> _Cells:
+    """1D cells: all roots -alpha/beta of a piece's neurons inside it cut it at once."""
+    out = _Cells([], [], [])
+    for V, H, pat in zip(cells.verts, cells.H, cells.patterns):
+        t0, t1 = sorted((float(V[0, 0]), float(V[1, 0])))
+        beta, alpha = H[:, 0], H[:, 1]
+        eps = tol * max(1.0, abs(t0), abs(t1))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            roots = -alpha / beta
+        # a neuron cuts the piece when its values at the two ends have strictly opposite signs
+        v0, v1 = alpha + beta * t0, alpha + beta * t1
+        sc = tol * np.sqrt(alpha**2 + beta**2) * max(1.0, abs(t0), abs(t1))
+        cutting = ((v0 > sc) & (v1 < -sc)) | ((v0 < -sc) & (v1 > sc))
+        cuts = np.unique(roots[cutting])
+        pts = [t0]
+        for c in cuts:
+            if c - pts[-1] > eps and t1 - c > eps:
+                pts.append(float(c))
+                budget.tick("region partition")
+        pts.append(t1)
+        for a, b in zip(pts[:-1], pts[1:]):
+            act = (alpha + beta * (0.5 * (a + b))) > 0
+            out.verts.append(np.array([[a, 1.0], [b, 1.0]]))
+            out.H.append(H * act[:, None])
+            out.patterns.append(pat + [act])
+    return out
+
+
 def _relu_step(cells: _Cells, tol: float, k: int, budget: _Budget) -> _Cells:
+    if k == 1:
+        return _relu_step_segment(cells, tol, budget)
     out = _Cells([], [], [])
     for V, H, pat in zip(cells.verts, cells.H, cells.patterns):
         S = H @ V.T
@@ -666,14 +696,15 @@ def partition_2d(
     bounds: Sequence[float] | None = (-1.0, 1.0, -1.0, 1.0),
     *,
     tol: float = 1e-9,
-    budget: int = 10**6,
+    budget: int = 200_000,
 ) -> Partition2D:
     """The exact partition of the 2D slice ``{origin + z_1 u + z_2 v}`` into activation regions (float64).
 
     ``bounds = (z1_min, z1_max, z2_min, z2_max)`` restricts it to a box; ``bounds=None`` partitions the whole
     plane (the four quadrant cones, with vertices at infinity) and returns the polygons clipped to a box that
     provably contains every finite vertex of the partition, enlarged by 10%, so that every region meets the
-    box and the counts are those of the whole slice.
+    box and the counts are those of the whole slice. ``budget`` bounds the number of cell cuts (each region
+    costs at least one); beyond it :class:`BudgetExceeded` is raised with the cells so far as ``partial``.
     """
     o, uu, vv = (_as_input(a, n) for a, n in ((origin, "origin"), (u, "u"), (v, "v")))
     if not (o.shape == uu.shape == vv.shape):
