@@ -45,7 +45,7 @@ def main() -> None:
                                     counts.append(None)
                             rows.append({"input": shape, "kernel": f, "stride": s, "filters": d,
                                          "published": published, "exact_1": counts[0], "exact_2": counts[1]})
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows).astype({"exact_1": "Int64", "exact_2": "Int64"})
     done = df.dropna(subset=["exact_1", "exact_2"])
     diff = done[(done.exact_1 != done.published) | (done.exact_2 != done.published)]
     print(f"{len(df)} shapes, {len(done)} counted exactly ({len(df) - len(done)} over the budget), "
