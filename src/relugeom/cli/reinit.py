@@ -34,7 +34,7 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @click.option("--epochs", "epochs", default=None, help="Reference epochs: 0,1,5 or 0-30:5 (default: all).")
 @click.option("--random", "random_init", is_flag=True, help="Also reset to a fresh random initialisation.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fresh random initialisation.")
+@click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
 @click.option("--device", default="cpu", show_default=True)

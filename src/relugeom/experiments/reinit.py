@@ -184,7 +184,7 @@ def reinit_run(
     epochs: Sequence[int] | None = None,
     random: bool = False,
     split: str = "test",
-    seed: int = 0,
+    seed: int | None = None,
     batch_size: int = 256,
     reuse: bool = True,
     device: str | torch.device = "cpu",
@@ -193,7 +193,8 @@ def reinit_run(
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
 
     ``epochs``: reference checkpoints (default: all); ``random``: also a fresh initialisation of
-    the run's scheme with ``seed`` (``epoch = -1``); ``split``: ``test`` or ``val`` of the run's data
+    the run's scheme with ``seed`` (``epoch = -1``; default the run's seed + 1000, so that it is
+    never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
     left out; the table gains ``run`` and ``seed`` columns.
@@ -221,6 +222,7 @@ def reinit_run(
     chosen = _select(sorted(states), epochs, run_dir)
     refs = {e: states[e] for e in chosen}
     if random:
+        seed = config.seed + 1000 if seed is None else seed
         fresh = build_model(config.arch, **infer_kwargs(config.arch, states[final]), init=config.init, seed=seed)
         refs[RANDOM_EPOCH] = fresh.state_dict()
     if data is None:

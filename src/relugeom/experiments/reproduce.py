@@ -66,8 +66,9 @@ def _cfg(scale: str, data_dir: str | None, *, arch: str, dataset: str, epochs: i
     extra: dict[str, Any] = {"image_size": 64, "model_kwargs": {"hidden": 64}} if arch == "alexnet" else {}
     schedule = kw.pop("schedule", "step")
     kind = schedule.split(":")[0]
-    tiny_schedule = "step:1:0.5" if kind == "step" else ("exp:0.9" if kind == "exp" else schedule)
-    return TrainConfig(arch=tiny_arch, dataset="digits", data_dir=None, epochs=3, batch_size=64, n_train=384,
+    tiny_schedule = "step:2:0.1" if kind == "step" else ("exp:0.7" if kind == "exp" else schedule)
+    kw.setdefault("lr", 0.05)
+    return TrainConfig(arch=tiny_arch, dataset="digits", data_dir=None, epochs=3, batch_size=32, n_train=384,
                        schedule=tiny_schedule, **{**kw, **extra})  # fmt: skip
 
 
@@ -122,7 +123,7 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("first-layers", "21", "First layer's n_l: VGG19 on CIFAR-10, ImageNet, CIFAR-10/+, LeNet on MNIST",
                _first_layers, first_layer_only=True),
     Experiment("schedules", "22, 24", "Step vs. exponential schedule, VGG19 on CIFAR-10 and ImageNet",
-               _schedules),
+               _schedules, reinit=True),
 ]}  # fmt: skip
 
 
