@@ -13,8 +13,8 @@ Both run in this process, alternating; ratios of the minima over the repeats (ro
 processes on a shared machine) and of the medians are printed. With ``--device cuda`` it also
 reports samples per second.
 
-    python benchmarks/bench_train.py            # vgg9, 1024 images, 2 epochs, 3 repeats
-    python benchmarks/bench_train.py --quick    # lenet, 512 images, 1 epoch, 2 repeats
+    python benchmarks/bench_train.py            # vgg9, 1024 images, 2 epochs, 5 repeats
+    python benchmarks/bench_train.py --quick    # lenet, 1024 images, 2 epochs, 3 repeats
 """
 
 from __future__ import annotations
@@ -86,12 +86,16 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     arch = args.arch or ("lenet" if args.quick else "vgg9")
-    n = args.images or (512 if args.quick else 1024)
-    epochs = args.epochs or (1 if args.quick else 2)
-    repeats = args.repeats or (2 if args.quick else 3)
+    n = args.images or (1024 if args.quick else 1024)
+    epochs = args.epochs or (2 if args.quick else 2)
+    repeats = args.repeats or (3 if args.quick else 5)
     data = synthetic(n)
     config = TrainConfig(arch=arch, dataset="synthetic", epochs=epochs, batch_size=args.batch_size, seed=0)
     times: dict[str, list[float]] = {"bare_steps": [], "bare_total": [], "rg_steps": [], "rg_total": []}
+    warm = TrainConfig(**{**config.__dict__, "epochs": 1})
+    bare(warm, data, args.device, with_eval=True)  # warm-up: allocator, kernels, first-call costs
+    with tempfile.TemporaryDirectory() as tmp:
+        train(warm, Path(tmp) / "warm", device=args.device, data=data)
     for _ in range(repeats):
         steps, _ = bare(config, data, args.device, with_eval=False)
         times["bare_steps"].append(steps)
