@@ -198,3 +198,25 @@ def test_cli_schedule_weight_decay_noise_and_init(tmp_path):
     assert code == 0
     np.testing.assert_allclose(pd.read_csv(tmp_path / "s" / "metrics.csv").lr.iloc[1:], [0.01, 0.001])
     assert json.loads((tmp_path / "s" / "config.json").read_text())["lr_drops"] == [1]
+
+
+def test_sharded_batches_are_slices_of_the_single_process_batch(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        d = tmp_path / split / "a"
+        d.mkdir(parents=True)
+        for i in range(7):
+            Image.fromarray(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)).save(d / f"{i}.png")
+    data = load_image_folder(tmp_path, size=8, resize=9, val_fraction=0.0)
+    digits = load_dataset("digits", augment=True)
+    for split, aug in ((data.train, None), (digits.train, digits.augment)):
+        def batches(shard, split=split, aug=aug):
+            return list(Batches(split, 5, shuffle=True, augment=aug, generator=torch.Generator().manual_seed(1),
+                                shard=shard))
+        whole = batches(None)
+        parts = [batches((r, 2)) for r in range(2)]
+        for b, (x, y) in enumerate(whole):
+            for r in range(2):
+                assert torch.equal(parts[r][b][0], x[r::2]) and torch.equal(parts[r][b][1], y[r::2])

@@ -6,8 +6,9 @@ The public API is re-exported here; see DESIGN.md for the definitions and the pa
 from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
+from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
 from .layers import AffineLayer, find_layers, layer_table
-from .stats.projection import filter_cosines, layer_summary, projection_stats
+from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "RelugeomWarning",
     "build_model",
     "checkpoint_series",
+    "critical_vs_bias",
     "filter_cosines",
     "find_layers",
     "layer_summary",
@@ -25,5 +27,8 @@ __all__ = [
     "load_checkpoint",
     "model_from_state_dict",
     "projection_stats",
+    "reinit_accuracy",
+    "reinit_run",
     "save_checkpoint",
+    "summary_over_runs",
 ]

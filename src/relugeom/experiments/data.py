@@ -138,8 +138,10 @@ class Batches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            if hasattr(self.split, "load"):
-                x, y = self.split.load(idx, self.generator), self.split.y[idx]
+            sharded = False
+            if hasattr(self.split, "load"):  # files: draw the whole batch's crops, decode only this rank's
+                x, y = self.split.load(idx, self.generator, shard=self.shard), self.split.y[idx]
+                sharded = self.shard is not None
             else:
                 x, y = self.split.x[idx], self.split.y[idx]
             if self.augment is not None:
@@ -149,7 +151,8 @@ class Batches:
                                                     align_corners=False)  # fmt: skip
             if self.shard is not None:
                 rank, world = self.shard
-                x, y = x[rank::world], y[rank::world]
+                x = x if sharded else x[rank::world]
+                y = y[rank::world]
             yield x, y
 
 
@@ -477,7 +480,9 @@ class FolderSplit:
             im = im.crop((left, top, left + self.size, top + self.size))
         return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
-    def load(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def load(self, idx: torch.Tensor, gen: torch.Generator, shard: tuple[int, int] | None = None) -> torch.Tensor:
+        """The images ``idx`` (only the slice ``[rank::world]`` when ``shard`` is given; the random
+        crops of the whole batch are drawn all the same, so every rank's generator stays in step)."""
         from concurrent.futures import ThreadPoolExecutor
 
         ids = [int(i) for i in idx]
@@ -489,6 +494,10 @@ class FolderSplit:
                 plans.append((box, bool(torch.rand(1, generator=gen).item() < 0.5)))
             else:
                 plans.append(None)
+        if shard is not None:
+            ids, plans = ids[shard[0] :: shard[1]], plans[shard[0] :: shard[1]]
+        if not ids:
+            return torch.empty(0, 3, self.size, self.size)
         with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
             arrays = list(pool.map(self._image, ids, plans))
         x = torch.from_numpy(np.stack(arrays))
