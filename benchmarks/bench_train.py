@@ -13,7 +13,7 @@ Both run in this process, alternating; ratios of the minima over the repeats (ro
 processes on a shared machine) and of the medians are printed. With ``--device cuda`` it also
 reports samples per second.
 
-    python benchmarks/bench_train.py            # vgg9, 1024 images, 2 epochs, 5 repeats
+    python benchmarks/bench_train.py            # vgg9, 384 images, 2 epochs, 3 repeats
     python benchmarks/bench_train.py --quick    # lenet, 1024 images, 2 epochs, 3 repeats
 """
 
@@ -86,9 +86,9 @@ def main() -> int:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     arch = args.arch or ("lenet" if args.quick else "vgg9")
-    n = args.images or (1024 if args.quick else 1024)
+    n = args.images or (1024 if args.quick else 384)
     epochs = args.epochs or (2 if args.quick else 2)
-    repeats = args.repeats or (3 if args.quick else 5)
+    repeats = args.repeats or 3
     data = synthetic(n)
     config = TrainConfig(arch=arch, dataset="synthetic", epochs=epochs, batch_size=args.batch_size, seed=0)
     times: dict[str, list[float]] = {"bare_steps": [], "bare_total": [], "rg_steps": [], "rg_total": []}
