@@ -95,6 +95,7 @@ def test_resume_refuses_finished_and_foreign_folders(tmp_path, capsys):
     (tmp_path / "foreign").mkdir()
     assert cli(["train", "--resume", str(tmp_path / "foreign")]) == 1
     assert "no config.json" in capsys.readouterr().err
+    assert cli(["train", "--resume", str(tmp_path / "run"), "--arch", "vgg9"]) == 2  # config is the run's own
     # extending a finished run continues it: 2 epochs from resume equal 2 straight epochs
     resume(tmp_path / "run", epochs=2)
     train(TrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "two")

@@ -59,6 +59,11 @@ def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, ini
     from ..experiments.train import TrainConfig, resume, train
 
     if resume_dir is not None:
+        given = [name for name, v in (("--arch", arch), ("--dataset", dataset), ("--data-dir", data_dir),
+                                       ("--out", out)) if v is not None]  # fmt: skip
+        if given:
+            raise click.UsageError(f"--resume reuses the run's config.json; drop {', '.join(given)} "
+                                   "(only --epochs and --device apply)")  # fmt: skip
         metrics = resume(resume_dir, epochs=epochs, device=device)
         out = resume_dir
     else:
