@@ -7,7 +7,9 @@ from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_ch
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
+from .geometry.preimage import Polyhedron, dual_basis, nesting, preimage, preimage_cone, preimage_through
 from .layers import AffineLayer, find_layers, layer_table
+from .stats.cones import cone_params, cone_states, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs
 
 __version__ = "0.1.0"
@@ -15,20 +17,29 @@ __version__ = "0.1.0"
 __all__ = [
     "AffineLayer",
     "Checkpoint",
+    "Polyhedron",
     "RelugeomError",
     "RelugeomWarning",
     "build_model",
     "checkpoint_series",
+    "cone_params",
+    "cone_states",
     "critical_vs_bias",
+    "dual_basis",
     "filter_cosines",
     "find_layers",
     "layer_summary",
     "layer_table",
     "load_checkpoint",
     "model_from_state_dict",
+    "nesting",
+    "preimage",
+    "preimage_cone",
+    "preimage_through",
     "projection_stats",
     "reinit_accuracy",
     "reinit_run",
     "save_checkpoint",
+    "state_distribution",
     "summary_over_runs",
 ]

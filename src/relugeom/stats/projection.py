@@ -31,14 +31,42 @@ from ..sources import Source, SourceItem, map_sources
 FILTER_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "cos"]
 
 
-def filter_cosines(layer: AffineLayer) -> np.ndarray:
-    """The projection statistic of every filter of ``layer`` as a float64 array (NaN for zero filters)."""
+_BLOCK_BYTES = 1 << 18  # rows converted to float64 at a time: stays in the CPU cache
+
+
+def filter_sums(layer: AffineLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per filter, ``sum(w)`` and ``||w||_2`` in float64 (exact conversion of the stored weights,
+    float64 accumulation), in one cache-blocked pass over the weight.
+
+    A NaN or inf anywhere in a filter makes its sum or norm non-finite (finite float32/float16
+    values cannot overflow a float64 sum of squares), which :func:`filter_cosines` uses as its
+    finiteness check.
+    """
     w = layer.filters()
-    s = torch.sum(w, dim=1, dtype=torch.float64)
-    norm = torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)
+    n = w.shape[1]
+    ones = torch.ones(n, 1, dtype=torch.float64)
+    rows = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
+    sums, norms = [], []
+    for chunk in torch.split(w, rows):
+        c64 = chunk.to(torch.float64)
+        sums.append((c64 @ ones)[:, 0])
+        norms.append(torch.linalg.vector_norm(c64, dim=1))
+    return torch.cat(sums).numpy(), torch.cat(norms).numpy()
+
+
+def filter_cosines(layer: AffineLayer, where: str = "") -> np.ndarray:
+    """The projection statistic of every filter of ``layer`` as a float64 array (NaN for zero filters).
+
+    Raises :class:`~relugeom.errors.LayerError` naming the layer when its weight or bias holds NaN/inf.
+    """
+    s, norm = filter_sums(layer)
+    if not (np.isfinite(s).all() and np.isfinite(norm).all()) or (
+        layer.bias is not None and not bool(torch.isfinite(layer.bias).all())
+    ):
+        check_finite(layer, where)
     with np.errstate(invalid="ignore", divide="ignore"):
-        cos = (s / (norm * np.sqrt(layer.filter_numel))).numpy()
-    cos[norm.numpy() == 0] = np.nan
+        cos = s / (norm * np.sqrt(layer.filter_numel))
+    cos[norm == 0] = np.nan
     return cos
 
 
@@ -46,10 +74,11 @@ def _stats_one(
     obj: nn.Module | Mapping[str, torch.Tensor], where: str, *, linear: bool, pointwise: bool
 ) -> pd.DataFrame:
     layers = find_layers(obj, linear=linear, pointwise=pointwise)
-    frames = []
+    if not layers:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "cos" else "object") for c in FILTER_COLUMNS})
+    coses = []
     for layer in layers:
-        check_finite(layer, where)
-        cos = filter_cosines(layer)
+        cos = filter_cosines(layer, where)
         n_zero = int(np.isnan(cos).sum())
         if n_zero:
             warn(
@@ -57,23 +86,22 @@ def _stats_one(
                 "their cos is NaN, counted in n_zero and left out of n_l",
                 SkippedWarning,
             )
-        frames.append(
-            pd.DataFrame(
-                {
-                    "layer": layer.name,
-                    "layer_index": layer.layer_index,
-                    "stage": layer.stage,
-                    "block": layer.block,
-                    "filter": np.arange(len(cos)),
-                    "cos": cos,
-                }
-            )
-        )
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "cos" else "object") for c in FILTER_COLUMNS})
-    df = pd.concat(frames, ignore_index=True)
-    df[["stage", "block"]] = df[["stage", "block"]].astype("Int64")
-    return df
+        coses.append(cos)
+    counts = [len(c) for c in coses]
+
+    def per_layer(key: str) -> np.ndarray:
+        return np.repeat(np.array([getattr(layer, key) for layer in layers], dtype=object), counts)
+
+    return pd.DataFrame(
+        {
+            "layer": per_layer("name"),
+            "layer_index": per_layer("layer_index").astype(np.int64),
+            "stage": pd.array(per_layer("stage"), dtype="Int64"),
+            "block": pd.array(per_layer("block"), dtype="Int64"),
+            "filter": np.concatenate([np.arange(n) for n in counts]),
+            "cos": np.concatenate(coses),
+        }
+    )
 
 
 def projection_stats(

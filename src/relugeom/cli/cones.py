@@ -1,0 +1,63 @@
+"""``relugeom cones``: cone parameters and nesting states of consecutive conv layers (seeds 000, 002)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import RelugeomError
+from ..stats.cones import cone_params, cone_states, state_distribution
+from ._common import echo_table, format_option, out_option, parse_shape, write_tables
+
+
+@click.command("cones")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--input-shape", "input_shape", required=True, help="Shape of one network input, e.g. 3,32,32.")
+@click.option("--arch", default=None, help="Architecture of bare state dicts (needed for their strides and pooling).")
+@click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per (filter of layer l+1, filter of l).")
+@click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
+@click.option("--device", default="cpu", show_default=True, help="Device for the FFTs (cpu, cuda, ...).")
+@out_option
+@format_option
+def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> None:  # noqa: ANN001
+    """Each conv filter as a cone around the identity line, and how consecutive layers' cones nest.
+
+    SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
+    seed). Writes into --out (default ./relugeom-cones): params.FMT (apex, orientation, opening per
+    filter), states.FMT (per filter of layer l+1: dist, open_diff, rotation, state; skipped pairs with
+    their reason), states_net.FMT and states_stage.FMT (the distributions of the four states per
+    epoch and run), and the figures states_net.png, states_stage.png and continuous.png.
+    """
+    from ..report import save_figure
+    from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
+
+    try:
+        shape = parse_shape(input_shape)
+    except click.BadParameter as e:
+        raise RelugeomError(f"--input-shape: {e.message}") from None
+    out = out or Path("relugeom-cones")
+    src = list(sources) if len(sources) > 1 else sources[0]
+    fold = not no_fold_bn
+    params = cone_params(src, shape, arch=arch, fold_bn=fold)
+    states = cone_states(src, shape, arch=arch, fold_bn=fold, device=device)
+    net = state_distribution(states, "net")
+    by_stage = state_distribution(states, "stage")
+    tables = {"params": params, "states": states, "states_net": net, "states_stage": by_stage}
+    if pairs:
+        tables["pairs"] = cone_states(src, shape, arch=arch, fold_bn=fold, pairs=True, device=device)
+    paths = write_tables(out, tables, fmt)
+    last = states
+    if "run" in last:
+        last = last[last["run"] == last["run"].iloc[0]]
+    if "epoch" in last:
+        last = last[last["epoch"] == last["epoch"].max()]
+    paths.append(save_figure(state_distribution_figure(net), out / "states_net.png"))
+    paths.append(save_figure(blockwise_figure(by_stage), out / "states_stage.png"))
+    paths.append(save_figure(continuous_figure(last), out / "continuous.png"))
+    keys = [c for c in ("run", "epoch") if c in net]
+    if keys:
+        echo_table(net.pivot_table(index=keys, columns="state", values="fraction", aggfunc="mean").reset_index())
+    else:
+        echo_table(net[["state", "count", "fraction"]])
+    click.echo("\nwrote " + ", ".join(str(p) for p in paths))

@@ -1,0 +1,572 @@
+"""Preimages of ReLU layer outputs, the dual basis, and nested cones (seed 002, secs. 2-5).
+
+For ``y = relu(W x + b)`` and an input domain (the non-negative orthant by default, or all of R^d)::
+
+    P(y) = {x : w_j.x + b_j = y_j (y_j > 0);  w_i.x + b_i <= 0 (y_i = 0);  x in domain}   (seed 002, eq. 9)
+
+an H-polyhedron (:class:`Polyhedron`, float64). Emptiness, dimension and sampling are linear programs
+solved by scipy's HiGHS. Through a stack of layers the preimage is a union of polyhedra, one per
+feasible activation pattern of the earlier layers (:func:`preimage_through`, enumerated depth-first with
+an LP relaxation that prunes infeasible partial patterns, under a budget).
+
+The dual basis (seed 002, sec. 3, eqs. 10-15) of d hyperplanes in general position in R^d: ``e_i`` spans
+the line where all planes but i meet, oriented to the negative side of plane i; with W invertible,
+``e_i = -W^{-1}[:, i] / ||W^{-1}[:, i]||``. Then ``P(y) = {x* + sum_{i: y_i = 0} a_i e_i : a_i >= 0} ∩ domain``
+with ``x* = W^{-1}(y - b)`` (eqs. 14-15).
+
+Nesting (seed 002, sec. 5): in the input space of layer b, whose data are the ReLU outputs of layer a
+(the non-negative orthant, the cone of the coordinate planes ``x_i = 0``), the cone of b's (square,
+circulant) planes is completely nested when every face ``F_i = {x >= 0, x_i = 0}`` lies on the negative side
+of plane i. Then every point with zeros at a set S of coordinates is mapped to an output with zeros at
+(at least) S: data move from intersection subspaces to ones of equal or lower dimension (contraction).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from scipy.linalg import null_space
+from scipy.optimize import linprog
+from torch import nn
+
+from ..errors import DataError, LayerError, RelugeomWarning, ShapeError, UnsupportedLayerError, warn
+from ..layers import AffineLayer, as_affine
+from .unroll import circulant, output_shape, unroll
+
+Layer = nn.Module | AffineLayer | tuple[np.ndarray, np.ndarray]
+DOMAINS = ("orthant", "full")
+_DENSE_LIMIT = 4096
+
+
+def _dense(a: np.ndarray | sp.sparray) -> np.ndarray:
+    return a.toarray() if sp.issparse(a) else np.asarray(a, dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class Polyhedron:
+    """``{x in R^d : A_ub x <= b_ub, A_eq x = b_eq}`` in float64 (H-representation).
+
+    ``A_ub``/``A_eq`` may be dense arrays or scipy sparse arrays. LPs use scipy's HiGHS; ``tol`` is the
+    feasibility tolerance for membership and for deciding that an inequality is tight.
+    """
+
+    A_ub: np.ndarray | sp.sparray
+    b_ub: np.ndarray
+    A_eq: np.ndarray | sp.sparray
+    b_eq: np.ndarray
+    tol: float = 1e-9
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def d(self) -> int:
+        return int(self.A_ub.shape[1])
+
+    @classmethod
+    def from_constraints(cls, d: int, ub: Sequence[tuple] = (), eq: Sequence[tuple] = (), tol: float = 1e-9
+                         ) -> Polyhedron:  # fmt: skip
+        """Stack blocks of ``(A, b)`` (dense or sparse) into one polyhedron in R^d."""
+
+        def stack(blocks: Sequence[tuple]) -> tuple[sp.csr_array, np.ndarray]:
+            if not blocks:
+                return sp.csr_array((0, d)), np.zeros(0)
+            return (sp.vstack([sp.csr_array(a) for a, _ in blocks]).tocsr(),
+                    np.concatenate([np.asarray(b, dtype=np.float64).ravel() for _, b in blocks]))  # fmt: skip
+
+        a_ub, b_ub = stack(ub)
+        a_eq, b_eq = stack(eq)
+        return cls(a_ub, b_ub, a_eq, b_eq, tol)
+
+    # ------------------------------------------------------------------ membership and LPs
+    def contains(self, x: np.ndarray, tol: float | None = None) -> bool | np.ndarray:
+        """Whether ``x`` (a point, or an (n, d) array of points) satisfies every constraint to ``tol``."""
+        tol = self.tol if tol is None else tol
+        pts = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        if pts.shape[1] != self.d:
+            raise ShapeError(f"points of dimension {pts.shape[1]} against a polyhedron in R^{self.d}")
+        ok = np.ones(len(pts), dtype=bool)
+        if self.A_ub.shape[0]:
+            ok &= np.all((self.A_ub @ pts.T).T <= self.b_ub + tol * (1 + np.abs(self.b_ub)), axis=1)
+        if self.A_eq.shape[0]:
+            ok &= np.all(np.abs((self.A_eq @ pts.T).T - self.b_eq) <= tol * (1 + np.abs(self.b_eq)), axis=1)
+        return bool(ok[0]) if np.ndim(x) == 1 else ok
+
+    def _lp(self, c: np.ndarray, a_ub=None, b_ub=None, a_eq=None, b_eq=None, bounds=None):  # noqa: ANN001, ANN202
+        a_ub = self.A_ub if a_ub is None else a_ub
+        a_eq = self.A_eq if a_eq is None else a_eq
+        return linprog(
+            c,
+            A_ub=a_ub if a_ub.shape[0] else None, b_ub=(self.b_ub if b_ub is None else b_ub) if a_ub.shape[0] else None,
+            A_eq=a_eq if a_eq.shape[0] else None, b_eq=(self.b_eq if b_eq is None else b_eq) if a_eq.shape[0] else None,
+            bounds=bounds if bounds is not None else (None, None), method="highs",
+        )  # fmt: skip
+
+    def feasible_point(self) -> np.ndarray | None:
+        """A point of the polyhedron, or None when it is empty."""
+        if "point" not in self._cache:
+            res = self._lp(np.zeros(self.d))
+            if res.status not in (0, 2):
+                raise RelugeomLPError(f"HiGHS failed on a feasibility LP: {res.message}")
+            self._cache["point"] = None if res.status == 2 else res.x
+        return self._cache["point"]
+
+    def is_empty(self) -> bool:
+        """True when no x satisfies the constraints (an LP through HiGHS)."""
+        return self.feasible_point() is None
+
+    def _implicit(self) -> np.ndarray:
+        """Boolean mask of the inequalities that hold with equality on the whole polyhedron.
+
+        Repeatedly maximise the sum of slacks s_i in [0, 1] of the undecided inequalities: those that get a
+        positive slack are not implicit; when none does, all undecided ones are (each LP decides at least one).
+        """
+        if "implicit" in self._cache:
+            return self._cache["implicit"]
+        m, d = self.A_ub.shape
+        undecided = np.ones(m, dtype=bool)
+        a_ub = sp.csr_array(self.A_ub)
+        while undecided.any():
+            idx = np.flatnonzero(undecided)
+            s_block = sp.csr_array((np.ones(len(idx)), (idx, np.arange(len(idx)))), shape=(m, len(idx)))
+            a = sp.hstack([a_ub, s_block]).tocsr()
+            a_eq = sp.hstack([sp.csr_array(self.A_eq), sp.csr_array((self.A_eq.shape[0], len(idx)))]).tocsr()
+            c = np.concatenate([np.zeros(d), -np.ones(len(idx))])
+            bounds = [(None, None)] * d + [(0, 1)] * len(idx)
+            res = self._lp(c, a_ub=a, a_eq=a_eq, bounds=bounds)
+            if res.status != 0:
+                raise RelugeomLPError(f"HiGHS failed while looking for implicit equalities: {res.message}")
+            slack = res.x[d:]
+            loose = slack > 1e-9
+            if not loose.any():
+                break
+            undecided[idx[loose]] = False
+        self._cache["implicit"] = undecided
+        return undecided
+
+    def _hull(self) -> tuple[np.ndarray, np.ndarray]:
+        """(E, e): all equalities, given and implicit, as dense rows (the affine hull is E x = e)."""
+        if self.d > _DENSE_LIMIT:
+            raise ShapeError(f"a polyhedron in R^{self.d} is too large for dense affine-hull computations")
+        imp = self._implicit()
+        e_rows = np.vstack([_dense(self.A_eq), _dense(self.A_ub)[imp]])
+        return e_rows, np.concatenate([self.b_eq, self.b_ub[imp]])
+
+    def dimension(self) -> int:
+        """Affine dimension (-1 when empty): d minus the rank of all equalities, implicit ones included."""
+        if self.is_empty():
+            return -1
+        e_rows, _ = self._hull()
+        rank = np.linalg.matrix_rank(e_rows, tol=1e-9 * max(1.0, np.abs(e_rows).max(initial=0))) if len(e_rows) else 0
+        return self.d - int(rank)
+
+    def interior_point(self) -> np.ndarray:
+        """A point of the relative interior (the Chebyshev centre inside the affine hull, radius capped at 1)."""
+        if self.is_empty():
+            raise DataError("the polyhedron is empty: it has no interior point")
+        imp = self._implicit()
+        loose = ~imp
+        a_u = _dense(self.A_ub)[loose]
+        norms = np.linalg.norm(a_u, axis=1)
+        e_rows, e = self._hull()
+        a = np.hstack([a_u, norms[:, None]])
+        a_eq = np.hstack([e_rows, np.zeros((len(e_rows), 1))])
+        c = np.zeros(self.d + 1)
+        c[-1] = -1.0
+        res = linprog(c, A_ub=a if len(a) else None, b_ub=self.b_ub[loose] if len(a) else None,
+                      A_eq=a_eq if len(a_eq) else None, b_eq=e if len(a_eq) else None,
+                      bounds=[(None, None)] * self.d + [(0, 1)], method="highs")  # fmt: skip
+        if res.status != 0:
+            raise RelugeomLPError(f"HiGHS failed on the Chebyshev-centre LP: {res.message}")
+        return res.x[:-1]
+
+    def sample(self, n: int, seed: int | None = None, *, radius: float = 10.0, thin: int = 10) -> np.ndarray:
+        """``n`` points of the polyhedron by hit-and-run inside its affine hull, shape (n, d).
+
+        Starts at a relative-interior point x0 and walks with ``thin`` steps between kept points (after as
+        many burn-in steps); unbounded polyhedra are intersected with the ball of ``radius`` around x0, so the
+        walk targets the uniform distribution on P ∩ ball(x0, radius). Deterministic for a given ``seed``.
+        """
+        rng = np.random.default_rng(seed)
+        x0 = self.interior_point()
+        e_rows, _ = self._hull()
+        basis = null_space(e_rows) if len(e_rows) else np.eye(self.d)
+        if basis.shape[1] == 0:
+            return np.repeat(x0[None], n, axis=0)
+        loose = ~self._implicit()
+        a_u = _dense(self.A_ub)[loose] @ basis  # constraints in hull coordinates z: a_u z <= b_u - A x0
+        b_u = self.b_ub[loose] - _dense(self.A_ub)[loose] @ x0
+        z = np.zeros(basis.shape[1])
+        out = np.empty((n, self.d))
+        for k in range(thin + n * thin):
+            u = rng.normal(size=len(z))
+            u /= np.linalg.norm(u)
+            # ball: |z + l u|^2 <= R^2
+            zu = float(z @ u)
+            disc = math.sqrt(max(zu * zu - (z @ z - radius * radius), 0.0))
+            lo, hi = -zu - disc, -zu + disc
+            if len(a_u):
+                au, slack = a_u @ u, b_u - a_u @ z
+                with np.errstate(divide="ignore"):
+                    ratio = slack / au
+                pos, neg = au > 1e-14, au < -1e-14
+                if pos.any():
+                    hi = min(hi, float(ratio[pos].min()))
+                if neg.any():
+                    lo = max(lo, float(ratio[neg].max()))
+            lo, hi = min(lo, 0.0), max(hi, 0.0)
+            z = z + rng.uniform(lo, hi) * u
+            if k >= thin and (k - thin) % thin == thin - 1:
+                out[(k - thin) // thin] = x0 + basis @ z
+        return out
+
+    def intersect(self, other: Polyhedron) -> Polyhedron:
+        """The intersection (constraints of both)."""
+        return Polyhedron.from_constraints(
+            self.d, ub=[(self.A_ub, self.b_ub), (other.A_ub, other.b_ub)],
+            eq=[(self.A_eq, self.b_eq), (other.A_eq, other.b_eq)], tol=self.tol,
+        )  # fmt: skip
+
+
+class RelugeomLPError(LayerError):
+    """HiGHS did not solve an LP (numerical trouble); the message says which."""
+
+
+# ------------------------------------------------------------------------------------------ preimages
+
+
+def layer_matrix(layer: Layer, input_shape: Sequence[int] | None = None) -> tuple[sp.csr_array, np.ndarray]:
+    """``(A, b)`` of a layer: a ``(W, b)`` pair, a Linear layer, or a conv layer on ``input_shape``."""
+    if isinstance(layer, tuple):
+        w, b = layer
+        w = np.atleast_2d(np.asarray(w, dtype=np.float64))
+        b = np.zeros(w.shape[0]) if b is None else np.asarray(b, dtype=np.float64).ravel()
+        if b.shape != (w.shape[0],):
+            raise ShapeError(f"bias of length {b.shape[0]} for a {w.shape[0]} x {w.shape[1]} matrix")
+        if not (np.isfinite(w).all() and np.isfinite(b).all()):
+            raise LayerError("the layer's matrix or bias holds NaN/inf")
+        return sp.csr_array(w), b
+    aff = as_affine(layer)
+    if aff.kind == "linear":
+        return unroll(aff, input_shape or (aff.weight.shape[1],))
+    if input_shape is None:
+        raise ShapeError(f"layer {aff.name!r} is a convolution: give its input_shape (C, H, W)")
+    a, b = unroll(aff, input_shape)
+    if not (np.isfinite(a.data).all() and np.isfinite(b).all()):
+        raise LayerError(f"layer {aff.name!r}: weight or bias holds NaN/inf")
+    return a, b
+
+
+def _check_y(y: np.ndarray, m: int, name: str = "y") -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if y.shape[0] != m:
+        raise ShapeError(f"{name} has {y.shape[0]} values but the layer has {m} outputs")
+    if not np.isfinite(y).all():
+        raise DataError(f"{name} holds NaN/inf")
+    if (y < 0).any():
+        raise DataError(f"{name} has {int((y < 0).sum())} negative value(s): it is not the output of a ReLU")
+    return y
+
+
+def _domain_rows(d: int, domain: str) -> list[tuple]:
+    if domain not in DOMAINS:
+        raise ValueError(f"domain must be one of {DOMAINS}, got {domain!r}")
+    return [(-sp.identity(d, format="csr"), np.zeros(d))] if domain == "orthant" else []
+
+
+def preimage(
+    layer: Layer, y: np.ndarray, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
+    tol: float = 1e-9,
+) -> Polyhedron:
+    """The preimage P(y) of ``y = relu(W x + b)`` (seed 002, eq. 9) as a :class:`Polyhedron` in float64.
+
+    ``layer`` is a ``(W, b)`` pair, a Linear layer, or a conv layer (with ``input_shape``); ``y`` the layer's
+    (flattened) output; ``domain`` "orthant" (x >= 0, the default, as in the paper) or "full" (all of R^d).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> P = preimage((np.eye(2), np.zeros(2)), np.array([1.0, 0.0]))
+    >>> P.contains(np.array([1.0, 0.0])), P.dimension()
+    (True, 0)
+    """
+    a, b = layer_matrix(layer, input_shape)
+    y = _check_y(y, a.shape[0])
+    pos = y > 0
+    return Polyhedron.from_constraints(
+        a.shape[1],
+        ub=[(a[~pos], -b[~pos]), *_domain_rows(a.shape[1], domain)],
+        eq=[(a[pos], y[pos] - b[pos])],
+        tol=tol,
+    )
+
+
+@dataclass
+class PiecewisePreimage:
+    """The preimage through several layers: a union of polyhedra, one per feasible activation pattern of the
+    layers before the last (pieces may share boundaries). ``complete`` is False when ``max_pieces`` cut the
+    enumeration short; ``patterns[k]`` is the list of per-layer boolean activation patterns of piece k."""
+
+    pieces: list[Polyhedron]
+    patterns: list[list[np.ndarray]]
+    complete: bool
+    n_lps: int
+
+    def __len__(self) -> int:
+        return len(self.pieces)
+
+    def __iter__(self):  # noqa: ANN204
+        return iter(self.pieces)
+
+    def contains(self, x: np.ndarray) -> bool | np.ndarray:
+        """Whether x lies in any piece."""
+        pts = np.atleast_2d(np.asarray(x, dtype=np.float64))
+        hit = np.zeros(len(pts), dtype=bool)
+        for p in self.pieces:
+            hit |= p.contains(pts)
+        return bool(hit[0]) if np.ndim(x) == 1 else hit
+
+
+class _Budget:
+    def __init__(self, max_pieces: int) -> None:
+        self.max_pieces, self.n_pieces, self.n_lps, self.cut = max_pieces, 0, 0, False
+
+
+def _pull_back(w: np.ndarray, b: np.ndarray, q: Polyhedron, domain: str, budget: _Budget
+               ) -> list[tuple[Polyhedron, np.ndarray]]:  # fmt: skip
+    """All pieces {x : relu(W x + b) in Q, x in domain}, one per feasible activation pattern (depth first).
+
+    A partial pattern is pruned when the LP relaxation in (x, z) is infeasible: z in Q; z_j = w_j x + b_j >= 0
+    for active units, z_j = 0 >= w_j x + b_j for inactive ones, z_j >= max(0, w_j x + b_j) for undecided ones.
+    """
+    m, n = w.shape
+    qa, qb, qe, qf = _dense(q.A_ub), q.b_ub, _dense(q.A_eq), q.b_eq
+    dom = -np.eye(n) if domain == "orthant" else np.zeros((0, n))
+    out: list[tuple[Polyhedron, np.ndarray]] = []
+
+    def feasible(pattern: list[bool]) -> bool:
+        k = len(pattern)
+        act = np.array(pattern + [False] * (m - k), dtype=bool)
+        dec = np.arange(m) < k
+        # variables (x, z)
+        ub_rows, ub_b, eq_rows, eq_b = [], [], [], []
+        ub_rows.append(np.hstack([np.zeros((len(qa), n)), qa]))
+        ub_b.append(qb)
+        eq_rows.append(np.hstack([np.zeros((len(qe), n)), qe]))
+        eq_b.append(qf)
+        ub_rows.append(np.hstack([dom, np.zeros((len(dom), m))]))
+        ub_b.append(np.zeros(len(dom)))
+        eye = np.eye(m)
+        a_act, a_in, und = dec & act, dec & ~act, ~dec
+        eq_rows.append(np.hstack([w[a_act], -eye[a_act]]))  # w x - z = -b
+        eq_b.append(-b[a_act])
+        ub_rows.append(np.hstack([-w[a_act], np.zeros((a_act.sum(), m))]))  # -(w x) <= b
+        ub_b.append(b[a_act])
+        eq_rows.append(np.hstack([np.zeros((a_in.sum(), n)), eye[a_in]]))  # z = 0
+        eq_b.append(np.zeros(a_in.sum()))
+        ub_rows.append(np.hstack([w[a_in], np.zeros((a_in.sum(), m))]))  # w x <= -b
+        ub_b.append(-b[a_in])
+        ub_rows.append(np.hstack([w[und], -eye[und]]))  # w x - z <= -b
+        ub_b.append(-b[und])
+        a_ub, a_eq = np.vstack(ub_rows), np.vstack(eq_rows)
+        bounds = [(None, None)] * n + [(0, None)] * m
+        budget.n_lps += 1
+        res = linprog(np.zeros(n + m), A_ub=a_ub if len(a_ub) else None,
+                      b_ub=np.concatenate(ub_b) if len(a_ub) else None, A_eq=a_eq if len(a_eq) else None,
+                      b_eq=np.concatenate(eq_b) if len(a_eq) else None, bounds=bounds, method="highs")  # fmt: skip
+        if res.status not in (0, 2):
+            raise RelugeomLPError(f"HiGHS failed on a pattern LP: {res.message}")
+        return res.status == 0
+
+    def leaf(pattern: list[bool]) -> Polyhedron:
+        act = np.array(pattern, dtype=bool)
+        dmask = act.astype(float)
+        wz, bz = w * dmask[:, None], b * dmask  # z = D (W x + b)
+        return Polyhedron.from_constraints(
+            n,
+            ub=[(-w[act], b[act]), (w[~act], -b[~act]), (qa @ wz, qb - qa @ bz), *_domain_rows(n, domain)],
+            eq=[(qe @ wz, qf - qe @ bz)],
+            tol=q.tol,
+        )
+
+    def walk(pattern: list[bool]) -> None:
+        if budget.n_pieces >= budget.max_pieces:
+            budget.cut = True
+            return
+        if not feasible(pattern):
+            return
+        if len(pattern) == m:
+            out.append((leaf(pattern), np.array(pattern, dtype=bool)))
+            budget.n_pieces += 1
+            return
+        walk(pattern + [True])
+        walk(pattern + [False])
+
+    walk([])
+    return out
+
+
+def preimage_through(
+    layers: Sequence[Layer], y: np.ndarray, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
+    max_pieces: int = 1000, tol: float = 1e-9,
+) -> PiecewisePreimage:
+    """Preimage of ``y = relu(L_k(... relu(L_1(x))))`` as a union of polyhedra in the input space of L_1.
+
+    The last layer gives P(y) (eq. 9); each earlier layer is pulled back piece by piece over its feasible
+    activation patterns (seed 002, sec. 6: layer by layer, recursively). At most ``max_pieces`` pieces are
+    produced in total; when the budget stops the enumeration, ``complete`` is False and a warning says so.
+    Exact up to the LP tolerances (float64). Cost grows with the number of feasible patterns: meant for small
+    networks (toy circulant nets, a few units).
+    """
+    mats = _matrices(layers, input_shape)
+    budget = _Budget(max_pieces)
+    last_domain = domain if len(mats) == 1 else "orthant"
+    first = preimage(mats[-1], y, domain=last_domain, tol=tol)
+    budget.n_lps += 1
+    current = [] if first.is_empty() else [(first, [_check_y(y, mats[-1][0].shape[0]) > 0])]
+    return _pull_back_all(mats[:-1], current, domain, budget)
+
+
+def preimage_of_set(
+    layers: Sequence[Layer], q: Polyhedron, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
+    max_pieces: int = 1000,
+) -> PiecewisePreimage:
+    """Preimage of a whole polyhedron ``q`` of outputs (e.g. an affine manifold M ∩ orthant, seed 002, sec. 6)
+    through ``relu(L_k(... relu(L_1(x))))``: a union of polyhedra, one per feasible activation pattern of all
+    layers, under the same budget as :func:`preimage_through`."""
+    mats = _matrices(layers, input_shape)
+    if q.d != mats[-1][0].shape[0]:
+        raise ShapeError(f"the output set lives in R^{q.d} but the last layer has {mats[-1][0].shape[0]} outputs")
+    return _pull_back_all(mats, [(q, [])], domain, _Budget(max_pieces))
+
+
+def _matrices(layers: Sequence[Layer], input_shape: Sequence[int] | None) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not layers:
+        raise ValueError("at least one layer is needed")
+    mats, shape = [], tuple(input_shape) if input_shape is not None else None
+    for layer in layers:
+        a, b = layer_matrix(layer, shape)
+        if mats and a.shape[1] != mats[-1][0].shape[0]:
+            raise ShapeError(f"layer {len(mats)} takes {a.shape[1]} inputs but the previous layer has "
+                             f"{mats[-1][0].shape[0]} outputs")  # fmt: skip
+        if a.shape[1] > _DENSE_LIMIT or a.shape[0] > _DENSE_LIMIT:
+            raise ShapeError(f"layer {len(mats)} ({a.shape[0]} x {a.shape[1]}) is too large for pattern enumeration")
+        mats.append((a.toarray(), b))
+        if not isinstance(layer, tuple) and as_affine(layer).kind != "linear":
+            shape = output_shape(layer, shape)
+        else:
+            shape = (a.shape[0],)
+    return mats
+
+
+def _pull_back_all(mats: list, current: list, domain: str, budget: _Budget) -> PiecewisePreimage:
+    n_layers = len(mats) + (len(current[0][1]) if current else 0)
+    for j in range(len(mats) - 1, -1, -1):
+        dom = domain if j == 0 else "orthant"
+        nxt: list[tuple[Polyhedron, list[np.ndarray]]] = []
+        for piece, pats in current:
+            for poly, pat in _pull_back(*mats[j], piece, dom, budget):
+                nxt.append((poly, [pat, *pats]))
+            if budget.cut:
+                break
+        current = nxt
+        if budget.cut:
+            break
+    if budget.cut:
+        warn(f"the preimage enumeration stopped at max_pieces={budget.max_pieces}: the union of pieces is "
+             "incomplete", RelugeomWarning)  # fmt: skip
+        current = [c for c in current if len(c[1]) == n_layers]
+    return PiecewisePreimage([p for p, _ in current], [pats for _, pats in current], not budget.cut, budget.n_lps)
+
+
+# ------------------------------------------------------------------------------------------ dual basis
+
+
+@dataclass(frozen=True)
+class DualBasis:
+    """``apex``: the point where all d planes meet (eq. 11); ``E``: columns e_i of unit length (eq. 10),
+    ``W e_i`` zero but for entry i, which is negative."""
+
+    apex: np.ndarray
+    E: np.ndarray
+
+
+def dual_basis(w: np.ndarray, b: np.ndarray | None = None, *, rcond: float = 1e-12) -> DualBasis:
+    """The dual basis of the planes ``w_i . x + b_i = 0`` (seed 002, sec. 3), float64.
+
+    Raises :class:`LayerError` when W is not square or is singular (the planes are not in general position).
+    """
+    w = np.asarray(w, dtype=np.float64)
+    if w.ndim != 2 or w.shape[0] != w.shape[1]:
+        raise LayerError(f"the dual basis needs d planes in R^d (a square W), got W of shape {w.shape}")
+    b = np.zeros(len(w)) if b is None else np.asarray(b, dtype=np.float64).ravel()
+    if not (np.isfinite(w).all() and np.isfinite(b).all()):
+        raise LayerError("W or b holds NaN/inf")
+    sv = np.linalg.svd(w, compute_uv=False)
+    if sv[-1] <= rcond * max(sv[0], 1e-300):
+        rank = int((sv > rcond * max(sv[0], 1e-300)).sum())
+        raise LayerError(f"W is singular (rank {rank} < {len(w)}): the planes are not in general position, "
+                         "so they have no dual basis")  # fmt: skip
+    inv = np.linalg.inv(w)
+    e = -inv / np.linalg.norm(inv, axis=0, keepdims=True)
+    return DualBasis(apex=-inv @ b, E=e)
+
+
+def preimage_cone(w: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Seed 002, eqs. 14-15 for a square invertible W: ``x* = W^{-1}(y - b)`` and the rays ``e_i`` (columns)
+    of the zero components of y, so that ``P(y) = {x* + E a : a >= 0} ∩ domain``."""
+    basis = dual_basis(w, b)
+    y = _check_y(y, len(basis.apex))
+    x_star = np.linalg.solve(np.asarray(w, dtype=np.float64), y - np.asarray(b, dtype=np.float64))
+    return x_star, basis.E[:, y == 0]
+
+
+# ------------------------------------------------------------------------------------------ nesting
+
+
+def nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | None = None) -> pd.DataFrame:
+    """Where the cone of layer b is completely nested in the orthant cone of layer a's outputs (seed 002, sec. 5).
+
+    ``input_shape`` is layer a's input shape (conv layers); layer b is taken as its circulant embedding on
+    layer a's output shape (a ``(W, b)`` pair is used as given; ``layer_a`` may then be None). Plane i of b is
+    paired with coordinate i of its input (C_in = C_out needed). One row per plane: ``plane``, ``nested``
+    (the whole face F_i = {x >= 0, x_i = 0} is on the negative side of plane i: all off-diagonal w_ij <= 0
+    and b_i <= 0), ``radius`` (F_i ∩ [0, r]^d is on the negative side for every r <= radius:
+    ``-b_i / sum_{j != i} max(w_ij, 0)``; inf when nested, < 0 when not even the apex corner x = 0 is).
+    ``df.attrs``: ``nested`` (all planes) and ``radius`` (their minimum): inside [0, radius]^d every point
+    with zeros at S maps to an output with zeros at S (contraction to equal or lower dimension).
+    """
+    if isinstance(layer_b, tuple):
+        a, b = layer_matrix(layer_b)
+    else:
+        shape = None if input_shape is None else tuple(input_shape)
+        if layer_a is not None and shape is not None and not isinstance(layer_a, tuple):
+            aff_a = as_affine(layer_a)
+            shape = output_shape(aff_a, shape) if aff_a.kind != "linear" else (aff_a.out_channels,)
+        aff_b = as_affine(layer_b)
+        if aff_b.kind == "linear":
+            a, b = layer_matrix(aff_b)
+        else:
+            if shape is None:
+                raise ShapeError(f"layer {aff_b.name!r}: give input_shape to place its circulant cone")
+            a, b = circulant(aff_b, shape)
+    if a.shape[0] != a.shape[1]:
+        raise UnsupportedLayerError(
+            f"nesting pairs plane i with coordinate i, so layer b must map R^d to R^d; it maps "
+            f"{a.shape[1]} values to {a.shape[0]}"
+        )
+    a = sp.csr_array(a)
+    diag = a.diagonal()
+    pos = sp.csr_array(a - sp.diags_array(diag))  # exact zeros on the diagonal
+    pos.data = np.maximum(pos.data, 0)
+    off = np.asarray(pos.sum(axis=1)).ravel()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        radius = np.where(off > 0, -b / off, np.where(b <= 0, np.inf, -np.inf))
+    nested = (off <= 0) & (b <= 0)
+    df = pd.DataFrame({"plane": np.arange(len(b)), "nested": nested, "radius": radius})
+    df.attrs["nested"] = bool(nested.all())
+    df.attrs["radius"] = float(radius.min()) if len(radius) else math.inf
+    return df

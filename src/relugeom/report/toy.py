@@ -1,0 +1,86 @@
+"""Pictures of the toy circulant networks (seed 002, figs. 2-4), drawn from :mod:`relugeom.geometry.toy` data."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from ..geometry.preimage import PiecewisePreimage
+
+LAYER_COLORS = ("tab:red", "tab:blue")
+
+
+def flows_figure(flow: dict, nesting: list[dict] | None = None, title: str = "") -> Figure:
+    """Fig. 2: the zero lines of every layer's units remapped to the 2D input space (alternating red and blue
+    per layer; dashed black where the layer's cone is not completely nested in its predecessor's orthant),
+    and in grey the inputs mapped to output (0, 0)."""
+    fig = Figure(figsize=(5.2, 5), layout="constrained")
+    ax = fig.subplots()
+    ax.contourf(flow["x"], flow["y"], flow["zero"].astype(float), levels=[0.5, 1.5], colors=["0.85"])
+    nested = {d["layer"]: d["nested"] for d in (nesting or [])}
+    for k, z in enumerate(flow["pre"]):
+        ok = nested.get(k, True)
+        color = LAYER_COLORS[k % 2] if ok else "black"
+        for j in range(z.shape[2]):
+            ax.contour(flow["x"], flow["y"], z[:, :, j], levels=[0.0], colors=[color],
+                       linestyles="solid" if ok else "dashed", linewidths=1.0)  # fmt: skip
+    ax.axhline(0, color="0.5", lw=0.5)
+    ax.axvline(0, color="0.5", lw=0.5)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    ax.set_aspect("equal")
+    ax.set_title(title or "layer boundaries in input space (grey: mapped to 0)", fontsize=9)
+    return fig
+
+
+def cells_figure(cells: dict) -> Figure:
+    """Fig. 3: points of the 3D input box coloured by their cell's number of negative constraints (left) and
+    their images (right): cells with k negatives land in (3 - k)-dimensional coordinate subspaces."""
+    fig = Figure(figsize=(10, 4.6), layout="constrained")
+    for i, (key, title) in enumerate((("x", "input cells"), ("y", "images relu(Wx + b)"))):
+        ax = fig.add_subplot(1, 2, i + 1, projection="3d")
+        pts = cells[key]
+        sc = ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=cells["negatives"], cmap="viridis", s=4, vmin=0, vmax=3)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("x1")
+        ax.set_ylabel("x2")
+        ax.set_zlabel("x3")
+    fig.colorbar(sc, ax=fig.axes, label="negative constraints", shrink=0.6)
+    return fig
+
+
+def _piece_points(pre: PiecewisePreimage, n: int, seed: int, radius: float) -> list[tuple[np.ndarray, int]]:
+    out = []
+    for k, piece in enumerate(pre.pieces):
+        out.append((piece.sample(n, seed=seed + k, radius=radius), piece.dimension()))
+    return out
+
+
+def preimages_figure(preimages: list[PiecewisePreimage], ys: np.ndarray, *, n: int = 300, seed: int = 0,
+                     radius: float = 3.0) -> Figure:  # fmt: skip
+    """Preimages of output points (samples of every piece, one colour per output point), in 2D or 3D."""
+    d = preimages[0].pieces[0].d if preimages and preimages[0].pieces else len(np.atleast_2d(ys)[0])
+    fig = Figure(figsize=(5.4, 5), layout="constrained")
+    ax = fig.add_subplot(projection="3d" if d == 3 else None)
+    for i, (pre, y) in enumerate(zip(preimages, np.atleast_2d(ys))):
+        color = f"C{i % 10}"
+        label = f"y = ({', '.join(f'{v:.2g}' for v in y)}), {len(pre)} piece(s)"
+        for pts, _dim in _piece_points(pre, n, seed, radius):
+            ax.scatter(*pts.T[:d], s=3, color=color, label=label)
+            label = None
+    ax.set_title("preimages of output points", fontsize=9)
+    ax.legend(fontsize=7, markerscale=3)
+    return fig
+
+
+def manifold_figure(manifold: PiecewisePreimage, *, n: int = 400, seed: int = 0, radius: float = 3.0) -> Figure:
+    """Fig. 4: the piecewise-planar input manifold mapped to the affine output set (patches coloured by their
+    activation pattern)."""
+    d = manifold.pieces[0].d if manifold.pieces else 3
+    fig = Figure(figsize=(5.6, 5), layout="constrained")
+    ax = fig.add_subplot(projection="3d" if d == 3 else None)
+    for k, (pts, _dim) in enumerate(_piece_points(manifold, n, seed, radius)):
+        ax.scatter(*pts.T[:d], s=2, color=f"C{k % 10}")
+    ax.set_title(f"input manifold mapped to sum(y) = const: {len(manifold)} patches"
+                 + ("" if manifold.complete else " (budget reached)"), fontsize=9)  # fmt: skip
+    return fig

@@ -1,0 +1,388 @@
+"""Filters as polyhedral cones around the identity line, and how the cones of consecutive layers nest
+(seed 000, "Polyhedral Cones", "Summary Statistics"; seed 002, sec. 4, eqs. 16-18).
+
+A conv filter (w, b) acting on an input of shape (C, *S), D = C * prod(S) values, is looked at through
+its circulant embedding (:func:`relugeom.geometry.unroll.circulant`): one hyperplane ``n_s . x + b = 0``
+per spatial cyclic shift ``s`` of the filter's normal ``n`` (the kernel placed, centred, in a (C, *S)
+array). All of them meet the identity line ``t * 1`` at the apex (seed 002, eq. 16)::
+
+    apex        t = -b / sum(w)
+    orientation sign(cos_D)
+    opening     |arcsin(cos_D)|,  cos_D = sum(n) / (||n|| sqrt(D))   (the angle between the planes and 1)
+
+For a filter i of layer l+1 against the filters p of layer l (consecutive conv layers with only a ReLU,
+and optionally batch norms folded into the layers, between them; DESIGN.md, "Cones")::
+
+    dist_p = (t_i - t_p) * sqrt(D)   (D of layer l+1's input, the space where cone i lives)
+    open_p = opening_i - opening_p
+    d = max_p dist_p,  o = min_p open_p
+    d >= 0, o > 0  -> OUT_PARTIAL_IN      d >= 0, o <= 0 -> OUT_FULL_IN
+    d <  0, o >= 0 -> IN_FULL_OUT         d <  0, o < 0  -> IN_PARTIAL_OUT
+
+and the rotation: the smallest angle between the normals' components orthogonal to 1, over all spatial
+cyclic shifts of one of them. A cyclic shift is a circular convolution, so all shifts of all pairs come
+from FFTs: for every frequency k, ``corr_k = A_k B_k^H`` (a matrix product over channels), then one
+inverse FFT gives <a, shift_s b> for every s (never a dense D x D matrix). When the two layers read a
+different number of channels (VGG: 3 -> 64, 64 -> 128, ...) their normals live in spaces of different
+dimension; both are then restricted to the channel-constant inputs ``x[c, s] = u[s]``, a subspace of
+each that contains the identity line, where a normal becomes its channel sum (``rotation_space`` says
+which was used). Numerics: float64 throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import ArchitectureError, ShapeError, SkippedWarning, warn
+from ..layers import AffineLayer, check_finite, find_layers
+from ..sources import Source, SourceItem, map_sources
+
+STATES: tuple[str, ...] = ("OUT_FULL_IN", "OUT_PARTIAL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT")
+PARAM_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "D", "apex", "orientation", "opening", "cos_D"]
+STATE_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "prev_layer", "prev_filter", "dist",
+                 "open_diff", "rotation", "rotation_space", "state", "reason"]  # fmt: skip
+PAIR_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "prev_layer", "prev_filter", "dist",
+                "open_diff", "rotation", "rotation_space"]  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- kernels
+
+
+def embed_filters(
+    weight: np.ndarray | torch.Tensor, spatial: Sequence[int], dilation: Sequence[int] | None = None, groups: int = 1
+) -> np.ndarray:
+    """The normal of each filter's first circulant hyperplane: the kernel placed in a (C, *spatial) array.
+
+    Tap ``t`` of axis ``i`` lands at ``(t * d - d * (k - 1) // 2) mod spatial[i]`` (the centred kernel of
+    :func:`~relugeom.geometry.unroll.circulant`, whose row for output position 0 this equals); taps that
+    wrap onto one position add up. Returns float64 of shape (F, C, *spatial), C = groups * weight.shape[1].
+    """
+    w = weight.detach().cpu().double().numpy() if isinstance(weight, torch.Tensor) else np.asarray(weight, float)
+    f, cg, ks = w.shape[0], w.shape[1], w.shape[2:]
+    n = len(ks)
+    spatial = tuple(int(s) for s in spatial)
+    if len(spatial) != n:
+        raise ShapeError(f"a kernel of {n} spatial axes needs {n} spatial sizes, got {spatial}")
+    dilation = tuple(dilation) if dilation is not None else (1,) * n
+    out = np.zeros((f, groups * cg, *spatial))
+    pos = [np.mod(np.arange(k) * d - d * (k - 1) // 2, s) for k, d, s in zip(ks, dilation, spatial)]
+    grids = np.meshgrid(*pos, indexing="ij")
+    per_group = f // groups
+    for g in range(groups):
+        rows = slice(g * per_group, (g + 1) * per_group)
+        chans = slice(g * cg, (g + 1) * cg)
+        block = out[rows, chans]
+        # np.add.at sums taps that wrap onto the same position (kernel larger than the input).
+        np.add.at(block, (slice(None), slice(None), *grids), w[rows])
+        out[rows, chans] = block
+    return out
+
+
+def cone_geometry(normals: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+    """Apex, orientation, opening and cos_D of cones given by their normals (F, ...) and biases (F,).
+
+    A filter with sum(w) = 0 has its planes parallel to the identity line: apex NaN. A zero filter: all NaN.
+    """
+    flat = normals.reshape(normals.shape[0], -1)
+    d = flat.shape[1]
+    s = flat.sum(axis=1)
+    norm = np.linalg.norm(flat, axis=1)
+    b = np.zeros(len(flat)) if bias is None else np.asarray(bias, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = s / (norm * math.sqrt(d))
+        apex = np.where(s != 0, -b / s, np.nan)
+    cos = np.clip(cos, -1.0, 1.0)
+    return {"D": np.full(len(flat), d), "apex": apex, "orientation": np.sign(cos), "opening": np.abs(np.arcsin(cos)),
+            "cos_D": cos}  # fmt: skip
+
+
+def rotation_angles(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
+    chunk: int = 1 << 24,
+) -> np.ndarray:
+    """Smallest angle (radians, in [0, pi]) between ``a[i]`` and all cyclic shifts of ``b[p]``, after both
+    lose their component along 1, for every pair (i, p).
+
+    ``a`` is (I, C, *S) and ``b`` is (P, C, *S); shifts run over the spatial axes S. Computed with real FFTs
+    over S and one complex matrix product over C per frequency (cost O(I P C prod(S)) plus the FFTs, never a
+    dense prod(S) x prod(S) matrix); ``chunk`` bounds the entries of the (rows, P, *S) intermediate.
+    A normal parallel to 1 has no orthogonal part: NaN.
+    """
+    ta = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a, dtype=torch.float64, device=device)
+    tb = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b, dtype=torch.float64, device=device)
+    if ta.shape[1:] != tb.shape[1:]:
+        raise ShapeError(f"normals of shapes {tuple(ta.shape[1:])} and {tuple(tb.shape[1:])} cannot be compared")
+    spatial = tuple(ta.shape[2:])
+    axes = tuple(range(2, ta.dim()))
+    dims = tuple(range(-len(spatial), 0))
+    ta = ta - ta.mean(dim=tuple(range(1, ta.dim())), keepdim=True)
+    tb = tb - tb.mean(dim=tuple(range(1, tb.dim())), keepdim=True)
+    na = torch.linalg.vector_norm(ta.flatten(1), dim=1)
+    nb = torch.linalg.vector_norm(tb.flatten(1), dim=1)
+    fa = torch.fft.rfftn(ta, dim=axes)  # (I, C, *K)
+    fb = torch.fft.rfftn(tb, dim=axes)  # (P, C, *K)
+    kshape = tuple(fa.shape[2:])
+    fa = fa.flatten(2).permute(2, 0, 1)  # (K, I, C)
+    fbh = fb.flatten(2).permute(2, 1, 0).conj()  # (K, C, P)
+    n_sp = max(1, math.prod(spatial))
+    rows = max(1, chunk // max(1, tb.shape[0] * n_sp))
+    best = torch.empty((ta.shape[0], tb.shape[0]), dtype=torch.float64, device=device)
+    for start in range(0, ta.shape[0], rows):
+        corr = torch.matmul(fa[:, start : start + rows], fbh)  # (K, r, P): sum_c A_k conj(B_k)
+        corr = corr.permute(1, 2, 0).reshape(corr.shape[1], corr.shape[2], *kshape)
+        # irfftn of A conj(B) gives sum_x a[x + s] b[x] for every shift s.
+        spatial_corr = torch.fft.irfftn(corr, s=spatial, dim=dims)
+        best[start : start + rows] = spatial_corr.flatten(2).amax(dim=2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = (best / (na[:, None] * nb[None, :])).cpu().numpy()
+        zero = (na[:, None] * nb[None, :]).cpu().numpy() <= 1e-300
+    cos[zero] = np.nan
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def classify(d: np.ndarray, o: np.ndarray) -> np.ndarray:
+    """The four states from d = max_p dist_p and o = min_p open_p (DESIGN.md, "Cones"); None where NaN."""
+    d = np.asarray(d, dtype=np.float64)
+    o = np.asarray(o, dtype=np.float64)
+    out = np.where(
+        d >= 0,
+        np.where(o > 0, "OUT_PARTIAL_IN", "OUT_FULL_IN"),
+        np.where(o >= 0, "IN_FULL_OUT", "IN_PARTIAL_OUT"),
+    ).astype(object)
+    out[np.isnan(d) | np.isnan(o)] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- layers
+
+
+def _fold_bn(layer: AffineLayer, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
+    """Weight and bias of ``layer`` as float64 numpy, with an eval-mode batch norm folded in."""
+    w = layer.weight.detach().cpu().double().numpy()
+    b = np.zeros(w.shape[0]) if layer.bias is None else layer.bias.detach().cpu().double().numpy()
+    if bn is None:
+        return w, b
+    if bn.running_mean is None or bn.running_var is None:
+        raise ArchitectureError(
+            f"batch norm after layer {layer.name!r} keeps no running statistics; it cannot be folded into the layer"
+        )
+    mean = bn.running_mean.detach().cpu().double().numpy()
+    var = bn.running_var.detach().cpu().double().numpy()
+    gamma = np.ones_like(mean) if bn.weight is None else bn.weight.detach().cpu().double().numpy()
+    beta = np.zeros_like(mean) if bn.bias is None else bn.bias.detach().cpu().double().numpy()
+    scale = gamma / np.sqrt(var + bn.eps)
+    return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), (b - mean) * scale + beta
+
+
+class _Cones:
+    """Cone normals and parameters of every conv layer of one model (internal)."""
+
+    def __init__(self, obj: nn.Module | Mapping[str, torch.Tensor], input_shape: Sequence[int], where: str,
+                 fold_bn: bool) -> None:  # fmt: skip
+        if not isinstance(obj, nn.Module):
+            raise ArchitectureError(
+                f"{where}cone geometry needs the architecture (strides, pooling, input shapes), but got a bare state "
+                "dict: pass arch= (--arch on the command line)"
+            )
+        from ..links import layer_links
+
+        self.where = where
+        self.layers = [la for la in find_layers(obj, input_shape=tuple(input_shape), linear=False)]
+        for la in self.layers:
+            check_finite(la, where)
+            if la.input_shape is None:
+                raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {tuple(input_shape)}")
+        self.links = layer_links(obj, self.layers, where) if len(self.layers) > 1 else []
+        bns: dict[str, nn.Module] = {}
+        if fold_bn:
+            for link in self.links:
+                bns.update(link.bn)
+        self.wb = {la.name: _fold_bn(la, bns.get(la.name)) for la in self.layers}
+        self._normals: dict[str, np.ndarray] = {}
+
+    def normals(self, layer: AffineLayer) -> np.ndarray:
+        if layer.name not in self._normals:
+            w, _ = self.wb[layer.name]
+            self._normals[layer.name] = embed_filters(w, layer.input_shape[1:], layer.dilation, layer.groups or 1)
+        return self._normals[layer.name]
+
+    def params(self, layer: AffineLayer) -> dict[str, np.ndarray]:
+        return cone_geometry(self.normals(layer), self.wb[layer.name][1])
+
+
+def _meta(layer: AffineLayer, n: int) -> dict[str, object]:
+    return {"layer": layer.name, "layer_index": layer.layer_index, "stage": layer.stage, "block": layer.block,
+            "filter": np.arange(n)}  # fmt: skip
+
+
+def _finish(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
+    df = pd.concat(frames, ignore_index=True)[columns]
+    for c in ("stage", "block", "filter", "prev_filter"):
+        if c in df:
+            df[c] = df[c].astype("Int64")
+    return df
+
+
+def _params_one(obj, input_shape, where, fold_bn) -> pd.DataFrame:  # noqa: ANN001
+    cones = _Cones(obj, input_shape, where, fold_bn)
+    frames = []
+    for la in cones.layers:
+        p = cones.params(la)
+        frames.append(pd.DataFrame({**_meta(la, la.out_channels), **p}))
+    return _finish(frames, PARAM_COLUMNS)
+
+
+def cone_params(
+    source: Source, input_shape: Sequence[int], *, arch: str | None = None, fold_bn: bool = True
+) -> pd.DataFrame:
+    """Apex, orientation and opening of the cone of every conv filter (seed 000; seed 002, eq. 16).
+
+    Parameters
+    ----------
+    source
+        A module, checkpoint, run folder or list of those (state dicts need ``arch``).
+    input_shape
+        Shape of one network input, (C, H, W); each layer's cone lives on its own input shape.
+    fold_bn
+        Fold a batch norm that directly follows a conv (eval-mode statistics) into its weights.
+
+    Returns
+    -------
+    DataFrame ``layer, layer_index, stage, block, filter, D, apex, orientation, opening, cos_D`` (float64;
+    opening in radians), preceded by ``run, seed, epoch`` for a series.
+
+    Example
+    -------
+    >>> from relugeom.experiments.models import build_model
+    >>> df = cone_params(build_model("vgg9", seed=0), (3, 32, 32))
+    >>> df.groupby("layer_index").size().tolist()
+    [64, 64, 128, 128, 256, 256]
+    """
+
+    def analyse(obj, item: SourceItem) -> pd.DataFrame:  # noqa: ANN001
+        return _params_one(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
+
+    return map_sources(source, analyse, arch=arch)
+
+
+def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-pair (i in lb, p in la) table and per-filter-i table with the state."""
+    pa, pb = cones.params(la), cones.params(lb)
+    d_b = float(pb["D"][0]) if len(pb["D"]) else float("nan")
+    dist = (pb["apex"][:, None] - pa["apex"][None, :]) * math.sqrt(d_b)
+    opend = pb["opening"][:, None] - pa["opening"][None, :]
+    na, nb = cones.normals(la), cones.normals(lb)
+    if na.shape[2:] != nb.shape[2:]:
+        warn(f"{cones.where}layers {la.name!r} and {lb.name!r} read inputs of different spatial sizes "
+             f"{na.shape[2:]} and {nb.shape[2:]} (a stride): their rotation is left NaN", SkippedWarning)  # fmt: skip
+        rot, space = np.full(dist.shape, np.nan), "none"
+    elif na.shape[1] == nb.shape[1]:
+        rot, space = rotation_angles(nb, na, device=device), "full"
+    else:
+        rot = rotation_angles(nb.sum(axis=1, keepdims=True), na.sum(axis=1, keepdims=True), device=device)
+        space = "channel_sum"
+    ni, npv = dist.shape
+    pairs = pd.DataFrame({
+        "layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
+        "filter": np.repeat(np.arange(ni), npv), "prev_layer": la.name, "prev_filter": np.tile(np.arange(npv), ni),
+        "dist": dist.ravel(), "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_space": space,
+    })  # fmt: skip
+    with np.errstate(invalid="ignore"):
+        d = np.max(dist, axis=1) if npv else np.full(ni, np.nan)
+        o = np.min(opend, axis=1) if npv else np.full(ni, np.nan)
+        all_nan_rot = np.all(np.isnan(rot), axis=1) if npv else np.ones(ni, bool)
+        nearest = np.where(all_nan_rot, -1, np.argmin(np.where(np.isnan(rot), np.inf, rot), axis=1))
+        rmin = np.where(all_nan_rot, np.nan, np.take_along_axis(rot, np.maximum(nearest, 0)[:, None], 1)[:, 0])
+    state = classify(d, o)
+    reason = np.where(pd.isna(state), "apex or opening undefined (a zero filter or sum(w) = 0)", None)
+    per_filter = pd.DataFrame({
+        **_meta(lb, ni), "prev_layer": la.name, "prev_filter": pd.array(np.where(nearest < 0, None, nearest),
+                                                                         dtype="Int64"),
+        "dist": d, "open_diff": o, "rotation": rmin, "rotation_space": space, "state": state, "reason": reason,
+    })  # fmt: skip
+    return pairs, per_filter
+
+
+def _skip_row(la: AffineLayer, lb: AffineLayer, reason: str) -> pd.DataFrame:
+    return pd.DataFrame([{"layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
+                          "filter": None, "prev_layer": la.name, "prev_filter": None, "dist": np.nan,
+                          "open_diff": np.nan, "rotation": np.nan, "rotation_space": None, "state": None,
+                          "reason": reason}])  # fmt: skip
+
+
+def _states_one(obj, input_shape, where, fold_bn, pairs, device) -> pd.DataFrame:  # noqa: ANN001
+    cones = _Cones(obj, input_shape, where, fold_bn)
+    frames = []
+    for la, lb, link in zip(cones.layers, cones.layers[1:], cones.links):
+        if not link.ok:
+            reason = str(link.reason)
+            if not reason.startswith("pooling"):
+                warn(f"{where}pair {la.name!r} -> {lb.name!r} skipped: {reason}", SkippedWarning)
+            if not pairs:
+                frames.append(_skip_row(la, lb, reason))
+            continue
+        pair_df, filt_df = _pair_rows(cones, la, lb, device)
+        frames.append(pair_df if pairs else filt_df)
+    return _finish(frames, PAIR_COLUMNS if pairs else STATE_COLUMNS)
+
+
+def cone_states(
+    source: Source,
+    input_shape: Sequence[int],
+    *,
+    arch: str | None = None,
+    fold_bn: bool = True,
+    pairs: bool = False,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Nesting state of every conv filter i of layer l+1 against all filters of layer l (seed 000).
+
+    Consecutive conv layers form a pair when only a ReLU (and batch norms right after the layers, folded in)
+    lies between them; any other pair (pooling between them, a residual connection, another activation) gets
+    one row with ``state`` NA and the ``reason``, and a warning unless the reason is pooling (a stage
+    boundary, expected).
+
+    Returns
+    -------
+    One row per filter i: ``layer, layer_index, stage, block, filter, prev_layer, prev_filter`` (the filter of
+    layer l with the smallest rotation), ``dist`` (= max_p dist_p), ``open_diff`` (= min_p open_p),
+    ``rotation`` (min over p, radians), ``rotation_space`` ("full" or "channel_sum", see the module
+    docstring), ``state`` (one of :data:`STATES`), ``reason``. With ``pairs=True``: one row per (i, p) with
+    ``dist, open_diff, rotation`` of that pair (and no state; skipped pairs are left out).
+    """
+
+    def analyse(obj, item: SourceItem) -> pd.DataFrame:  # noqa: ANN001
+        return _states_one(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn, pairs, device)
+
+    return map_sources(source, analyse, arch=arch)
+
+
+def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame:
+    """Fraction of filters in each state (the poster's result figures), long form.
+
+    ``level``: "net" (all pairs of a model), "stage" (block-wise: per stage) or "layer" (per pair). Grouped by
+    ``run, seed, epoch`` when present. Columns: the keys, ``state``, ``count``, ``fraction``. Skipped pairs and
+    undefined states are left out.
+    """
+    keys = [c for c in ("run", "seed", "epoch") if c in states]
+    keys += {"net": [], "stage": ["stage"], "layer": ["layer_index", "layer"]}[level]
+    df = states[states["state"].notna()]
+    counts = df.groupby(keys + ["state"], dropna=False).size() if keys else df.groupby("state").size()
+    counts = counts.rename("count").reset_index()
+    full = pd.MultiIndex.from_product(
+        [sorted(df[k].dropna().unique().tolist()) if k in df else [None] for k in keys] + [list(STATES)],
+        names=keys + ["state"],
+    ) if keys else pd.Index(list(STATES), name="state")  # fmt: skip
+    counts = counts.set_index(keys + ["state"]).reindex(full, fill_value=0).reset_index()
+    total = counts.groupby(keys)["count"].transform("sum") if keys else counts["count"].sum()
+    counts["fraction"] = counts["count"] / total
+    return counts[counts["count"].groupby([counts[k] for k in keys]).transform("sum") > 0] if keys else counts

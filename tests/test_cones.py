@@ -1,0 +1,270 @@
+"""Cone parameters and nesting states (seeds 000, 002) against dense circulants, brute-force shifts and
+hand-built cones."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from relugeom.errors import ArchitectureError, LayerError, ShapeError, SkippedWarning
+from relugeom.geometry.unroll import circulant
+from relugeom.stats.cones import (
+    STATES,
+    classify,
+    cone_geometry,
+    cone_params,
+    cone_states,
+    embed_filters,
+    rotation_angles,
+    state_distribution,
+)
+
+
+def _brute_rotation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Angle by trying every spatial shift with np.roll on the mean-free vectors (dense truth)."""
+    spatial = a.shape[2:]
+    axes = tuple(range(1, 1 + len(spatial)))
+    out = np.zeros((len(a), len(b)))
+    for i, x in enumerate(a):
+        x = x - x.mean()
+        for p, y in enumerate(b):
+            y = y - y.mean()
+            best = -np.inf
+            for s in np.ndindex(*spatial):
+                best = max(best, float(np.sum(x * np.roll(y, s, axis=axes))))
+            out[i, p] = math.acos(max(-1.0, min(1.0, best / (np.linalg.norm(x) * np.linalg.norm(y)))))
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    c=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5), k=st.sampled_from([1, 3, 5]),
+    dil=st.integers(1, 2), groups=st.sampled_from([1, 2]), seed=st.integers(0, 10_000),
+)  # fmt: skip
+def test_embedding_is_the_first_circulant_row(c, h, w, k, dil, groups, seed):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c * groups, 2 * groups, k, dilation=dil, groups=groups).double()
+    a, _ = circulant(conv, (c * groups, h, w))
+    dense = a.toarray()
+    normals = embed_filters(conv.weight, (h, w), (dil, dil), groups)
+    for f in range(conv.out_channels):
+        np.testing.assert_allclose(normals[f].ravel(), dense[f * h * w], atol=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(c=st.integers(1, 3), h=st.integers(2, 6), w=st.integers(2, 6), seed=st.integers(0, 10_000))
+def test_apex_lies_on_every_hyperplane_and_opening_is_the_angle_to_the_identity_line(c, h, w, seed):
+    torch.manual_seed(seed)
+    conv = nn.Conv2d(c, 3, 3).double()
+    a, b = circulant(conv, (c, h, w))
+    dense = a.toarray()
+    geo = cone_geometry(embed_filters(conv.weight, (h, w)), conv.bias.detach().numpy())
+    d = c * h * w
+    one = np.ones(d) / math.sqrt(d)
+    for f in range(3):
+        rows = dense[f * h * w : (f + 1) * h * w]
+        # seed 002, eq. 16: every hyperplane of the filter passes through t * 1.
+        np.testing.assert_allclose(rows @ (geo["apex"][f] * np.ones(d)) + b[f * h * w], 0, atol=1e-9)
+        # the angle between a hyperplane and a line is arcsin(|n . u| / ||n||), the same for every row.
+        angles = np.arcsin(np.abs(rows @ one) / np.linalg.norm(rows, axis=1))
+        np.testing.assert_allclose(angles, geo["opening"][f], atol=1e-12)
+        assert geo["orientation"][f] == np.sign(rows[0].sum())
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    c=st.integers(1, 3), spatial=st.sampled_from([(5,), (3, 4), (4, 4), (2, 3)]), n_a=st.integers(1, 3),
+    n_b=st.integers(1, 3), seed=st.integers(0, 10_000),
+)  # fmt: skip
+def test_rotation_matches_brute_force_over_all_shifts(c, spatial, n_a, n_b, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n_a, c, *spatial))
+    b = rng.normal(size=(n_b, c, *spatial))
+    np.testing.assert_allclose(rotation_angles(a, b), _brute_rotation(a, b), atol=1e-9)
+    # chunked evaluation gives the same angles
+    np.testing.assert_allclose(rotation_angles(a, b, chunk=1), _brute_rotation(a, b), atol=1e-9)
+
+
+@settings(max_examples=20, deadline=None)
+@given(shift=st.tuples(st.integers(-6, 6), st.integers(-6, 6)), seed=st.integers(0, 10_000))
+def test_rotation_is_invariant_under_cyclic_shifts(shift, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(3, 2, 4, 6))
+    b = rng.normal(size=(2, 2, 4, 6))
+    base = rotation_angles(a, b)
+    np.testing.assert_allclose(rotation_angles(np.roll(a, shift, axis=(2, 3)), b), base, atol=1e-10)
+    np.testing.assert_allclose(rotation_angles(a, np.roll(b, shift, axis=(2, 3))), base, atol=1e-10)
+    # a cone against a shifted copy of itself is not rotated at all; adding a multiple of 1 changes nothing
+    np.testing.assert_allclose(np.diag(rotation_angles(a, np.roll(a, shift, axis=(2, 3)))), 0, atol=1e-6)
+    np.testing.assert_allclose(rotation_angles(a + 3.0, b), base, atol=1e-10)
+
+
+def test_rotation_of_a_constant_normal_is_undefined():
+    assert np.isnan(rotation_angles(np.ones((1, 1, 3, 3)), np.eye(3)[None, None])).all()
+
+
+# --------------------------------------------------------------------------------- hand-built cones
+
+H = W = 4
+D = H * W
+
+
+def _pair(first: str, t_first: float, second: str, t_second: float, between: nn.Module | None = None) -> nn.Module:
+    """Two single-channel 3x3 convs: 'ones' (wide cone, opening arcsin(3/sqrt(D))) or 'delta' (narrow cone,
+    opening arcsin(1/sqrt(D))), with biases putting their apexes at t_first, t_second."""
+
+    def conv(kind: str, t: float) -> nn.Conv2d:
+        m = nn.Conv2d(1, 1, 3, padding=1).double()
+        with torch.no_grad():
+            m.weight.zero_()
+            if kind == "ones":
+                m.weight.fill_(1.0)
+            else:
+                m.weight[0, 0, 1, 1] = 2.0
+            m.bias.fill_(-t * float(m.weight.sum()))
+        return m
+
+    return nn.Sequential(conv(first, t_first), between or nn.ReLU(), conv(second, t_second))
+
+
+OPEN = {"ones": math.asin(9 / (3 * math.sqrt(D))), "delta": math.asin(1 / math.sqrt(D))}
+
+
+@pytest.mark.parametrize(
+    "first, t1, second, t2, expected",
+    [
+        ("ones", 0.0, "delta", 1.0, "OUT_FULL_IN"),  # apex further out, narrower
+        ("delta", 0.0, "ones", 1.0, "OUT_PARTIAL_IN"),  # apex further out, wider
+        ("delta", 1.0, "ones", -0.5, "IN_FULL_OUT"),  # apex behind, wider
+        ("ones", 1.0, "delta", 0.0, "IN_PARTIAL_OUT"),  # apex behind, narrower
+        ("ones", 0.5, "ones", 0.5, "OUT_FULL_IN"),  # the same cone: d = 0 and o = 0
+    ],
+)
+def test_hand_built_cones_land_in_each_state(first, t1, second, t2, expected):
+    net = _pair(first, t1, second, t2)
+    df = cone_states(net, (1, H, W))
+    assert len(df) == 1
+    row = df.iloc[0]
+    assert row.state == expected
+    assert row.dist == pytest.approx((t2 - t1) * math.sqrt(D), abs=1e-12)
+    assert row.open_diff == pytest.approx(OPEN[second] - OPEN[first], abs=1e-12)
+    params = cone_params(net, (1, H, W))
+    np.testing.assert_allclose(params.apex, [t1, t2], atol=1e-12)
+    np.testing.assert_allclose(params.opening, [OPEN[first], OPEN[second]], atol=1e-12)
+
+
+def test_state_uses_max_dist_and_min_opening_over_the_previous_layer():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)).double()
+    pairs = cone_states(net, (2, 5, 5), pairs=True)
+    per_filter = cone_states(net, (2, 5, 5))
+    params = cone_params(net, (2, 5, 5))
+    prev, cur = params[params.layer_index == 0], params[params.layer_index == 1]
+    for _, row in per_filter.iterrows():
+        ci = cur.iloc[int(row["filter"])]
+        dists = [(ci.apex - p.apex) * math.sqrt(3 * 25) for p in prev.itertuples()]
+        opens = [ci.opening - p.opening for p in prev.itertuples()]
+        assert row.dist == pytest.approx(max(dists), rel=1e-12, abs=1e-12)
+        assert row.open_diff == pytest.approx(min(opens), rel=1e-12, abs=1e-12)
+        d, o = max(dists), min(opens)
+        truth = ("OUT_PARTIAL_IN" if o > 0 else "OUT_FULL_IN") if d >= 0 else ("IN_FULL_OUT" if o >= 0
+                                                                               else "IN_PARTIAL_OUT")  # fmt: skip
+        assert row.state == truth
+        sub = pairs[pairs["filter"] == row["filter"]]
+        assert row.rotation == pytest.approx(sub.rotation.min())
+    # channels differ (2 vs 3): the rotation is between channel sums, checked by brute force
+    w1 = embed_filters(net[0].weight, (5, 5)).sum(axis=1, keepdims=True)
+    w2 = embed_filters(net[2].weight, (5, 5)).sum(axis=1, keepdims=True)
+    brute = _brute_rotation(w2, w1)
+    np.testing.assert_allclose(pairs.rotation.to_numpy().reshape(4, 3), brute, atol=1e-9)
+    assert set(pairs.rotation_space) == {"channel_sum"}
+
+
+def test_classify_boundaries():
+    out = classify(np.array([0.0, 0.0, -1.0, -1.0, np.nan]), np.array([1.0, 0.0, 0.0, -1.0, 0.0]))
+    assert out.tolist() == ["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None]
+
+
+def test_batch_norm_is_folded_into_the_cone():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(1, 2, 3, padding=1, padding_mode="circular").double()
+    bn = nn.BatchNorm2d(2).double()
+    with torch.no_grad():
+        bn.running_mean.copy_(torch.tensor([0.3, -0.2]))
+        bn.running_var.copy_(torch.tensor([2.0, 0.5]))
+        bn.weight.copy_(torch.tensor([1.5, -0.7]))
+        bn.bias.copy_(torch.tensor([0.1, 0.4]))
+    net = nn.Sequential(conv, bn, nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1).double()).eval()
+    params = cone_params(net, (1, 4, 4))
+    first = params[params.layer_index == 0]
+    for f, t in enumerate(first.apex):
+        # the folded cone's apex is where bn(conv(t * 1)) vanishes, per torch itself
+        out = net[1](conv(torch.full((1, 1, 4, 4), float(t), dtype=torch.float64)))
+        np.testing.assert_allclose(out[0, f].detach().numpy(), 0, atol=1e-9)
+    unfolded = cone_params(net, (1, 4, 4), fold_bn=False)
+    assert not np.allclose(unfolded.apex[:2], first.apex)
+
+
+def test_pooling_residual_and_other_activations_are_named_and_skipped():
+    pooled = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2, 2, 3, padding=1))
+    df = cone_states(pooled, (1, 4, 4))
+    assert len(df) == 1 and df.state.isna().all() and "pooling" in df.reason.iloc[0]
+    tanh = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.Conv2d(2, 2, 3, padding=1))
+    with pytest.warns(SkippedWarning, match="Tanh"):
+        df = cone_states(tanh, (1, 4, 4))
+    assert "non-ReLU activation Tanh" in df.reason.iloc[0]
+
+    class Res(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b, self.c = (nn.Conv2d(2, 2, 3, padding=1) for _ in range(3))
+
+        def forward(self, x):  # noqa: ANN001, ANN202
+            h = torch.relu(self.a(x))
+            return self.c(torch.relu(self.b(h)) + h)
+
+    with pytest.warns(SkippedWarning):
+        df = cone_states(Res(), (2, 4, 4))
+    assert len(df) == 2 and df.state.isna().all()
+    assert "branch or residual" in df.reason.iloc[0] and "residual" in df.reason.iloc[1]
+
+
+def test_bad_input_is_a_clear_error():
+    net = nn.Sequential(nn.Conv2d(3, 2, 3, padding=1), nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1))
+    with pytest.raises(ShapeError):
+        cone_states(net, (1, 8, 8))
+    with pytest.raises(ArchitectureError, match="arch"):
+        cone_params(net.state_dict(), (3, 8, 8))
+    with torch.no_grad():
+        net[2].weight[0, 0, 0, 0] = float("nan")
+    with pytest.raises(LayerError, match="'2'"):
+        cone_params(net, (3, 8, 8))
+
+
+def test_state_distribution_counts_every_filter():
+    from relugeom.experiments.models import build_model
+
+    torch.manual_seed(0)
+    net = build_model("lenet", seed=3)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.bias.normal_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        states = cone_states(net, (3, 32, 32))
+    dist = state_distribution(states, "layer")
+    assert set(dist.state) == set(STATES)
+    for layer, g in dist.groupby("layer"):
+        truth = states[states.layer == layer].state.value_counts()
+        assert g.set_index("state")["count"].reindex(truth.index).tolist() == truth.tolist()
+        assert g.fraction.sum() == pytest.approx(1.0)
+    net_level = state_distribution(states, "net")
+    assert net_level["count"].sum() == states.state.notna().sum()
