@@ -132,3 +132,24 @@ def test_demo_end_to_end(tmp_path, capsys):
         assert (tmp_path / name).exists()
     code, _, _ = run(["demo", "--epochs", "1", "--out", str(tmp_path)], capsys)  # rerunning replaces the demo run
     assert code == 0 and not (tmp_path / "run/checkpoints/epoch_0002.pt").exists()
+
+
+def test_stats_on_a_torchvision_format_alexnet_against_a_random_init(tmp_path, capsys):
+    """Figs. 1, 9-12: a torchvision-layout checkpoint (plain state dict, torchvision key names) vs. a fresh
+    Kaiming init; n_l of each conv layer equals the fraction computed directly with numpy from the file."""
+    import numpy as np
+
+    sd = build_model("alexnet", num_classes=7, image_size=63, hidden=32, seed=3).state_dict()
+    assert [k for k in sd if k.endswith("weight")][:5] == [f"features.{i}.weight" for i in (0, 3, 6, 8, 10)]
+    torch.save(sd, tmp_path / "alexnet-owt.pth")
+    out = tmp_path / "out"
+    code, text, _ = run(["stats", str(tmp_path / "alexnet-owt.pth"), "--arch", "alexnet", "--init", "random",
+                         "--out", str(out)], capsys)  # fmt: skip
+    assert code == 0, text
+    assert (out / "histograms.png").stat().st_size > 0
+    layers = pd.read_csv(out / "layers.csv").sort_values("layer_index")
+    expected = []
+    for i in (0, 3, 6, 8, 10):
+        w = sd[f"features.{i}.weight"].double().numpy().reshape(sd[f"features.{i}.weight"].shape[0], -1)
+        expected.append(np.mean(w.sum(axis=1) <= 0))
+    np.testing.assert_allclose(layers["n_neg"].to_numpy(), expected)

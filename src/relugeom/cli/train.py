@@ -19,36 +19,67 @@ def check_fresh(out: Path) -> None:
 
 
 @click.command("train")
-@click.option("--arch", required=True, type=click.Choice(sorted(ARCHITECTURES)), help="Architecture.")
-@click.option("--dataset", required=True, type=click.Choice(DATASETS), help="Data set.")
+@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default=None, help="Architecture.")
+@click.option("--dataset", type=click.Choice(DATASETS), default=None,
+              help="Data set (folder: an ImageNet-style DIR/train/CLASS, DIR/val/CLASS tree).")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,
               help="Folder with the data set's files (not needed for digits).")  # fmt: skip
-@click.option("--epochs", type=click.IntRange(min=0), required=True, help="Epochs to train.")
+@click.option("--epochs", type=click.IntRange(min=0), default=None,
+              help="Epochs to train (with --resume: the new total).")  # fmt: skip
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds the initialisation and data order.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Global batch size (split over the processes under torchrun).")  # fmt: skip
 @click.option("--lr", type=float, default=0.01, show_default=True, help="Base learning rate.")
 @click.option("--schedule", default="step", show_default=True,
               help="step (x0.1 every 25 epochs), exp (x10^(-1/25) per epoch), step:EVERY:FACTOR, exp:FACTOR, none.")
 @click.option("--init", "init", type=click.Choice(INITS), default="kaiming_all", show_default=True,
-              help="Initialisation (kaiming_all is the paper's sec. 3.1).")  # fmt: skip
+              help="Initialisation (kaiming_all is the paper's sec. 3.1; normal001 the failing one of fig. 15).")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="standard", show_default=True,
               help="Pixels: per-channel standardisation, [-1, 1] (pm1) or [0, 1] (unit).")  # fmt: skip
+@click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
+              help="Replace each training label with probability P by another class (fig. 6: 1.0).")  # fmt: skip
+@click.option("--pixel-shuffle", is_flag=True, help="Shuffle each training image's pixels, fixed per image (fig. 20).")
+@click.option("--no-augment", is_flag=True, help="No data augmentation (shifts, flips, random crops).")
+@click.option("--no-weight-decay", is_flag=True, help="Weight decay 0 instead of 5e-4.")
+@click.option("--image-size", type=click.IntRange(min=1), default=None,
+              help="Upscale images to this size (AlexNet on CIFAR: 224), or the crop size of a folder data set.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Use only the first N training samples.")
 @click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
-@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Run folder.")
-def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, init, normalize, n_train, device,
-            out) -> None:  # noqa: ANN001  # fmt: skip
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Continue the run in this folder from its last complete epoch (its config is reused).")
+def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, init, normalize, label_noise,
+            pixel_shuffle, no_augment, no_weight_decay, image_size, n_train, device, out, resume_dir) -> None:  # noqa: ANN001  # fmt: skip
     """Train a network with the paper's recipe, keeping a checkpoint per epoch (epoch 0 = init).
 
     SGD, momentum 0.9, weight decay 5e-4, cross-entropy; writes OUT/config.json, OUT/metrics.csv and
-    OUT/checkpoints/epoch_NNNN.pt. Analyse the run with `relugeom stats OUT`.
+    OUT/checkpoints/epoch_NNNN.pt. Analyse the run with `relugeom stats OUT`. Under
+    `torchrun --nproc_per_node=N -m relugeom train ...` it trains with DistributedDataParallel.
     """
-    from ..experiments.train import TrainConfig, train
+    from ..experiments.train import TrainConfig, resume, train
 
-    check_fresh(out)
-    config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                         epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule, init=init,
-                         normalize=normalize, n_train=n_train)  # fmt: skip
-    metrics = train(config, out, device=device)
-    echo_table(metrics[["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]].tail(5))
-    click.echo(f"\nrun written to {out} ({len(metrics)} checkpoints)")
+    if resume_dir is not None:
+        given = [name for name, v in (("--arch", arch), ("--dataset", dataset), ("--data-dir", data_dir),
+                                       ("--out", out)) if v is not None]  # fmt: skip
+        if given:
+            raise click.UsageError(f"--resume reuses the run's config.json; drop {', '.join(given)} "
+                                   "(only --epochs and --device apply)")  # fmt: skip
+        metrics = resume(resume_dir, epochs=epochs, device=device)
+        out = resume_dir
+    else:
+        missing = [name for name, v in (("--arch", arch), ("--dataset", dataset), ("--epochs", epochs),
+                                         ("--out", out)) if v is None]  # fmt: skip
+        if missing:
+            raise click.UsageError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR)")
+        check_fresh(out)
+        config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+                             epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule, init=init,
+                             normalize=normalize, n_train=n_train, label_noise=label_noise,
+                             pixel_shuffle=pixel_shuffle, augment=False if no_augment else None,
+                             weight_decay=0.0 if no_weight_decay else 5e-4, image_size=image_size)  # fmt: skip
+        metrics = train(config, out, device=device)
+    import os
+
+    if os.environ.get("RANK", "0") == "0":
+        echo_table(metrics[["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]].tail(5))
+        click.echo(f"\nrun written to {out} ({len(metrics)} checkpoints)")

@@ -21,6 +21,7 @@ horizontal flips, applied per batch on tensors. Defaults: both for CIFAR, shifts
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ import torch
 
 from ..errors import DataError
 
-DATASETS = ("digits", "cifar10", "cifar100", "mnist")
+DATASETS = ("digits", "cifar10", "cifar100", "mnist", "folder")
 NORMALIZATIONS = ("standard", "pm1", "unit")
 
 
@@ -71,6 +72,13 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(int(s) for s in self.x.shape[1:])
+
+    def take(self, n: int) -> Split:
+        return Split(self.x[:n], self.y[:n])
+
 
 @dataclass
 class DataSplits:
@@ -85,18 +93,20 @@ class DataSplits:
     std: tuple[float, ...] = ()
     augment: Augment | None = None
     info: dict = field(default_factory=dict)
+    resize: int | None = None
 
     @property
     def in_channels(self) -> int:
-        return int(self.train.x.shape[1])
+        return int(self.train.sample_shape[0])
 
     @property
     def image_size(self) -> int:
-        return int(self.train.x.shape[-1])
+        return int(self.resize or self.train.sample_shape[-1])
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(int(s) for s in self.train.x.shape[1:])
+        shape = self.train.sample_shape
+        return (shape[0], self.resize, self.resize) if self.resize else shape
 
 
 class Batches:
@@ -104,14 +114,19 @@ class Batches:
 
     Iterating twice gives two different orders (the generator moves on), as a DataLoader with
     ``shuffle=True`` would; the generator's state is what makes the order reproducible.
+    ``resize`` upscales every batch (bilinear) to ``resize x resize`` after augmentation (AlexNet on
+    CIFAR); a split read lazily from files (:class:`FolderSplit`) draws its own random crops.
+    ``shard = (rank, world)`` keeps only this rank's part ``[rank::world]`` of every batch, after the
+    whole batch was drawn and augmented, so that N processes see exactly the one process's batches.
     """
 
     def __init__(
         self, split: Split, batch_size: int, *, shuffle: bool = False, augment: Augment | None = None,
-        generator: torch.Generator | None = None, drop_last: bool = False,
+        generator: torch.Generator | None = None, drop_last: bool = False, resize: int | None = None,
+        shard: tuple[int, int] | None = None,
     ) -> None:  # fmt: skip
         self.split, self.batch_size, self.shuffle = split, int(batch_size), shuffle
-        self.augment, self.drop_last = augment, drop_last
+        self.augment, self.drop_last, self.resize, self.shard = augment, drop_last, resize, shard
         self.generator = generator if generator is not None else torch.Generator().manual_seed(0)
 
     def __len__(self) -> int:
@@ -123,9 +138,21 @@ class Batches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         for i in range(len(self)):
             idx = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x, y = self.split.x[idx], self.split.y[idx]
+            sharded = False
+            if hasattr(self.split, "load"):  # files: draw the whole batch's crops, decode only this rank's
+                x, y = self.split.load(idx, self.generator, shard=self.shard), self.split.y[idx]
+                sharded = self.shard is not None
+            else:
+                x, y = self.split.x[idx], self.split.y[idx]
             if self.augment is not None:
                 x = self.augment(x, self.generator)
+            if self.resize is not None and tuple(x.shape[-2:]) != (self.resize, self.resize):
+                x = torch.nn.functional.interpolate(x, size=(self.resize, self.resize), mode="bilinear",
+                                                    align_corners=False)  # fmt: skip
+            if self.shard is not None:
+                rank, world = self.shard
+                x = x if sharded else x[rank::world]
+                y = y[rank::world]
             yield x, y
 
 
@@ -267,6 +294,9 @@ def load_dataset(
         raise DataError(f"unknown data set {name!r}; choose one of {', '.join(DATASETS)}")
     if normalize not in NORMALIZATIONS:
         raise DataError(f"unknown normalisation {normalize!r}; choose one of {', '.join(NORMALIZATIONS)}")
+    if key == "folder":
+        return load_image_folder(data_dir, val_fraction=val_fraction, split_seed=split_seed, normalize=normalize,
+                                 augment=augment)  # fmt: skip
     if key == "digits":
         xtr, ytr, xte, yte = _read_digits()
         default_aug = None
@@ -309,4 +339,255 @@ def subset(splits: DataSplits, n_train: int | None = None) -> DataSplits:
     """The first ``n_train`` training samples (for quick runs); other splits unchanged."""
     if n_train is None or n_train >= len(splits.train):
         return splits
-    return replace(splits, train=Split(splits.train.x[:n_train], splits.train.y[:n_train]))
+    return replace(splits, train=splits.train.take(n_train))
+
+
+# ---------------------------------------------------------------------------------------------
+# corruptions of the training split (seed 001 fig. 6 and fig. 20; Zhang et al. 2017)
+
+
+def noisy_labels(y: torch.Tensor, p: float, num_classes: int, seed: int = 0) -> torch.Tensor:
+    """Each label replaced with probability ``p`` by a different class drawn uniformly (seeded).
+
+    ``p = 1`` changes every label (seed 001 fig. 6: "all training labels replaced by noisy ones").
+    """
+    if not 0 <= p <= 1:
+        raise DataError(f"label noise must be a probability in [0, 1], got {p}")
+    if num_classes < 2 and p > 0:
+        raise DataError("label noise needs at least two classes")
+    rng = np.random.default_rng([seed, 0x1AB])
+    y_np = y.numpy().copy()
+    flip = rng.random(len(y_np)) < p
+    # a uniform draw among the other num_classes - 1 classes: shift by 1..C-1 modulo C
+    shift = rng.integers(1, max(num_classes, 2), len(y_np))
+    y_np[flip] = (y_np[flip] + shift[flip]) % num_classes
+    return torch.from_numpy(y_np)
+
+
+def pixel_permutation(index: int, n_pixels: int, seed: int = 0) -> np.ndarray:
+    """The fixed random permutation of ``n_pixels`` pixel positions of training image ``index``."""
+    return np.random.default_rng([seed, 0x5EED, int(index)]).permutation(n_pixels)
+
+
+def shuffle_pixels(x: torch.Tensor, indices: torch.Tensor | np.ndarray, seed: int = 0) -> torch.Tensor:
+    """Images ``x`` (N, C, H, W) with the pixel positions of image ``indices[n]`` permuted by its own
+    fixed permutation, the same for every channel (seed 001 fig. 20)."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w)
+    perms = torch.from_numpy(np.stack([pixel_permutation(int(i), h * w, seed) for i in np.asarray(indices)]))
+    out = torch.gather(flat, 2, perms[:, None, :].expand(n, c, h * w))
+    return out.reshape(n, c, h, w)
+
+
+def corrupt(data: DataSplits, *, label_noise: float = 0.0, pixel_shuffle: bool = False, seed: int = 0) -> DataSplits:
+    """The training split with noisy labels and/or shuffled pixels; validation and test stay clean.
+
+    Both corruptions are fixed per sample (the same noisy label and the same permutation in every
+    epoch), seeded by ``seed`` (the run's ``split_seed``, so runs of different seeds share them).
+    """
+    if not label_noise and not pixel_shuffle:
+        return data
+    train = data.train
+    if isinstance(train, FolderSplit):
+        train = replace(train, y=noisy_labels(train.y, label_noise, data.num_classes, seed) if label_noise else train.y,
+                        pixel_seed=seed if pixel_shuffle else None)  # fmt: skip
+    else:
+        y = noisy_labels(train.y, label_noise, data.num_classes, seed) if label_noise else train.y
+        x = shuffle_pixels(train.x, np.arange(len(train)), seed) if pixel_shuffle else train.x
+        train = Split(x, y)
+    info = {**data.info, "label_noise": label_noise, "pixel_shuffle": pixel_shuffle, "corruption_seed": seed}
+    return replace(data, train=train, info=info)
+
+
+# ---------------------------------------------------------------------------------------------
+# ImageNet-style image folders, read lazily with Pillow
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff", ".JPEG")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@dataclass
+class FolderSplit:
+    """Image files read with Pillow when a batch is drawn.
+
+    Training (``train=True``): a random resized crop (area 8%-100% of the image, aspect ratio
+    3/4-4/3, torchvision's recipe) to ``size`` and a horizontal flip with probability 1/2, drawn
+    from the batch generator. Evaluation: the shorter side resized to ``resize`` (256), then the
+    centre ``size`` (224) crop. Then scaled to [0, 1] and normalised by ``mean``/``std``.
+    ``pixel_seed`` shuffles the pixel positions of every image with its own fixed permutation.
+    """
+
+    paths: list[Path]
+    y: torch.Tensor
+    train: bool = False
+    size: int = 224
+    resize: int = 256
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    pixel_seed: int | None = None
+    index: np.ndarray | None = None  # position of each file in the original training list
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return (3, self.size, self.size)
+
+    def take(self, n: int) -> FolderSplit:
+        idx = None if self.index is None else self.index[:n]
+        return replace(self, paths=self.paths[:n], y=self.y[:n], index=idx)
+
+    def _open(self, path: Path):  # noqa: ANN202
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, UnidentifiedImageError) as e:
+            raise _bad_image(path, e) from None
+
+    def _crop_box(self, w: int, h: int, gen: torch.Generator) -> tuple[int, int, int, int]:
+        area = w * h
+        r = torch.rand(10, 4, generator=gen, dtype=torch.float64).numpy()
+        for a, b, c, d in r:
+            target = area * (0.08 + a * 0.92)
+            log_ratio = math.log(3 / 4) + b * (math.log(4 / 3) - math.log(3 / 4))
+            ratio = math.exp(log_ratio)
+            cw, ch = int(round(math.sqrt(target * ratio))), int(round(math.sqrt(target / ratio)))
+            if 0 < cw <= w and 0 < ch <= h:
+                left, top = int(c * (w - cw + 1)), int(d * (h - ch + 1))
+                return left, top, left + cw, top + ch
+        side = min(w, h)
+        left, top = (w - side) // 2, (h - side) // 2
+        return left, top, left + side, top + side
+
+    def _image(self, i: int, box_gen: tuple | None) -> np.ndarray:
+        from PIL import Image
+
+        im = self._open(self.paths[i])
+        if box_gen is not None:
+            box, flip = box_gen
+            im = im.resize((self.size, self.size), Image.BILINEAR, box=box)
+            if flip:
+                im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        else:
+            w, h = im.size
+            scale = self.resize / min(w, h)
+            im = im.resize((max(self.size, round(w * scale)), max(self.size, round(h * scale))), Image.BILINEAR)
+            w, h = im.size
+            left, top = (w - self.size) // 2, (h - self.size) // 2
+            im = im.crop((left, top, left + self.size, top + self.size))
+        return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
+
+    def load(self, idx: torch.Tensor, gen: torch.Generator, shard: tuple[int, int] | None = None) -> torch.Tensor:
+        """The images ``idx`` (only the slice ``[rank::world]`` when ``shard`` is given; the random
+        crops of the whole batch are drawn all the same, so every rank's generator stays in step)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        ids = [int(i) for i in idx]
+        plans: list[tuple | None] = []
+        for i in ids:  # all randomness is drawn here, in order, so threads cannot reorder it
+            if self.train:
+                w, h = self._size(i)
+                box = self._crop_box(w, h, gen)
+                plans.append((box, bool(torch.rand(1, generator=gen).item() < 0.5)))
+            else:
+                plans.append(None)
+        if shard is not None:
+            ids, plans = ids[shard[0] :: shard[1]], plans[shard[0] :: shard[1]]
+        if not ids:
+            return torch.empty(0, 3, self.size, self.size)
+        with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
+            arrays = list(pool.map(self._image, ids, plans))
+        x = torch.from_numpy(np.stack(arrays))
+        mean = torch.tensor(self.mean, dtype=torch.float32)[None, :, None, None]
+        std = torch.tensor(self.std, dtype=torch.float32)[None, :, None, None]
+        x = (x - mean) / std
+        if self.pixel_seed is not None:
+            where = np.asarray(ids) if self.index is None else self.index[ids]
+            x = shuffle_pixels(x, where, self.pixel_seed)
+        return x
+
+    def _size(self, i: int) -> tuple[int, int]:
+        from PIL import Image, UnidentifiedImageError
+
+        try:
+            with Image.open(self.paths[i]) as im:
+                return im.size
+        except (OSError, UnidentifiedImageError) as e:
+            raise _bad_image(self.paths[i], e) from None
+
+
+def _bad_image(path: Path, e: Exception) -> DataError:
+    return DataError(f"{path}: not a readable image ({str(e)[:120]}); remove or replace the file")
+
+
+_FOLDER_HOW = ("Lay the images out as DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg (ImageNet: the train archive "
+               "as is, the validation images moved into one folder per class).")  # fmt: skip
+
+
+def _scan(folder: Path, classes: list[str] | None) -> tuple[list[Path], list[int], list[str]]:
+    if not folder.is_dir():
+        raise DataError(f"{folder}: missing. {_FOLDER_HOW}")
+    found = sorted(d.name for d in folder.iterdir() if d.is_dir())
+    classes = found if classes is None else classes
+    if not classes:
+        raise DataError(f"{folder}: no class folders. {_FOLDER_HOW}")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder}: class folders not in train/: {', '.join(unknown[:5])}. {_FOLDER_HOW}")
+    paths, labels = [], []
+    for k, name in enumerate(classes):
+        d = folder / name
+        if not d.is_dir():
+            continue
+        files = sorted(p for p in d.iterdir() if p.suffix.lower() in {s.lower() for s in IMAGE_SUFFIXES})
+        paths += files
+        labels += [k] * len(files)
+    if not paths:
+        raise DataError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES[:4])}...). {_FOLDER_HOW}")
+    return paths, labels, classes
+
+
+def load_image_folder(
+    data_dir: str | Path | None,
+    *,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    normalize: str = "standard",
+    augment: bool | None = None,
+    size: int = 224,
+    resize: int = 256,
+) -> DataSplits:
+    """An ImageNet-style folder ``DIR/train/CLASS/*`` and ``DIR/val/CLASS/*``, read lazily.
+
+    As for the other data sets, a seeded ``val_fraction`` of ``train/`` is the validation split
+    (seed 001 sec. 3.1) and ``val/`` plays the part of the test set. ``normalize="standard"`` uses
+    the usual ImageNet channel means and deviations (no pass over the data); ``augment=False``
+    evaluates training images with the centre crop too.
+    """
+    if data_dir is None:
+        raise DataError("the folder data set needs --data-dir (a folder with train/ and val/)")
+    base = Path(data_dir)
+    if not base.is_dir():
+        raise DataError(f"{base}: no such folder")
+    paths, labels, classes = _scan(base / "train", None)
+    val_paths, val_labels, _ = _scan(base / "val", classes)
+    mean, std = {"standard": (IMAGENET_MEAN, IMAGENET_STD), "pm1": ((0.5,) * 3, (0.5,) * 3),
+                 "unit": ((0.0,) * 3, (1.0,) * 3)}[normalize]  # fmt: skip
+    tr, va = validation_split(len(paths), val_fraction, split_seed)
+    y = torch.tensor(labels, dtype=torch.int64)
+
+    def split(idx: np.ndarray | None, ps: list[Path], ys: torch.Tensor, train: bool) -> FolderSplit:
+        if idx is not None:
+            ps, ys = [ps[i] for i in idx], ys[torch.from_numpy(idx)]
+        return FolderSplit(ps, ys, train=train, size=size, resize=resize, mean=mean, std=std, index=idx)
+
+    return DataSplits(
+        name="folder", train=split(tr, paths, y, augment is not False), val=split(va, paths, y, False),
+        test=split(None, val_paths, torch.tensor(val_labels, dtype=torch.int64), False),
+        num_classes=len(classes), mean=mean, std=std, augment=None,
+        info={"normalize": normalize, "val_fraction": val_fraction, "split_seed": split_seed, "root": str(base),
+              "classes": classes if len(classes) <= 20 else len(classes), "crop": size, "eval_resize": resize},
+    )  # fmt: skip

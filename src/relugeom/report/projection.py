@@ -74,13 +74,15 @@ def nl_over_epochs(
     *,
     lr_drops: Sequence[int] = (),
     layers_per_panel: int = 8,
+    panels: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
 ) -> Figure:
     """n_l of every layer over epochs (seed 001 fig. 5 top, fig. 7), training curves beneath.
 
     ``summary`` is ``layer_summary`` of a series; with several runs (a ``run`` column with more than
     one value) the line is the mean over runs and the band one standard deviation. Layers are split
-    over panels of ``layers_per_panel``. ``metrics`` (``metrics.csv`` of one or several runs) adds a
+    over panels of ``layers_per_panel``, or as ``panels`` says (lists of 0-based layer indices; seed
+    001 fig. 7 is ``[range(7), range(7, 16)]``). ``metrics`` (``metrics.csv`` of one or several runs) adds a
     bottom panel with train/val loss rescaled by their maxima and accuracies. Learning-rate drops
     are red ticks on the epoch axis.
     """
@@ -88,7 +90,10 @@ def nl_over_epochs(
     agg = summary.groupby(keys, dropna=False)["n_neg"].agg(["mean", "std", "count"]).reset_index()
     agg["std"] = agg["std"].fillna(0.0)
     layer_ids = sorted(agg.layer_index.unique())
-    panels = [layer_ids[i : i + layers_per_panel] for i in range(0, len(layer_ids), layers_per_panel)] or [[]]
+    if panels is not None:
+        panels = [[li for li in p if li in set(layer_ids)] for p in panels]
+    else:
+        panels = [layer_ids[i : i + layers_per_panel] for i in range(0, len(layer_ids), layers_per_panel)] or [[]]
     n_rows = len(panels) + (metrics is not None)
     fig = Figure(figsize=(8, 2.6 * n_rows), layout="constrained")
     axes = fig.subplots(n_rows, 1, sharex=True, squeeze=False).ravel()

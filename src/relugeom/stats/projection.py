@@ -163,3 +163,19 @@ def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
     out["n_zero"] = out["n_zero"].astype("int64")
     sort = [c for c in ("run", "seed", "epoch") if c in out] + ["layer_index"]
     return out.sort_values(sort, kind="stable").reset_index(drop=True)
+
+
+def summary_over_runs(summary: pd.DataFrame) -> pd.DataFrame:
+    """Mean and standard deviation of n_l over runs (seeds), per layer and epoch (seed 001 sec. 3.1:
+    "3 independent seeds ... mean ... shaded areas corresponding to one standard deviation").
+
+    ``summary`` is :func:`layer_summary` of several run folders (a ``run`` column). Returns one row
+    per (epoch, layer) with ``n_runs``, ``n_l_mean``, ``n_l_std`` (sample deviation, ddof=1; 0 for a
+    single run), ``mean_cos_mean`` and ``mean_cos_std``.
+    """
+    keys = [c for c in ("epoch",) if c in summary] + ["layer_index", "layer"]
+    g = summary.groupby(keys, dropna=False, sort=True)
+    out = g.agg(n_runs=("n_neg", "count"), n_l_mean=("n_neg", "mean"), n_l_std=("n_neg", "std"),
+                mean_cos_mean=("mean_cos", "mean"), mean_cos_std=("mean_cos", "std")).reset_index()  # fmt: skip
+    out[["n_l_std", "mean_cos_std"]] = out[["n_l_std", "mean_cos_std"]].fillna(0.0)
+    return out

@@ -1,0 +1,81 @@
+"""``relugeom reinit``: critical layers by weight re-initialization (seed 001 sec. 3.3, figs. 2, 16, 18, 19)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import RelugeomError
+from ._common import echo_table, format_option, out_option, write_tables
+
+
+def parse_epochs(text: str | None) -> list[int] | None:
+    """``"0,1,5"`` or ``"0-10:2"`` (a range with a step) or ``all`` -> epochs (None = all)."""
+    if text is None or text.strip().lower() == "all":
+        return None
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                span, _, step = part.partition(":")
+                a, b = (int(v) for v in span.split("-"))
+                out += list(range(a, b + 1, int(step or 1)))
+            elif part:
+                out.append(int(part))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use a list like 0,1,5 or a range like 0-30:5") from None
+    return out
+
+
+@click.command("reinit")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--epochs", "epochs", default=None, help="Reference epochs: 0,1,5 or 0-30:5 (default: all).")
+@click.option("--random", "random_init", is_flag=True, help="Also reset to a fresh random initialisation.")
+@click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
+@click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
+@click.option("--device", default="cpu", show_default=True)
+@out_option
+@format_option
+def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt) -> None:  # noqa: ANN001
+    """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
+    relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
+
+    RUNS are run folders written by `relugeom train` (one heatmap each). Writes reinit.FMT,
+    reinit.png, critical_vs_bias.FMT and critical_vs_bias.png into --out (default ./relugeom-reinit).
+    Only conv weights and biases are reset; batch-norm layers keep their trained values.
+    """
+    import pandas as pd
+
+    from ..experiments.reinit import critical_vs_bias, reinit_run
+    from ..report import save_figure
+    from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..stats.projection import layer_summary, projection_stats
+
+    out = out or Path("relugeom-reinit")
+    chosen = parse_epochs(epochs)
+    drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
+                                  batch_size=batch_size, reuse=not naive, device=device) for r in runs],
+                      ignore_index=True)  # fmt: skip
+    tables = {"reinit": drops}
+    paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
+    summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))
+    try:
+        cb = critical_vs_bias(drops, summary)
+    except RelugeomError as e:  # too few layers for a rank correlation: still write the heatmap
+        click.echo(f"no rank correlation: {e}", err=True)
+        cb = None
+    if cb is not None:
+        tables["critical_vs_bias"] = cb.table
+        paths.append(save_figure(critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias), out / "critical_vs_bias.png"))
+    paths = write_tables(out, tables, fmt) + paths
+    wide = drops.pivot_table(index="epoch", columns="layer_index", values="drop", aggfunc="mean")
+    wide.columns = [f"L{int(c) + 1}" for c in wide.columns]
+    echo_table(wide.reset_index(), "{:.2f}")
+    if cb is not None:
+        click.echo(f"\nSpearman rho(drop, n_l) = {cb.rho:.3f} (p = {cb.pvalue:.3g}); "
+                   f"rho(drop, |2 n_l - 1|) = {cb.rho_bias:.3f} (p = {cb.pvalue_bias:.3g})")  # fmt: skip
+    click.echo("\nwrote " + ", ".join(str(p) for p in paths))

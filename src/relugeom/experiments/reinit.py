@@ -1,0 +1,282 @@
+"""Critical layers by weight re-initialization (seed 001 sec. 3.3, figs. 2, 16, 18, 19, 23, 24;
+Zhang, Bengio and Singer, "Are all layers created equal?").
+
+For a trained network, each convolutional layer l and each reference state e (a checkpoint epoch,
+or a fresh random initialisation), layer l's weight and bias are reset to their values at e, all
+other parameters staying trained, and the top-1 accuracy is measured. The table records::
+
+    drop(l, e) = (acc_trained - acc_reset(l, e)) / acc_trained
+
+the relative drop of seed 001's heatmaps (rows: epochs, columns: layers). Only the convolution's
+``weight`` and ``bias`` are reset; batch-norm layers (scale, shift and running statistics) keep
+their trained values, and the evaluation is in ``eval()`` mode (no dropout, BN running stats).
+
+Reuse: resetting layer l does not change the activations entering it, so for every batch the
+trained network is run once, layer by layer, and at each conv layer the cached input is pushed
+through layers l, l+1, ... only, once per reference state. This needs the model to be a chain of
+modules (relugeom's ConvNet / MLP, or an ``nn.Sequential``); the chain is checked against the
+model's own forward on the first batch, and any other model is evaluated in full per state
+(``reuse=False`` forces that naive path, the baseline of ``benchmarks/bench_reinit.py``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .._progress import progress
+from ..errors import DataError, RelugeomError, RelugeomWarning, warn
+from ..layers import find_layers
+
+RANDOM_EPOCH = -1  # the ``epoch`` of the fresh random initialisation in the tables
+
+
+def _chain(model: nn.Module) -> list[nn.Module] | None:
+    """The modules whose composition is ``model.forward``, when the model is a known chain."""
+    from .models import MLP, ConvNet
+
+    if isinstance(model, ConvNet):
+        return [*model.features, model.avgpool, nn.Flatten(1), *model.classifier]
+    if isinstance(model, MLP):
+        return list(model.layers)
+    if isinstance(model, nn.Sequential):
+        return list(model)
+    return None
+
+
+def _run(chain: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
+    for mod in chain:
+        h = mod(h)
+    return h
+
+
+def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        x, y = data
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"data: {x.shape[0]} inputs but {y.shape[0]} labels")
+        return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    return data
+
+
+@torch.no_grad()
+def reinit_accuracy(
+    model: nn.Module,
+    states: Mapping[int, Mapping[str, torch.Tensor]],
+    data,  # noqa: ANN001
+    *,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 256,
+    reuse: bool = True,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:
+    """Accuracy of ``model`` with one conv layer at a time reset to each reference state.
+
+    ``states`` maps a reference epoch (``RANDOM_EPOCH`` for a random init) to a state dict holding
+    at least ``LAYER.weight`` (and ``LAYER.bias``) of the layers analysed; ``data`` is ``(X, y)``
+    or an iterable of batches. ``layers`` defaults to every conv layer. Returns one row per
+    (layer, epoch) with ``layer``, ``layer_index``, ``epoch``, ``acc_trained``, ``acc_reset``,
+    ``drop`` = (acc_trained - acc_reset) / acc_trained. The model is restored afterwards.
+    """
+    model = model.to(device).eval()
+    found = {la.name: la for la in find_layers(model, linear=False)}
+    names = list(found) if layers is None else list(layers)
+    for name in names:
+        if name not in found:
+            raise RelugeomError(f"layer {name!r}: not a conv layer of the model (conv layers: {', '.join(found)})")
+    if not names:
+        raise RelugeomError("the model has no conv layer to re-initialise")
+    epochs = list(states)
+    for e, sd in states.items():
+        for name in names:
+            w = sd.get(f"{name}.weight")
+            if w is None or tuple(w.shape) != tuple(found[name].module.weight.shape):
+                raise RelugeomError(f"reference state of epoch {e}: no weight of layer {name} with the trained shape")
+    modules = {name: found[name].module for name in names}
+    ref = {(name, e): (states[e][f"{name}.weight"].to(device, modules[name].weight.dtype),
+                       None if modules[name].bias is None else states[e][f"{name}.bias"].to(device))
+           for name in names for e in epochs}  # fmt: skip
+    chain = _chain(model) if reuse else None
+    position = {}
+    if chain is not None:
+        ids = {id(m): p for p, m in enumerate(chain)}
+        position = {name: ids[id(m)] for name, m in modules.items() if id(m) in ids}
+    correct = {(name, e): 0 for name in names for e in epochs}
+    n_correct, n = 0, 0
+    checked = False
+
+    def swap(name: str, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        mod = modules[name]
+        old = (mod.weight.data, None if mod.bias is None else mod.bias.data)
+        mod.weight.data = w
+        if mod.bias is not None and b is not None:
+            mod.bias.data = b
+        return old
+
+    for x, y in progress(_batches(data, batch_size), desc="re-init"):
+        x, y = x.to(device), y.to(device)
+        n += int(y.shape[0])
+        if chain is not None and not checked:
+            if not torch.allclose(_run(chain, x), model(x), atol=1e-5, rtol=1e-4):
+                chain, position = None, {}
+            checked = True
+        fast = [name for name in names if name in position]
+        if chain is not None and fast:
+            at = {position[name]: name for name in fast}
+            h = x
+            for p, mod in enumerate(chain):
+                if p in at:
+                    name = at[p]
+                    for e in epochs:
+                        old = swap(name, *ref[(name, e)])
+                        correct[(name, e)] += int((_run(chain[p:], h).argmax(1) == y).sum())
+                        swap(name, *old)
+                h = mod(h)
+            n_correct += int((h.argmax(1) == y).sum())
+        else:
+            n_correct += int((model(x).argmax(1) == y).sum())
+        for name in names:
+            if name in fast and chain is not None:
+                continue
+            for e in epochs:
+                old = swap(name, *ref[(name, e)])
+                correct[(name, e)] += int((model(x).argmax(1) == y).sum())
+                swap(name, *old)
+    if n == 0:
+        raise DataError("re-initialization: the evaluation data is empty")
+    acc = n_correct / n
+    if acc == 0:
+        warn("the trained model has accuracy 0: relative drops are undefined (NaN)", RelugeomWarning)
+    rows = []
+    for k, name in enumerate(names):
+        for e in epochs:
+            a = correct[(name, e)] / n
+            rows.append({"layer": name, "layer_index": k, "epoch": e, "acc_trained": acc, "acc_reset": a,
+                         "drop": (acc - a) / acc if acc > 0 else math.nan})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _select(available: list[int], epochs: Sequence[int] | None, run_dir: Path) -> list[int]:
+    if epochs is None:
+        return available
+    from ..errors import SkippedWarning
+
+    missing = [e for e in epochs if e not in available]
+    if missing:
+        warn(f"{run_dir}: no readable checkpoint for epoch(s) {missing} (available: {available}); left out",
+             SkippedWarning)  # fmt: skip
+    chosen = [e for e in epochs if e in available]
+    if not chosen:
+        raise RelugeomError(f"{run_dir}: none of the epochs {list(epochs)} has a readable checkpoint")
+    return chosen
+
+
+def reinit_run(
+    run_dir: str | Path,
+    *,
+    epochs: Sequence[int] | None = None,
+    random: bool = False,
+    split: str = "test",
+    seed: int | None = None,
+    batch_size: int = 256,
+    reuse: bool = True,
+    device: str | torch.device = "cpu",
+    data=None,  # noqa: ANN001
+) -> pd.DataFrame:
+    """Re-initialization table of a run folder (its last checkpoint is the trained model).
+
+    ``epochs``: reference checkpoints (default: all); ``random``: also a fresh initialisation of
+    the run's scheme with ``seed`` (``epoch = -1``; default the run's seed + 1000, so that it is
+    never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
+    set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
+    ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
+    left out; the table gains ``run`` and ``seed`` columns.
+    """
+    from ..checkpoints import checkpoint_series, load_checkpoint
+    from ..errors import CheckpointError, SkippedWarning
+    from .models import build_model, infer_kwargs, model_from_state_dict
+    from .train import prepare_data, read_run_config
+
+    run_dir = Path(run_dir)
+    config = read_run_config(run_dir)
+    series = checkpoint_series(run_dir)
+    states: dict[int, dict[str, torch.Tensor]] = {}
+    for entry in series:
+        if entry.epoch is None or (epochs is not None and entry.epoch not in epochs and entry is not series[-1]):
+            continue
+        try:
+            states[entry.epoch] = dict(load_checkpoint(entry.path).state_dict)
+        except CheckpointError as e:
+            warn(f"{e}; epoch {entry.epoch} left out", SkippedWarning)
+    if not states:
+        raise RelugeomError(f"{run_dir}: no readable checkpoint")
+    final = max(states)
+    model = model_from_state_dict(config.arch, states[final], where=f"{run_dir}: ")
+    chosen = _select(sorted(states), epochs, run_dir)
+    refs = {e: states[e] for e in chosen}
+    if random:
+        seed = config.seed + 1000 if seed is None else seed
+        fresh = build_model(config.arch, **infer_kwargs(config.arch, states[final]), init=config.init, seed=seed)
+        refs[RANDOM_EPOCH] = fresh.state_dict()
+    if data is None:
+        if split not in ("test", "val"):
+            raise RelugeomError(f"split must be test or val, got {split!r}")
+        splits = prepare_data(config)
+        part = splits.test if split == "test" else splits.val
+        if part is None or len(part) == 0:
+            raise DataError(f"{run_dir}: the {split} split of {config.dataset} is empty; use --split val")
+        from .data import Batches
+
+        data = Batches(part, batch_size, resize=splits.resize)
+    df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
+    df.insert(0, "seed", config.seed)
+    df.insert(0, "run", run_dir.name)
+    df["trained_epoch"] = final
+    return df
+
+
+@dataclass(frozen=True)
+class CriticalBias:
+    """Per-layer n_l at the end of training next to the re-initialization drop (seed 001 figs. 2
+    and 7), and Spearman's rank correlations of the drop with n_l and with the bias |2 n_l - 1|."""
+
+    table: pd.DataFrame
+    rho: float
+    pvalue: float
+    rho_bias: float
+    pvalue_bias: float
+
+
+def critical_vs_bias(drops: pd.DataFrame, summary: pd.DataFrame) -> CriticalBias:
+    """Compare the re-initialization drops with n_l of the trained model.
+
+    ``drops``: :func:`reinit_accuracy` / :func:`reinit_run` rows (the mean over the checkpoint epochs,
+    random init excluded, and over runs is each layer's drop); ``summary``: ``layer_summary`` of the
+    trained checkpoints (the last epoch of each run is used). Layers are matched by name.
+    """
+    from scipy.stats import spearmanr
+
+    d = drops[drops["epoch"] != RANDOM_EPOCH]
+    per_layer = d.groupby("layer", sort=False).agg(layer_index=("layer_index", "first"), drop=("drop", "mean"),
+                                                  drop_std=("drop", "std")).reset_index()  # fmt: skip
+    s = summary
+    if "epoch" in s:
+        last = s.groupby("run")["epoch"].transform("max") if "run" in s else s["epoch"].max()
+        s = s[s["epoch"] == last]
+    nl = s.groupby("layer", sort=False)["n_neg"].mean().rename("n_l").reset_index()
+    table = per_layer.merge(nl, on="layer", how="inner").sort_values("layer_index").reset_index(drop=True)
+    if len(table) < 3:
+        raise RelugeomError(f"only {len(table)} layer(s) in common between the drops and the statistics; "
+                            "a rank correlation needs at least 3")  # fmt: skip
+    table["bias"] = (2 * table["n_l"] - 1).abs()
+    with np.errstate(invalid="ignore"):
+        r1 = spearmanr(table["n_l"], table["drop"])
+        r2 = spearmanr(table["bias"], table["drop"])
+    return CriticalBias(table, float(r1.statistic), float(r1.pvalue), float(r2.statistic), float(r2.pvalue))
