@@ -37,7 +37,7 @@ def cli(quiet: bool) -> None:
 
 
 # One module per verb under relugeom/cli/, each defining ``command`` (a click command or group).
-VERBS: tuple[str, ...] = ("stats", "train", "demo")
+VERBS: tuple[str, ...] = ("stats", "train", "demo", "measures")
 
 
 def _register() -> None:
