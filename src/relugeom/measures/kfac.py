@@ -15,8 +15,8 @@ block of the Fisher is approximated by ``G (x) A``:
   that ``G (x) A = T E_t[g g^T] (x) E_t[a a^T]``, KFC's approximation of ``E[(sum_t g_t (x) a_t)(...)^T]``.
 - ``E`` is the **mean** over the samples (not the sum).
 - ``fisher="empirical"``: ``y`` is the true label; ``fisher="model"`` (the true Fisher): the
-  expectation over ``y ~ p(.|x)`` is exact, a softmax-weighted sum over all classes (one backward
-  pass per class), not a Monte-Carlo sample.
+  expectation over ``y ~ p(.|x)`` is exact, a softmax-weighted sum over all classes (one batched
+  backward pass over the classes), not a Monte-Carlo sample.
 
 Computed in float64 by default. Other parameterised modules (batch norm) get no block and are
 named in a warning; grouped convolutions and Conv3d are not supported.
@@ -151,7 +151,7 @@ def kfac(
     """
     if fisher not in FISHERS:
         raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
-    m = prepare(model, device=device, dtype=dtype)
+    m = prepare(model, device=device, dtype=dtype).requires_grad_(False)
     data_ = batches(data, device=device, dtype=dtype)
     mods: list[tuple[str, nn.Module]] = []
     skipped = []
@@ -169,8 +169,9 @@ def kfac(
         raise UnsupportedLayerError("K-FAC: the model has no Linear/Conv layer")
     if skipped:
         warn("K-FAC covers Linear/Conv layers only; no block for " + ", ".join(skipped))
-    Aacc = {n: None for n, _ in mods}
-    Gacc = {n: None for n, _ in mods}
+    Aacc: dict[str, torch.Tensor] = {}
+    Gacc: dict[str, torch.Tensor] = {}
+    positions: dict[str, int] = {}
     store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(name: str):  # noqa: ANN202
@@ -179,36 +180,44 @@ def kfac(
 
         return fn
 
+    def add(acc: dict[str, torch.Tensor], name: str, rows: torch.Tensor) -> None:
+        gram = rows.T @ rows
+        if name in acc:
+            acc[name] += gram
+        else:
+            acc[name] = gram
+
     handles = [mod.register_forward_hook(hook(n)) for n, mod in mods]
     try:
         for x, y in data_:
             store.clear()
-            out = forward(m, x)
+            # gradients are needed for the layer outputs only: the input carries the graph, the
+            # parameters do not (so no weight gradients are computed in the backward pass)
+            out = forward(m, x.detach().requires_grad_(True))
             check_loss(F.cross_entropy(out, y))
             outs = [store[n][1] for n, _ in mods]
             for n, mod in mods:
                 a = _patches(mod, store[n][0])  # (B, T, in)
                 if mod.bias is not None:
                     a = torch.cat([a, torch.ones_like(a[..., :1])], -1)
-                T = a.shape[1]
-                contrib = torch.einsum("bti,btj->ij", a, a) / T
-                Aacc[n] = contrib if Aacc[n] is None else Aacc[n] + contrib
+                positions[n] = a.shape[1]
+                add(Aacc, n, a.reshape(-1, a.shape[-1]))
+            # dl/df of the cross-entropy is softmax(f) - e_y; the model Fisher weights class c by p_c, so
+            # all classes go through one batched backward pass with outputs sqrt(p_c) (p - e_c).
+            p = F.softmax(out, 1).detach()
             if fisher == "empirical":
-                losses = [(F.cross_entropy(out, y, reduction="sum"), None)]
+                v = (p - F.one_hot(y, out.shape[1]).to(p.dtype))[None]
             else:
-                p = F.softmax(out, 1).detach()
-                losses = [((p[:, c].sqrt() * F.cross_entropy(out, torch.full_like(y, c), reduction="none")).sum(),
-                           c) for c in range(out.shape[1])]  # fmt: skip
-            for i, (loss, _) in enumerate(losses):
-                grads = torch.autograd.grad(loss, outs, retain_graph=i < len(losses) - 1)
-                for (n, _mod), g in zip(mods, grads):
-                    g = g.reshape(g.shape[0], g.shape[1], -1)  # (B, out, T) for conv, (B, out, 1) for linear
-                    contrib = torch.einsum("bot,bpt->op", g, g)
-                    Gacc[n] = contrib if Gacc[n] is None else Gacc[n] + contrib
+                eye = torch.eye(out.shape[1], dtype=p.dtype, device=p.device)
+                v = p.sqrt().T[:, :, None] * (p[None] - eye[:, None, :])  # (K, B, K)
+            grads = torch.autograd.grad(out, outs, grad_outputs=v, is_grads_batched=True)
+            for (n, _mod), g in zip(mods, grads):
+                g = g.reshape(g.shape[0] * g.shape[1], g.shape[2], -1)  # (K*B, out, T)
+                add(Gacc, n, g.transpose(1, 2).reshape(-1, g.shape[1]))
     finally:
         for h in handles:
             h.remove()
     N = n_samples(data_)
-    blocks = [KFACBlock(n, (Aacc[n] / N).cpu(), (Gacc[n] / N).cpu(), tuple(mod.weight.shape), mod.bias is not None)
-              for n, mod in mods]  # fmt: skip
+    blocks = [KFACBlock(n, (Aacc[n] / (N * positions[n])).cpu(), (Gacc[n] / N).cpu(), tuple(mod.weight.shape),
+                        mod.bias is not None) for n, mod in mods]  # fmt: skip
     return KFAC(blocks, fisher, N)
