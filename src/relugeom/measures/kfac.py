@@ -15,8 +15,9 @@ block of the Fisher is approximated by ``G (x) A``:
   that ``G (x) A = T E_t[g g^T] (x) E_t[a a^T]``, KFC's approximation of ``E[(sum_t g_t (x) a_t)(...)^T]``.
 - ``E`` is the **mean** over the samples (not the sum).
 - ``fisher="empirical"``: ``y`` is the true label; ``fisher="model"`` (the true Fisher): the
-  expectation over ``y ~ p(.|x)`` is exact, a softmax-weighted sum over all classes (one batched
-  backward pass over the classes), not a Monte-Carlo sample.
+  expectation over ``y ~ p(.|x)`` is exact, not a Monte-Carlo sample: ``sum_c p_c (p - e_c)(p - e_c)^T
+  = diag(p) - p p^T`` has rank K-1, and its eigen-decomposition gives K-1 backward passes from the
+  logits whose outer products sum to it exactly.
 
 Computed in float64 by default. Other parameterised modules (batch norm) get no block and are
 named in a warning; grouped convolutions and Conv3d are not supported.
@@ -175,8 +176,13 @@ def kfac(
     store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def hook(name: str):  # noqa: ANN202
-        def fn(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
+        def fn(mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
+            if not out.requires_grad:  # the first layer: the graph starts at its output
+                out = out.detach().requires_grad_(True)
+                store[name] = (args[0].detach(), out)
+                return out
             store[name] = (args[0].detach(), out)
+            return None
 
         return fn
 
@@ -191,33 +197,47 @@ def kfac(
     try:
         for x, y in data_:
             store.clear()
-            # gradients are needed for the layer outputs only: the input carries the graph, the
-            # parameters do not (so no weight gradients are computed in the backward pass)
-            out = forward(m, x.detach().requires_grad_(True))
+            # gradients are needed for the layer outputs only: the graph starts at the first layer's
+            # output and the parameters are not in it (no weight or input gradients are computed)
+            out = forward(m, x)
             check_loss(F.cross_entropy(out, y))
             outs = [store[n][1] for n, _ in mods]
             for n, mod in mods:
                 a = _patches(mod, store[n][0])  # (B, T, in)
-                if mod.bias is not None:
-                    a = torch.cat([a, torch.ones_like(a[..., :1])], -1)
                 positions[n] = a.shape[1]
-                add(Aacc, n, a.reshape(-1, a.shape[-1]))
-            # dl/df of the cross-entropy is softmax(f) - e_y; the model Fisher weights class c by p_c, so
-            # all classes go through one batched backward pass with outputs sqrt(p_c) (p - e_c).
+                a = a.reshape(-1, a.shape[-1])
+                k = a.shape[1]
+                if n not in Aacc:
+                    Aacc[n] = a.new_zeros((k + 1, k + 1) if mod.bias is not None else (k, k))
+                acc = Aacc[n]
+                acc[:k, :k].addmm_(a.T, a)
+                if mod.bias is not None:  # [a, 1]^T [a, 1] without copying the patches
+                    s = a.sum(0)
+                    acc[:k, k] += s
+                    acc[k, :k] += s
+                    acc[k, k] += a.shape[0]
+            # dl/df of the cross-entropy is softmax(f) - e_y; the model Fisher needs E_{y~p}[g_y g_y^T]:
+            # one backward pass per column of a square root of that expectation.
             p = F.softmax(out, 1).detach()
             if fisher == "empirical":
                 v = (p - F.one_hot(y, out.shape[1]).to(p.dtype))[None]
             else:
-                eye = torch.eye(out.shape[1], dtype=p.dtype, device=p.device)
-                v = p.sqrt().T[:, :, None] * (p[None] - eye[:, None, :])  # (K, B, K)
-            grads = torch.autograd.grad(out, outs, grad_outputs=v, is_grads_batched=True)
-            for (n, _mod), g in zip(mods, grads):
-                g = g.reshape(g.shape[0] * g.shape[1], g.shape[2], -1)  # (K*B, out, T)
-                add(Gacc, n, g.transpose(1, 2).reshape(-1, g.shape[1]))
+                # sum_c p_c (p - e_c)(p - e_c)^T = diag(p) - p p^T =: M has rank K-1 (M 1 = 0): its
+                # eigen-decomposition gives K-1 output gradients u_j with sum_j u_j u_j^T = M.
+                M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+                lam, U = torch.linalg.eigh(M)  # ascending; lam[:, 0] = 0 up to rounding
+                v = (U * lam.clamp_min(0).sqrt()[:, None, :])[:, :, 1:].permute(2, 0, 1)  # (K-1, B, K)
+            for c in range(v.shape[0]):
+                grads = torch.autograd.grad(out, outs, grad_outputs=v[c], retain_graph=c < v.shape[0] - 1)
+                for (n, _mod), g in zip(mods, grads):
+                    g = g.reshape(g.shape[0], g.shape[1], -1)  # (B, out, T)
+                    add(Gacc, n, g.transpose(1, 2).reshape(-1, g.shape[1]))
     finally:
         for h in handles:
             h.remove()
     N = n_samples(data_)
-    blocks = [KFACBlock(n, (Aacc[n] / (N * positions[n])).cpu(), (Gacc[n] / N).cpu(), tuple(mod.weight.shape),
+    for n, mod in mods:  # a single-class model has a zero Fisher
+        Gacc.setdefault(n, Aacc[n].new_zeros((mod.weight.shape[0],) * 2))
+    blocks = [KFACBlock(n, Aacc[n].div_(N * positions[n]).cpu(), Gacc[n].div_(N).cpu(), tuple(mod.weight.shape),
                         mod.bias is not None) for n, mod in mods]  # fmt: skip
     return KFAC(blocks, fisher, N)
