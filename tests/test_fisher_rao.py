@@ -169,6 +169,11 @@ def test_bad_input():
         bad[0].weight[0, 0] = float("nan")
     with pytest.raises(LayerError, match="0.weight"):
         fisher_rao_norm(bad, (torch.zeros(2, 4), torch.zeros(2, dtype=torch.long)))
+    huge = mlp([4, 3])
+    with torch.no_grad():
+        huge[0].weight.fill_(1e308)
+    with pytest.raises(DataError, match="NaN"):
+        fisher_rao_norm(huge, (torch.ones(2, 4), torch.zeros(2, dtype=torch.long)))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fisher_rao_norm(net, [(torch.randn(3, 4), torch.tensor([0, 1, 2]))] * 2)

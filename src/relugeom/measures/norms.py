@@ -236,7 +236,12 @@ def norm_measures(
             spec *= s.value**2
     input_shape = tuple(data_[0][0].shape[1:])
     folded_model = folded_model.cpu()
-    l1, l2 = path_norm(folded_model, input_shape, 1), path_norm(folded_model, input_shape, 2)
+    bad = non_homogeneous_activations(folded_model)
+    if bad:
+        warn("path norms are defined for ReLU networks; l1_path and l2_path are NaN because of " + ", ".join(bad))
+        l1 = l2 = math.nan
+    else:
+        l1, l2 = path_norm(folded_model, input_shape, 1), path_norm(folded_model, input_shape, 2)
     marg = margins(m, data_, device=device)
     gamma = float(np.percentile(marg, margin_percentile))
     if gamma > 0:
