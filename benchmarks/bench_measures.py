@@ -32,13 +32,18 @@ from relugeom.experiments.models import build_model
 from relugeom.measures import fisher_rao_norm, kfac
 
 
-def best_time(fn, repeat: int):  # noqa: ANN001, ANN201
-    best, out = float("inf"), None
+def race(fa, fb, repeat: int):  # noqa: ANN001, ANN201
+    """Best-of-``repeat`` times of ``fa`` and ``fb``, run alternately (fair under a fluctuating load)."""
+    ta = tb = float("inf")
+    oa = ob = None
     for _ in range(repeat):
         t = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - t)
-    return best, out
+        oa = fa()
+        ta = min(ta, time.perf_counter() - t)
+        t = time.perf_counter()
+        ob = fb()
+        tb = min(tb, time.perf_counter() - t)
+    return ta, tb, oa, ob
 
 
 def kron_rel_err(G1, A1, G2, A2) -> float:  # noqa: ANN001
@@ -77,8 +82,8 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
     rows = []
 
     # K-FAC, true Fisher
-    t_rg, K = best_time(lambda: kfac(model, data, fisher="model"), repeat)
-    t_ng, Fk = best_time(lambda: FIM(model, loader, PMatKFAC, variant="classif_logits"), repeat)
+    t_rg, t_ng, K, Fk = race(lambda: kfac(model, data, fisher="model"),
+                             lambda: FIM(model, loader, PMatKFAC, variant="classif_logits"), repeat)
     err_ng = max(kron_rel_err(b.G, b.A, G, A) for b, (A, G) in zip(K.blocks, Fk.data.values()))
     rows.append((name, "K-FAC (true Fisher)", "nngeometry", t_rg, t_ng, err_ng))
 
@@ -91,21 +96,18 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
             lossf(bp_model(X), y).backward()
         return {n: mod.weight.kflr for n, mod in bp_model.named_modules() if isinstance(mod, nn.Linear)}
 
-    t_bp, facs = best_time(bp_kflr, repeat)
+    t_rg, t_bp, _, facs = race(lambda: kfac(model, data, fisher="model"), bp_kflr, repeat)
     err_bp = max(kron_rel_err(b.G, b.A[:-1, :-1], *facs[b.name]) for b in K.blocks if b.name in facs)
     rows.append((name, "K-FAC (true Fisher)", "BackPACK KFLR (Linear blocks)", t_rg, t_bp, err_bp))
 
     # Fisher-Rao norm, true Fisher
-    t_rg, fr = best_time(lambda: fisher_rao_norm(model, data, fisher="model", identity=False), repeat)
-
     def ng_fr():  # noqa: ANN202
         return float(FIM(model, loader, PMatImplicit, variant="classif_logits").vTMv(PVector.from_model(model)))
 
-    t_ng, fr_ng = best_time(ng_fr, repeat)
+    t_rg, t_ng, fr, fr_ng = race(lambda: fisher_rao_norm(model, data, fisher="model", identity=False), ng_fr, repeat)
     rows.append((name, "Fisher-Rao norm (true)", "nngeometry implicit", t_rg, t_ng, abs(fr.norm2 - fr_ng) / fr_ng))
 
     # Fisher-Rao norm, empirical Fisher
-    t_rg, fre = best_time(lambda: fisher_rao_norm(model, data, fisher="empirical", identity=False), repeat)
     bp_model2 = extend(copy.deepcopy(model))
 
     def bp_fr():  # noqa: ANN202
@@ -115,7 +117,10 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
         dots = sum((p.grad_batch * p.detach()).flatten(1).sum(1) for p in bp_model2.parameters())
         return float(((dots * len(y)) ** 2).mean())  # grad_batch holds the gradients of loss / N
 
-    t_bp, fr_bp = best_time(bp_fr, repeat)
+    def rg_fr():  # noqa: ANN202
+        return fisher_rao_norm(model, data, fisher="empirical", identity=False)
+
+    t_rg, t_bp, fre, fr_bp = race(rg_fr, bp_fr, repeat)
     rows.append((name, "Fisher-Rao norm (empirical)", "BackPACK BatchGrad", t_rg, t_bp, abs(fre.norm2 - fr_bp) / fr_bp))
 
     # JVP cost in forward passes
@@ -124,7 +129,7 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
             for x, _ in data:
                 model(x)
 
-    t_fwd, _ = best_time(fwd, repeat)
+    t_rg, t_fwd, _, _ = race(rg_fr, fwd, repeat)
     rows.append((name, "JVP Fisher-Rao norm", "forward passes", t_rg, t_fwd, float("nan")))
     return rows
 

@@ -12,6 +12,10 @@ Two routes, both exact (float64 by default):
 - **JVP** (any architecture; biases, batch norm in eval mode, any activation): ``<theta, grad_theta l>
   = <dl/df, J_theta f . theta>`` and ``J_theta f . theta`` is one forward-mode Jacobian-vector product
   in the direction ``theta`` itself (every parameter of the model, biases and BN affine included).
+  For chains of Linear/Conv/BatchNorm/ReLU/pooling modules the tangent is propagated by hooks at
+  about two forward passes' cost (``J_x o . t + o`` per layer, since each layer is linear in its own
+  parameters; checked against ``torch.func.jvp`` on the first samples); other models use
+  ``torch.func.jvp``.
 - **Identity** (Theorem 3.1, eq. 3.1): for a bias-free network whose activations satisfy
   ``sigma(z) = sigma'(z) z`` (ReLU, leaky ReLU) with max/average pooling, ``f`` is positively
   homogeneous of degree ``L+1`` in ``theta`` where ``L+1`` is the number of weight layers on every
@@ -34,6 +38,7 @@ from torch.func import functional_call, jvp
 from ..errors import warn
 from ._common import AFFINE, NORMS, Data, batches, check_loss, forward, non_homogeneous_activations, prepare
 from ._common import affine_call_order as _affine_call_order
+from ._tangent_theta import theta_tangent
 
 FISHERS = ("empirical", "model")
 
@@ -126,13 +131,25 @@ def fisher_rao_norm(
         if depth is None:
             warn(f"Fisher-Rao identity (L+1)^2 E<dl/df, f>^2 not applicable ({note}); reporting the JVP route only")
     s_jvp, s_id, n = 0.0, 0.0, 0
-    for x, y in data_:
+    fast = True
+    for i, (x, y) in enumerate(data_):
 
         def f(p: dict[str, torch.Tensor], x: torch.Tensor = x) -> torch.Tensor:
             return functional_call(m, (p, buffers), (x,))
 
-        with torch.no_grad():
-            out, u = jvp(f, (params,), (params,))
+        res = theta_tangent(m, x) if fast else None
+        if res is not None and i == 0:  # check the hook route against torch.func.jvp on one sample
+            with torch.no_grad():
+                _, u_ref = jvp(lambda p, x=x: functional_call(m, (p, buffers), (x[:1],)), (params,), (params,))
+            tol = 1e-8 if x.dtype == torch.float64 else 1e-3
+            if not torch.allclose(res[1][:1], u_ref, rtol=tol, atol=tol * float(u_ref.abs().max())):
+                res = None
+        if res is None:
+            fast = False
+            with torch.no_grad():
+                out, u = jvp(f, (params,), (params,))
+        else:
+            out, u = res
         if out.dim() != 2:
             forward(m, x)  # raises the shape error
         check_loss(F.cross_entropy(out, y))
