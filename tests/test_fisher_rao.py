@@ -177,3 +177,43 @@ def test_bad_input():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         fisher_rao_norm(net, [(torch.randn(3, 4), torch.tensor([0, 1, 2]))] * 2)
+
+
+def test_hook_tangent_route_matches_jvp_and_falls_back():
+    from torch.func import functional_call, jvp
+
+    from relugeom.measures._tangent_theta import theta_tangent
+
+    torch.manual_seed(4)
+    net = nn.Sequential(
+        nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.LeakyReLU(0.1), nn.MaxPool2d(2),
+        nn.Conv2d(4, 4, 3, padding=1, padding_mode="circular"), nn.ReLU(), nn.AvgPool2d(2), nn.Flatten(),
+        nn.Dropout(0.5), nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3),
+    ).double()  # fmt: skip
+    for bn in (net[1], net[10]):
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2)
+            bn.bias.uniform_(-1, 1)
+    net.eval()
+    X = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (5,))
+    params = {k: v.detach() for k, v in net.named_parameters()}
+    out_ref, u_ref = jvp(lambda p: functional_call(net, (p, dict(net.named_buffers())), (X,)), (params,), (params,))
+    out, u = theta_tangent(net, X)
+    torch.testing.assert_close(out, out_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(u, u_ref, rtol=1e-10, atol=1e-12)
+    r = fisher_rao_norm(net, (X, y), identity=False)
+    assert r.norm2 == pytest.approx(per_sample_fr(net, X, y), rel=1e-9)
+
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.a(x) + x
+
+    assert theta_tangent(Residual().double(), torch.randn(2, 3, dtype=torch.float64)) is None
+    assert theta_tangent(nn.Sequential(nn.Linear(3, 3), nn.Tanh()).double(), torch.randn(2, 3).double()) is None
