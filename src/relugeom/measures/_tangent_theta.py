@@ -39,7 +39,7 @@ def _supported(model: nn.Module) -> bool:
             continue
         ok = isinstance(mod, AFFINE + _LINEAR_NOPARAM + (nn.ReLU, nn.LeakyReLU) + tuple(_MAXPOOL))
         ok = ok or (isinstance(mod, NORMS) and mod.track_running_stats)
-        if not ok or (isinstance(mod, AFFINE) and getattr(mod, "groups", 1) < 1):
+        if not ok:
             return False
     return True
 
