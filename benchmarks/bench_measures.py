@@ -76,6 +76,11 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
     for mod in model.modules():
         if hasattr(mod, "inplace"):
             mod.inplace = False
+    # every library gets its own copy: nngeometry and BackPACK attach hooks and attributes to the
+    # modules they see, which would slow down the others (deep copies, extra hooks in forward passes)
+    ng_model = copy.deepcopy(model)
+    bp_model = extend(copy.deepcopy(model))
+    bp_model2 = extend(copy.deepcopy(model))
     # one batch for every library (BackPACK's factors of a mean loss cannot be summed over batches)
     data = [(X, y)]
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=len(y))
@@ -83,11 +88,10 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
 
     # K-FAC, true Fisher
     t_rg, t_ng, K, Fk = race(lambda: kfac(model, data, fisher="model"),
-                             lambda: FIM(model, loader, PMatKFAC, variant="classif_logits"), repeat)
+                             lambda: FIM(ng_model, loader, PMatKFAC, variant="classif_logits"), repeat)
     err_ng = max(kron_rel_err(b.G, b.A, G, A) for b, (A, G) in zip(K.blocks, Fk.data.values()))
     rows.append((name, "K-FAC (true Fisher)", "nngeometry", t_rg, t_ng, err_ng))
 
-    bp_model = extend(copy.deepcopy(model))
     lossf = extend(nn.CrossEntropyLoss())
 
     def bp_kflr():  # noqa: ANN202
@@ -102,13 +106,12 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
 
     # Fisher-Rao norm, true Fisher
     def ng_fr():  # noqa: ANN202
-        return float(FIM(model, loader, PMatImplicit, variant="classif_logits").vTMv(PVector.from_model(model)))
+        return float(FIM(ng_model, loader, PMatImplicit, variant="classif_logits").vTMv(PVector.from_model(ng_model)))
 
     t_rg, t_ng, fr, fr_ng = race(lambda: fisher_rao_norm(model, data, fisher="model", identity=False), ng_fr, repeat)
     rows.append((name, "Fisher-Rao norm (true)", "nngeometry implicit", t_rg, t_ng, abs(fr.norm2 - fr_ng) / fr_ng))
 
     # Fisher-Rao norm, empirical Fisher
-    bp_model2 = extend(copy.deepcopy(model))
 
     def bp_fr():  # noqa: ANN202
         bp_model2.zero_grad()
