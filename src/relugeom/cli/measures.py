@@ -1,0 +1,91 @@
+"""``relugeom measures``: complexity measures of seed 004 over a run (every epoch) or one checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ..errors import DataError, RelugeomError
+from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
+from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
+from ._common import echo_table, format_option, out_option, write_tables
+
+
+def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
+    """The data set of the first run folder's config.json (same split and normalisation), or None."""
+    from ..experiments.train import TrainConfig, prepare_data
+
+    for s in sources:
+        cfg = Path(s) / "config.json"
+        if cfg.is_file():
+            try:
+                doc = json.loads(cfg.read_text())
+                return prepare_data(TrainConfig(**doc["config"]))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise DataError(f"{cfg}: cannot rebuild the run's data set ({e}); pass --data") from None
+    return None
+
+
+def _parse_measures(text: str) -> tuple[str, ...]:
+    if text == "all":
+        return MEASURES
+    names = tuple(m.strip() for m in text.split(",") if m.strip())
+    bad = [m for m in names if m not in MEASURES]
+    if bad or not names:
+        raise click.BadParameter(f"unknown measure(s) {', '.join(bad) or text!r}; choose from {', '.join(MEASURES)}"
+                                 " or 'all'")  # fmt: skip
+    return names
+
+
+@click.command("measures")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--data", "dataset", type=click.Choice(DATASETS), default=None,
+              help="Data set (default: the run folder's own, from its config.json).")  # fmt: skip
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder of the data set files.")
+@click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="standard", show_default=True)
+@click.option("--measures", "measures", default=",".join(DEFAULT_MEASURES), show_default=True,
+              help=f"Comma-separated list from {', '.join(MEASURES)}, or 'all'.")  # fmt: skip
+@click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Training samples the measures are computed on.")  # fmt: skip
+@click.option("--n-test", type=click.IntRange(min=1), default=1000, show_default=True, help="Test samples for the gap.")
+@click.option("--max-samples", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Samples for the costly measures (sharpness, Hessian trace, tangent).")  # fmt: skip
+@click.option("--fisher", type=click.Choice(["empirical", "model"]), default="empirical", show_default=True)
+@click.option("--arch", default=None, help="Architecture of bare state dicts.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every stochastic estimator.")
+@click.option("--device", default="cpu", show_default=True)
+@out_option
+@format_option
+def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
+            device, out, fmt) -> None:  # noqa: ANN001
+    """Complexity measures (seed 004) of every epoch of a run, or of checkpoints, beside the generalization gap.
+
+    Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
+    (one row per epoch) and measures.png (each measure over training, the gap on a twin axis) into
+    --out (default ./relugeom-measures).
+    """
+    from ..report import save_figure
+    from ..report.measures import measures_over_epochs
+
+    names = _parse_measures(measures)
+    out = out or Path("relugeom-measures")
+    data = load_dataset(dataset, data_dir, normalize=normalize, augment=False) if dataset else _run_data(sources)
+    if data is None:
+        raise RelugeomError("no data: pass --data (and --data-dir), or point at a run folder with its config.json")
+    data = subset(data, n_train)
+    test = data.test if data.test is not None and len(data.test) else data.val
+    test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
+    src = list(sources) if len(sources) > 1 else sources[0]
+    df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
+                          max_samples=max_samples, fisher=fisher, device=device)  # fmt: skip
+    keys = [c for c in ("run", "seed", "epoch") if c in df]
+    if keys:
+        wide = df.pivot_table(index=keys, columns="measure", values="value", sort=False, dropna=False).reset_index()
+    else:
+        wide = df.set_index("measure")[["value"]].T.reset_index(drop=True)
+    paths = write_tables(out, {"measures": df, "measures_wide": wide}, fmt)
+    paths.append(save_figure(measures_over_epochs(df), out / "measures.png"))
+    echo_table(wide, "{:.4g}")
+    click.echo("\nwrote " + ", ".join(str(p) for p in paths))

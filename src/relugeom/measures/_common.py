@@ -1,0 +1,147 @@
+"""Pieces shared by the complexity measures: data batches, model copies, losses, activation checks."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import ArchitectureError, DataError, LayerError, ShapeError
+
+Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+# Activations with sigma(z) = sigma'(z) z (positively 1-homogeneous): the identities of seed 004 hold.
+HOMOGENEOUS: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity)
+# Modules that are linear maps without parameters (pooling, reshaping) or the identity in eval mode.
+NEUTRAL: tuple[type, ...] = (
+    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
+    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
+    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
+    nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Sequential, nn.ModuleList,
+)  # fmt: skip
+AFFINE: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+NORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+
+def batches(data: Data, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
+            ) -> list[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
+    """``(X, y)`` or an iterable of ``(x, y)`` batches -> a list of batches on ``device``, inputs in ``dtype``.
+
+    Raises :class:`DataError` for empty data, non-integer labels or mismatched lengths.
+    """
+    if isinstance(data, tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        items: Iterable[Any] = [data]
+    elif isinstance(data, (Mapping, str, bytes)) or not isinstance(data, Iterable):
+        raise DataError(f"data must be a pair of tensors (X, y) or an iterable of (x, y) batches, got {type(data)!r}")
+    else:
+        items = data
+    out = []
+    for i, item in enumerate(items):
+        try:
+            x, y = item
+        except (TypeError, ValueError):
+            raise DataError(f"batch {i} is not an (x, y) pair") from None
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise DataError(f"batch {i}: x and y must be tensors")
+        if y.dim() != 1 or y.dtype in (torch.float16, torch.float32, torch.float64, torch.bool):
+            raise DataError(f"batch {i}: labels must be a 1-D integer tensor of class indices, got {tuple(y.shape)} "
+                            f"{y.dtype}")  # fmt: skip
+        if x.shape[0] != y.shape[0]:
+            raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
+        if x.shape[0] == 0:
+            continue
+        if not torch.isfinite(x).all():
+            raise DataError(f"batch {i}: the inputs contain NaN or inf")
+        out.append((x.to(device=device, dtype=dtype), y.to(device=device, dtype=torch.long)))
+    if not out:
+        raise DataError("the data are empty: give at least one sample")
+    return out
+
+
+def n_samples(data: list[tuple[torch.Tensor, torch.Tensor]]) -> int:
+    return sum(int(y.shape[0]) for _, y in data)
+
+
+def prepare(model: nn.Module, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64) -> nn.Module:
+    """A detached copy of ``model`` in eval mode, in ``dtype`` on ``device``, with in-place ReLUs made out-of-place."""
+    if not isinstance(model, nn.Module):
+        raise ArchitectureError(
+            "complexity measures need an nn.Module (they run the network); build the state dict into its "
+            "architecture first (relugeom.model_from_state_dict, or --arch on the command line)"
+        )
+    m = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    for mod in m.modules():
+        if hasattr(mod, "inplace"):
+            mod.inplace = False
+    for name, p in m.named_parameters():
+        if not torch.isfinite(p).all():
+            raise LayerError(f"parameter {name!r} contains NaN or inf; the measures are undefined")
+    return m
+
+
+def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Logits of ``model`` on ``x``, checked to be a (batch, classes) tensor."""
+    try:
+        out = model(x)
+    except RuntimeError as e:
+        raise ShapeError(f"the model does not accept inputs of shape {tuple(x.shape[1:])}: {e}") from None
+    if out.dim() != 2 or out.shape[0] != x.shape[0]:
+        raise ShapeError(f"the model must return (batch, classes) logits, got shape {tuple(out.shape)}")
+    return out
+
+
+def check_loss(loss: torch.Tensor, where: str = "") -> None:
+    if not torch.isfinite(loss).all():
+        raise DataError(f"{where}the loss is NaN or inf (diverged weights or bad inputs); the measure is undefined")
+
+
+def mean_loss(model: nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Mean cross-entropy over all samples (differentiable in the model's parameters)."""
+    total, n = 0.0, 0
+    for x, y in data:
+        total = total + F.cross_entropy(forward(model, x), y, reduction="sum")
+        n += int(y.shape[0])
+    loss = total / n
+    check_loss(loss)
+    return loss
+
+
+def accuracy_and_loss(model: nn.Module, data: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, float]:
+    with torch.no_grad():
+        correct, total, n = 0, 0.0, 0
+        for x, y in data:
+            out = forward(model, x)
+            total += float(F.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            n += int(y.shape[0])
+    return correct / n, total / n
+
+
+def non_homogeneous_activations(model: nn.Module) -> list[str]:
+    """Names of leaf modules that are neither affine, homogeneous activations nor parameter-free linear maps."""
+    bad = []
+    for name, mod in model.named_modules():
+        if len(list(mod.children())) > 0 or isinstance(mod, AFFINE + HOMOGENEOUS + NEUTRAL + NORMS):
+            continue
+        bad.append(f"{name} ({type(mod).__name__})")
+    return bad
+
+
+def affine_call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
+    """Names of the Linear/Conv modules in the order the forward pass calls them (one entry per call)."""
+    order: list[str] = []
+    handles = []
+    for name, mod in model.named_modules():
+        if isinstance(mod, AFFINE):
+            handles.append(mod.register_forward_hook(lambda _m, _a, _o, n=name: order.append(n)))
+    try:
+        with torch.no_grad():
+            forward(model, x)
+    finally:
+        for h in handles:
+            h.remove()
+    return order

@@ -1,0 +1,163 @@
+"""The Fisher-Rao norm (seed 004; Liang, Poggio, Rakhlin and Stokes 2017, Definition 2 and Theorem 3.1).
+
+``||theta||_fr^2 = <theta, I(theta) theta> = E <theta, grad_theta l(f_theta(X), Y)>^2`` with ``l`` the
+cross-entropy. Two Fishers:
+
+- ``fisher="empirical"``: Y is the true label of X;
+- ``fisher="model"``: Y ~ p_theta(.|X), the expectation over Y taken exactly (a sum over the classes
+  weighted by the softmax), not sampled.
+
+Two routes, both exact (float64 by default):
+
+- **JVP** (any architecture; biases, batch norm in eval mode, any activation): ``<theta, grad_theta l>
+  = <dl/df, J_theta f . theta>`` and ``J_theta f . theta`` is one forward-mode Jacobian-vector product
+  in the direction ``theta`` itself (every parameter of the model, biases and BN affine included).
+  For chains of Linear/Conv/BatchNorm/ReLU/pooling modules the tangent is propagated by hooks at
+  about two forward passes' cost (``J_x o . t + o`` per layer, since each layer is linear in its own
+  parameters; checked against ``torch.func.jvp`` on the first samples); other models use
+  ``torch.func.jvp``.
+- **Identity** (Theorem 3.1, eq. 3.1): for a bias-free network whose activations satisfy
+  ``sigma(z) = sigma'(z) z`` (ReLU, leaky ReLU) with max/average pooling, ``f`` is positively
+  homogeneous of degree ``L+1`` in ``theta`` where ``L+1`` is the number of weight layers on every
+  input-output path (not the number of modules), so ``J_theta f . theta = (L+1) f`` (Euler) and
+  ``||theta||_fr^2 = (L+1)^2 E <dl/df, f>^2``. The depth is counted from the Linear/Conv calls of a
+  forward pass and checked: ``f_{2 theta} = 2^{L+1} f_theta`` must hold on the first batch, otherwise
+  (biases, batch norm, residual paths of unequal depth, non-homogeneous activations, named in a
+  warning) the identity is not reported and the JVP route stands alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, jvp
+
+from ..errors import warn
+from ._common import AFFINE, NORMS, Data, batches, check_loss, forward, non_homogeneous_activations, prepare
+from ._common import affine_call_order as _affine_call_order
+from ._tangent_theta import theta_tangent
+
+FISHERS = ("empirical", "model")
+
+
+@dataclass(frozen=True)
+class FisherRaoNorm:
+    """Squared Fisher-Rao norm by the JVP route and (when it applies) by the (L+1)^2 identity."""
+
+    norm2: float  # JVP route, E <theta, grad l>^2
+    norm2_identity: float | None  # (L+1)^2 E <dl/df, f>^2, None when the identity does not apply
+    depth: int | None  # L+1: weight layers on the path
+    fisher: str
+    n_samples: int
+    identity_note: str = ""  # why the identity was not applied
+
+    @property
+    def norm(self) -> float:
+        return self.norm2**0.5
+
+
+def _quadratic(out: torch.Tensor, u: torch.Tensor, y: torch.Tensor, fisher: str) -> torch.Tensor:
+    """Per-sample E_Y <dl/df, u>^2 for the cross-entropy (dl/df = softmax(f) - e_Y)."""
+    p = F.softmax(out, dim=1)
+    pu = (p * u).sum(1)
+    if fisher == "empirical":
+        return (pu - u.gather(1, y[:, None])[:, 0]) ** 2
+    return (p * (pu[:, None] - u) ** 2).sum(1)
+
+
+def _identity_check(model: nn.Module, x: torch.Tensor) -> tuple[int | None, str]:
+    """(L+1, "") when f is positively homogeneous of degree L+1 in theta, else (None, why)."""
+    reasons = []
+    bad = non_homogeneous_activations(model)
+    if bad:
+        reasons.append("activations without sigma(z) = sigma'(z) z: " + ", ".join(bad))
+    biased = [n for n, m in model.named_modules() if isinstance(m, AFFINE) and m.bias is not None
+              and bool(m.bias.detach().abs().max() > 0)]  # fmt: skip
+    if biased:
+        reasons.append("non-zero biases in " + ", ".join(biased))
+    bn = [n for n, m in model.named_modules() if isinstance(m, NORMS)]
+    if bn:
+        reasons.append("batch norm in " + ", ".join(bn))
+    order = _affine_call_order(model, x[:2])
+    depth = len(order)
+    if not reasons:
+        params = dict(model.named_parameters())
+        buffers = dict(model.named_buffers())
+        with torch.no_grad():
+            f1 = functional_call(model, (params, buffers), (x[:8],))
+            f2 = functional_call(model, ({k: 2 * v for k, v in params.items()}, buffers), (x[:8],))
+        tol = 1e-9 if f1.dtype == torch.float64 else 1e-4
+        err = float((f2 - 2.0**depth * f1).abs().max() / (2.0**depth * f1.abs().max()).clamp_min(1e-300))
+        if err > tol:
+            reasons.append(f"f(2 theta) != 2^{depth} f(theta) (relative error {err:.1e}): paths of unequal depth?")
+    if reasons:
+        return None, "; ".join(reasons)
+    return depth, ""
+
+
+def fisher_rao_norm(
+    model: nn.Module, data: Data, fisher: str = "empirical", *, identity: bool = True,
+    device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
+) -> FisherRaoNorm:  # fmt: skip
+    """Squared Fisher-Rao norm ``E <theta, grad_theta l>^2`` of ``model`` on ``data`` (seed 004; Liang et al. 2017).
+
+    ``data`` is ``(X, y)`` or an iterable of ``(x, y)`` batches; the expectation is the mean over all
+    samples. ``theta`` is every parameter of the model. The model is copied to ``dtype`` (float64:
+    exact up to rounding) in eval mode. With ``identity=True`` the (L+1)^2 identity of Theorem 3.1 is
+    also computed when it applies (see the module docstring); otherwise a warning names why not.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 3, bias=False))
+    >>> X, y = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    >>> r = fisher_rao_norm(net, (X, y))
+    >>> r.depth, abs(r.norm2 - r.norm2_identity) < 1e-10 * r.norm2
+    (2, True)
+    """
+    if fisher not in FISHERS:
+        raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
+    m = prepare(model, device=device, dtype=dtype)
+    data_ = batches(data, device=device, dtype=dtype)
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    buffers = dict(m.named_buffers())
+    depth, note = (None, "not requested")
+    if identity:
+        depth, note = _identity_check(m, data_[0][0])
+        if depth is None:
+            warn(f"Fisher-Rao identity (L+1)^2 E<dl/df, f>^2 not applicable ({note}); reporting the JVP route only")
+    s_jvp, s_id, n = 0.0, 0.0, 0
+    fast = True
+    for i, (x, y) in enumerate(data_):
+
+        def f(p: dict[str, torch.Tensor], x: torch.Tensor = x) -> torch.Tensor:
+            return functional_call(m, (p, buffers), (x,))
+
+        res = theta_tangent(m, x) if fast else None
+        if res is not None and i == 0:  # check the hook route against torch.func.jvp on one sample
+            with torch.no_grad():
+                _, u_ref = jvp(lambda p, x=x: functional_call(m, (p, buffers), (x[:1],)), (params,), (params,))
+            tol = 1e-8 if x.dtype == torch.float64 else 1e-3
+            if not torch.allclose(res[1][:1], u_ref, rtol=tol, atol=tol * float(u_ref.abs().max())):
+                res = None
+        if res is None:
+            fast = False
+            with torch.no_grad():
+                out, u = jvp(f, (params,), (params,))
+        else:
+            out, u = res
+        if out.dim() != 2:
+            forward(m, x)  # raises the shape error
+        check_loss(F.cross_entropy(out, y))
+        s_jvp += float(_quadratic(out, u, y, fisher).sum())
+        if depth is not None:
+            s_id += float(_quadratic(out, depth * out, y, fisher).sum())
+        n += int(y.shape[0])
+    return FisherRaoNorm(
+        norm2=s_jvp / n, norm2_identity=(s_id / n) if depth is not None else None, depth=depth,
+        fisher=fisher, n_samples=n, identity_note=note,
+    )  # fmt: skip

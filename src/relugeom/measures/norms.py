@@ -1,0 +1,260 @@
+"""Norm-based capacity measures (seed 004; Neyshabur, Bhojanapalli, McAllester and Srebro 2017, sec. 2;
+Jiang et al. 2020, "Fantastic generalization measures").
+
+For a network with affine layers ``W_1 .. W_d`` (Linear and Conv; batch norm folded into the preceding
+layer first, see :func:`fold_batchnorm`) and margin ``gamma``:
+
+- ``frobenius_product = prod_i ||W_i||_F^2`` (the l2-norm capacity, biases excluded);
+- ``spectral_product = prod_i ||A_i||_2^2`` where ``A_i`` is the layer's linear *operator* on its real
+  input shape (for convolutions, not the reshaped kernel; :func:`~relugeom.measures.spectral.conv_spectral_norm`);
+- ``l1_path = sum_paths prod_e |w_e|`` and ``l2_path = sum_paths prod_e w_e^2`` over all input-output
+  paths of the unrolled network; a bias is the first edge of a path from a constant-1 unit. Computed by
+  one forward pass of the all-ones input through the network with ``|w|`` (resp. ``w^2``) weights and
+  ``|b|`` (resp. ``b^2``) biases, ReLUs being the identity on non-negative values. Average pooling is
+  an edge of weight 1/window (squared for l2); max pooling takes the maximum over its window, i.e.
+  the largest path sum over the pool's choices (as in Jiang et al.'s code);
+- each of them over ``gamma^2``: ``frobenius_product / gamma^2``, ``spectral_product / gamma^2``,
+  ``l1_path^2 / gamma^2``, ``l2_path / gamma^2``. The architecture-only constants of the bounds
+  (``4^d``, ``2^d``, the widths ``h_i``) are left out, so that the values compare across checkpoints of
+  one architecture.
+- ``margin``: the ``margin_percentile``-th percentile over the data of ``f(x)[y] - max_{j != y} f(x)[j]``
+  (Jiang et al. take the 10th percentile); a non-positive margin makes the ratios NaN, with a warning.
+- ``distance_to_init``: ``||theta - theta_0||_2`` over all parameters (unfolded), when ``init`` is given.
+
+Computed in float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ArchitectureError, UnsupportedLayerError, warn
+from ._common import AFFINE, NORMS, Data, batches, forward, n_samples, non_homogeneous_activations, prepare
+from .spectral import conv_spectral_norm
+
+
+@dataclass(frozen=True)
+class NormMeasures:
+    """The norm-based measures of one model on one data set (see the module docstring)."""
+
+    margin: float
+    frobenius_product: float
+    spectral_product: float
+    l1_path: float
+    l2_path: float
+    frobenius_over_margin2: float
+    spectral_over_margin2: float
+    l1_path_over_margin2: float
+    l2_path_over_margin2: float
+    distance_to_init: float | None
+    depth: int
+    bn_folded: tuple[str, ...]
+    n_samples: int
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["bn_folded"] = ",".join(self.bn_folded)
+        return d
+
+
+def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of ``model`` (eval mode) with every BatchNorm folded into the Linear/Conv right before it.
+
+    ``W' = W * g / sqrt(v + eps)`` per output channel and ``b' = (b - m) * g / sqrt(v + eps) + beta``
+    (running mean ``m``, variance ``v``, affine ``g``, ``beta``); the BatchNorm becomes an Identity,
+    so the folded model computes the same function in eval mode. Returns the copy and the names of
+    the folded BatchNorms. A BatchNorm not directly preceded by an affine layer in its parent raises
+    :class:`UnsupportedLayerError`.
+    """
+    import copy
+
+    m = copy.deepcopy(model).eval()
+    folded: list[str] = []
+    for pname, parent in m.named_modules():
+        children = list(parent.named_children())
+        for i, (cname, child) in enumerate(children):
+            if not isinstance(child, NORMS):
+                continue
+            full = f"{pname}.{cname}" if pname else cname
+            prev = children[i - 1][1] if i > 0 else None
+            if not isinstance(prev, AFFINE):
+                raise UnsupportedLayerError(
+                    f"batch norm {full!r} does not directly follow a Linear/Conv layer in its parent module; "
+                    "cannot fold it (the norm measures need BN folded)"
+                )
+            with torch.no_grad():
+                var = child.running_var if child.running_var is not None else torch.ones(child.num_features)
+                mean = child.running_mean if child.running_mean is not None else torch.zeros(child.num_features)
+                scale = 1.0 / torch.sqrt(var.to(prev.weight.dtype) + child.eps)
+                if child.affine:
+                    scale = scale * child.weight
+                shift = child.bias if child.affine else torch.zeros_like(scale)
+                b = prev.bias if prev.bias is not None else torch.zeros_like(scale)
+                new_b = (b - mean) * scale + shift
+                prev.weight.mul_(scale.reshape(-1, *([1] * (prev.weight.dim() - 1))))
+                if prev.bias is None:
+                    prev.bias = nn.Parameter(new_b.clone())
+                else:
+                    prev.bias.copy_(new_b)
+            setattr(parent, cname, nn.Identity())
+            folded.append(full)
+    return m, folded
+
+
+def _affine_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, AFFINE)]
+
+
+def _input_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
+    shapes: dict[str, tuple[int, ...]] = {}
+
+    def hook(name: str):  # noqa: ANN202
+        def fn(_m: nn.Module, args: tuple, _out: torch.Tensor) -> None:
+            shapes.setdefault(name, tuple(args[0].shape[1:]))
+
+        return fn
+
+    handles = [mod.register_forward_hook(hook(n)) for n, mod in _affine_modules(model)]
+    try:
+        with torch.no_grad():
+            forward(model, x[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    return shapes
+
+
+def _window(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> float:
+    """Number of inputs averaged by one output of an average pool (uniform windows only)."""
+    if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
+        n = inp.dim() - 2
+        k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,) * n
+        pad = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,) * n
+        if any(pad) or getattr(mod, "divisor_override", None):
+            raise UnsupportedLayerError("path norms: average pooling with padding or a divisor override")
+        return float(math.prod(k))
+    sizes_in, sizes_out = inp.shape[2:], out.shape[2:]
+    if any(i % o for i, o in zip(sizes_in, sizes_out)):
+        raise UnsupportedLayerError(
+            f"path norms: adaptive average pooling from {tuple(sizes_in)} to {tuple(sizes_out)} has unequal windows"
+        )
+    return float(math.prod(i // o for i, o in zip(sizes_in, sizes_out)))
+
+
+def path_norm(model: nn.Module, input_shape: Sequence[int], p: int = 1, *, bias: bool = True) -> float:
+    """``sum_paths prod_e |w_e|^p`` (p = 1 or 2) by one forward pass of ones (see the module docstring).
+
+    ``model`` should be BN-free (fold first); float64. ``bias=False`` leaves the bias paths out.
+    """
+    if p not in (1, 2):
+        raise ValueError("p must be 1 or 2")
+    m = prepare(model)
+    bad = non_homogeneous_activations(m)
+    if bad:
+        raise UnsupportedLayerError("path norms are defined for ReLU networks; found " + ", ".join(bad))
+    with torch.no_grad():
+        for _, mod in _affine_modules(m):
+            mod.weight.copy_(mod.weight.abs() ** p)
+            if mod.bias is not None:
+                mod.bias.copy_(mod.bias.abs() ** p if bias else torch.zeros_like(mod.bias))
+    handles = []
+    if p == 2:
+        avg = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+               nn.AdaptiveAvgPool3d)  # fmt: skip
+        for mod in m.modules():
+            if isinstance(mod, avg):
+                handles.append(mod.register_forward_hook(lambda mm, a, o: o / _window(mm, a[0], o)))
+    try:
+        with torch.no_grad():
+            out = forward(m, torch.ones((1, *input_shape), dtype=torch.float64))
+    finally:
+        for h in handles:
+            h.remove()
+    return float(out.sum())
+
+
+def margins(model: nn.Module, data: Data, *, device: str | torch.device = "cpu") -> np.ndarray:
+    """Per-sample margins ``f(x)[y] - max_{j != y} f(x)[j]`` (float64)."""
+    m = prepare(model, device=device)
+    vals = []
+    with torch.no_grad():
+        for x, y in batches(data, device=device):
+            out = forward(m, x)
+            true = out.gather(1, y[:, None])[:, 0]
+            other = out.scatter(1, y[:, None], float("-inf")).max(1).values
+            vals.append((true - other).cpu().numpy())
+    return np.concatenate(vals)
+
+
+def _distance(model: nn.Module, init: nn.Module | Mapping[str, torch.Tensor]) -> float:
+    sd0 = init.state_dict() if isinstance(init, nn.Module) else init
+    total = 0.0
+    for name, p in model.named_parameters():
+        if name not in sd0:
+            raise ArchitectureError(f"the initialization has no parameter {name!r}; is it the same architecture?")
+        q = sd0[name]
+        if tuple(q.shape) != tuple(p.shape):
+            raise ArchitectureError(f"parameter {name!r}: shape {tuple(p.shape)} vs {tuple(q.shape)} in the init")
+        total += float(((p.detach().double().cpu() - q.detach().double().cpu()) ** 2).sum())
+    return math.sqrt(total)
+
+
+def norm_measures(
+    model: nn.Module, data: Data, margin_percentile: float = 10, *,
+    init: nn.Module | Mapping[str, torch.Tensor] | None = None, spectral_method: str = "power",
+    device: str | torch.device = "cpu",
+) -> NormMeasures:  # fmt: skip
+    """Norm and path-norm capacities of ``model`` with the margin on ``data`` (see the module docstring).
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 2))
+    >>> r = norm_measures(net, (torch.randn(20, 2), torch.randint(0, 2, (20,))))
+    >>> r.depth, r.l2_path > 0
+    (2, True)
+    """
+    m = prepare(model, device=device)
+    folded_model, folded = fold_batchnorm(m)
+    data_ = batches(data, device=device)
+    layers = _affine_modules(folded_model)
+    if not layers:
+        raise UnsupportedLayerError("the model has no Linear/Conv layer")
+    shapes = _input_shapes(folded_model, data_[0][0])
+    fro, spec = 1.0, 1.0
+    for name, mod in layers:
+        fro *= float((mod.weight.detach() ** 2).sum())
+        if name in shapes:
+            s = conv_spectral_norm(mod, shapes[name], method=spectral_method)
+            spec *= s.value**2
+    input_shape = tuple(data_[0][0].shape[1:])
+    folded_model = folded_model.cpu()
+    bad = non_homogeneous_activations(folded_model)
+    if bad:
+        warn("path norms are defined for ReLU networks; l1_path and l2_path are NaN because of " + ", ".join(bad))
+        l1 = l2 = math.nan
+    else:
+        l1, l2 = path_norm(folded_model, input_shape, 1), path_norm(folded_model, input_shape, 2)
+    marg = margins(m, data_, device=device)
+    gamma = float(np.percentile(marg, margin_percentile))
+    if gamma > 0:
+        g2 = gamma**2
+        ratios = (fro / g2, spec / g2, l1**2 / g2, l2 / g2)
+    else:
+        warn(f"the {margin_percentile}th-percentile margin is {gamma:.3g} <= 0 (too many misclassified samples); "
+             "the measures over the margin are NaN")  # fmt: skip
+        ratios = (math.nan,) * 4
+    dist = _distance(model, init) if init is not None else None
+    return NormMeasures(
+        margin=gamma, frobenius_product=fro, spectral_product=spec, l1_path=l1, l2_path=l2,
+        frobenius_over_margin2=ratios[0], spectral_over_margin2=ratios[1], l1_path_over_margin2=ratios[2],
+        l2_path_over_margin2=ratios[3], distance_to_init=dist, depth=len(layers), bn_folded=tuple(folded),
+        n_samples=n_samples(data_),
+    )  # fmt: skip

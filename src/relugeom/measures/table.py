@@ -1,0 +1,127 @@
+"""All complexity measures of seed 004 for one model or a whole run, as one tidy table.
+
+:func:`measure_model` returns long-form rows ``measure, value, std_error`` for one model;
+:func:`complexity_table` maps it over a source (a module, a checkpoint, a run folder: every epoch)
+and adds ``run, seed, epoch``. Besides the measures, every model gets ``train_loss``, ``test_loss``,
+``train_error``, ``test_error``, ``generalization_gap`` (test loss minus train loss) and
+``error_gap`` (test error minus train error), so that each measure can be set beside the gap.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import pandas as pd
+import torch
+from torch import nn
+
+from ..errors import RelugeomError
+from ..sources import Source, iter_sources, map_sources
+from ._common import Data, accuracy_and_loss, batches, prepare
+from .fisher_rao import fisher_rao_norm
+from .kfac import kfac
+from .norms import norm_measures
+from .sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
+from .tangent import tangent_sensitivity
+
+MEASURES = ("fisher_rao", "kfac", "norms", "sharpness", "expected_sharpness", "hessian_trace", "tangent")
+DEFAULT_MEASURES = ("fisher_rao", "norms", "expected_sharpness", "hessian_trace", "tangent")
+
+
+def _rows(prefix: str, values: Mapping[str, float | None], se: Mapping[str, float] | None = None) -> list[dict]:
+    se = se or {}
+    return [{"measure": f"{prefix}{k}", "value": math.nan if v is None else float(v), "std_error": se.get(k, 0.0)}
+            for k, v in values.items()]  # fmt: skip
+
+
+def _subset(data: list[tuple[torch.Tensor, torch.Tensor]], n: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    if n is None:
+        return data
+    out, left = [], n
+    for x, y in data:
+        if left <= 0:
+            break
+        out.append((x[:left], y[:left]))
+        left -= int(y.shape[0])
+    return out
+
+
+def measure_model(
+    model: nn.Module, train: Data, test: Data | None = None, measures: Sequence[str] = DEFAULT_MEASURES, *,
+    init: nn.Module | Mapping[str, torch.Tensor] | None = None, fisher: str = "empirical", seed: int = 0,
+    max_samples: int | None = 256, epsilon: float = 1e-3, sigma: float = 1e-2, n_probes: int = 20,
+    device: str | torch.device = "cpu",
+) -> pd.DataFrame:  # fmt: skip
+    """Long-form table (``measure, value, std_error``) of the chosen ``measures`` of one model.
+
+    ``train`` is the data the measures are computed on; ``test`` gives the generalization gap.
+    The costly measures (sharpness, Hessian trace, tangent sensitivity) use the first
+    ``max_samples`` training samples; every stochastic one is seeded with ``seed``.
+    """
+    unknown = [m for m in measures if m not in MEASURES]
+    if unknown:
+        raise RelugeomError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURES)}")
+    model = prepare(model, device=device)
+    tr = batches(train, device=device)
+    small = _subset(tr, max_samples)
+    rows: list[dict] = []
+    acc, loss = accuracy_and_loss(model, tr)
+    base = {"train_loss": loss, "train_error": 1 - acc}
+    if test is not None:
+        te = batches(test, device=device)
+        tacc, tloss = accuracy_and_loss(model, te)
+        base.update(test_loss=tloss, test_error=1 - tacc, generalization_gap=tloss - loss,
+                    error_gap=(1 - tacc) - (1 - acc))  # fmt: skip
+    rows += _rows("", base)
+    if "fisher_rao" in measures:
+        r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
+        rows += _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
+                           "fisher_rao_depth": r.depth})  # fmt: skip
+    if "kfac" in measures:
+        K = kfac(model, tr, fisher=fisher, device=device)
+        rows += _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
+    if "norms" in measures:
+        n = norm_measures(model, tr, init=init, device=device)
+        d = n.as_dict()
+        rows += _rows("", {k: d[k] for k in ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path",
+                                             "frobenius_over_margin2", "spectral_over_margin2", "l1_path_over_margin2",
+                                             "l2_path_over_margin2", "distance_to_init")})  # fmt: skip
+    if "sharpness" in measures:
+        s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
+        rows += _rows("", {"epsilon_sharpness": s.value})
+    if "expected_sharpness" in measures:
+        e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
+        rows += _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
+    if "hessian_trace" in measures:
+        h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
+        rows += _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
+    if "tangent" in measures:
+        d_in = small[0][0][0].numel()
+        method = "exact" if d_in <= 256 else "random"
+        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device)
+        rows += _rows("", {"tangent_sensitivity": t.mean_sq}, {"tangent_sensitivity": t.std_error})
+    return pd.DataFrame(rows, columns=["measure", "value", "std_error"])
+
+
+def complexity_table(
+    source: Source, train: Data, test: Data | None = None, measures: Sequence[str] = DEFAULT_MEASURES, *,
+    arch: str | None = None, init: str | nn.Module | Mapping[str, torch.Tensor] | None = "first", **kwargs,
+) -> pd.DataFrame:  # fmt: skip
+    """:func:`measure_model` over every model of ``source`` (a run folder: every epoch), stacked.
+
+    ``init="first"`` takes the first model of the source as the initialization when it is epoch 0
+    (a run folder written by ``relugeom train``), for the distance to initialization.
+    Columns: ``run, seed, epoch`` (when known), ``measure, value, std_error``.
+    """
+    train_ = batches(train)  # resolved once, re-used for every checkpoint
+    test_ = None if test is None else batches(test)
+    if isinstance(init, str):
+        if init != "first":
+            raise RelugeomError(f"init must be 'first', a module or a state dict, got {init!r}")
+        first = next(iter_sources(source, arch=arch), None)
+        init = None
+        if first is not None and (first.epoch == 0 or first.meta.get("epoch") == 0):
+            init = first.load()
+    return map_sources(source, lambda model, _item: measure_model(model, train_, test_, measures, init=init, **kwargs),
+                       arch=arch)  # fmt: skip

@@ -1,0 +1,132 @@
+"""Sharpness (Hutchinson, expected, epsilon) and tangent sensitivity against exact values and closed forms."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from relugeom.errors import BudgetExceeded
+from relugeom.measures.sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
+from relugeom.measures.tangent import tangent_sensitivity
+
+
+def exact_hessian_trace(net, X, y):
+    params = list(net.parameters())
+    grads = torch.autograd.grad(F.cross_entropy(net(X), y), params, create_graph=True)
+    tr = 0.0
+    for j, g in enumerate(grads):
+        flat = g.reshape(-1)
+        for i in range(flat.numel()):
+            tr += float(torch.autograd.grad(flat[i], params[j], retain_graph=True)[0].reshape(-1)[i])
+    return tr
+
+
+@pytest.fixture
+def problem():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    X = torch.randn(20, 4, dtype=torch.float64)
+    y = torch.randint(0, 3, (20,))
+    return net, X, y
+
+
+def test_hutchinson_within_standard_error_and_not_rescaling_invariant(problem):
+    net, X, y = problem
+    exact = exact_hessian_trace(net, X, y)
+    est = hessian_trace(net, [(X[:10], y[:10]), (X[10:], y[10:])], n_samples=200, seed=1)
+    assert abs(est.value - exact) <= 4 * est.std_error and est.std_error > 0
+    assert hessian_trace(net, (X, y), n_samples=20, seed=3) == hessian_trace(net, (X, y), n_samples=20, seed=3)
+    other = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).double()
+    other.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        other[0].weight.mul_(5)
+        other[0].bias.mul_(5)
+        other[2].weight.div_(5)
+    assert torch.allclose(other(X), net(X))
+    est2 = hessian_trace(other, (X, y), n_samples=200, seed=1)
+    assert abs(est2.value - est.value) > 4 * (est.std_error**2 + est2.std_error**2) ** 0.5
+
+
+def test_expected_sharpness_is_half_sigma2_trace_for_small_sigma(problem):
+    net, X, y = problem
+    sigma = 1e-3
+    exact = exact_hessian_trace(net, X, y)
+    est = expected_sharpness(net, (X, y), sigma=sigma, n_samples=400, seed=0)
+    assert est.loss == pytest.approx(float(F.cross_entropy(net(X), y).detach()), rel=1e-12)
+    assert abs(est.value - sigma**2 / 2 * exact) <= 4 * est.std_error + 1e-3 * sigma**2 * abs(exact)
+    assert est.std_error > 0
+
+
+def test_epsilon_sharpness_equals_vertex_enumeration_on_a_convex_problem():
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(2, 2, bias=False)).double()  # linear model: the loss is convex in theta
+    X = torch.randn(10, 2, dtype=torch.float64)
+    y = torch.randint(0, 2, (10,))
+    eps = 0.05
+    theta = net[0].weight.detach().reshape(-1)
+    r = eps * (theta.abs() + 1)
+    base = float(F.cross_entropy(net(X), y))
+    best = max(float(F.cross_entropy(X @ (theta + torch.tensor(s, dtype=torch.float64) * r).reshape(2, 2).T, y))
+               for s in itertools.product([-1.0, 1.0], repeat=4))  # fmt: skip
+    res = epsilon_sharpness(net, (X, y), eps, restarts=3, seed=0)
+    assert res.max_loss <= best + 1e-12
+    assert res.value == pytest.approx((best - base) / (1 + base), rel=1e-6)
+    assert len(res.values) == 3
+
+
+def test_tangent_sensitivity_closed_form_and_estimator():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6, bias=False), nn.ReLU(), nn.Linear(6, 3, bias=False)).double()
+    X = torch.randn(8, 4, dtype=torch.float64)
+    y = torch.zeros(8, dtype=torch.long)
+    W, V = net[0].weight.detach(), net[2].weight.detach()
+    # f = 1^T V relu(W x): d/dx df/dV_kj = D_j W_j, d/dx df/dW_ji = (sum_k V_kj) D_j e_i; per logit k:
+    # d/dx df_k/dV_kj = D_j W_j (for each of the 3 logits), d/dx df_k/dW_ji = V_kj D_j e_i
+    sum_truth, logit_truth = [], []
+    for x in X:
+        act = W @ x > 0
+        sum_truth.append(float(3 * (W[act] ** 2).sum() + 4 * (V.sum(0)[act] ** 2).sum()))
+        logit_truth.append(float(3 * (W[act] ** 2).sum() + 4 * (V[:, act] ** 2).sum()))
+    ex = tangent_sensitivity(net, (X, y))
+    np.testing.assert_allclose(ex.per_sample_sq, sum_truth, rtol=1e-12)
+    assert ex.std_error == 0 and ex.mean_norm == pytest.approx(np.sqrt(sum_truth).mean(), rel=1e-12)
+    pl = tangent_sensitivity(net, (X, y), output="per_logit")
+    np.testing.assert_allclose(pl.per_sample_sq, logit_truth, rtol=1e-12)
+    est = tangent_sensitivity(net, [(X[:5], y[:5]), (X[5:], y[5:])], method="random", n_probes=32, seed=4)
+    assert est.std_error > 0
+    assert abs(est.mean_sq - ex.mean_sq) <= 3 * est.std_error
+
+
+def test_tangent_sensitivity_conv_against_nested_autograd_and_constant_on_a_region():
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv2d(1, 2, 2), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(2, 2)).double()
+    x = torch.randn(1, 1, 3, 3, dtype=torch.float64)
+    params = list(net.parameters())
+
+    def tangent(inp):
+        out = net(inp).sum()
+        return torch.cat([g.reshape(-1) for g in torch.autograd.grad(out, params, create_graph=True)])
+
+    S = torch.autograd.functional.jacobian(tangent, x)  # (N_theta, 1, 1, 3, 3)
+    r = tangent_sensitivity(net, (x, torch.zeros(1, dtype=torch.long)))
+    assert r.per_sample_sq[0] == pytest.approx(float((S**2).sum()), rel=1e-12)
+    # two points of one activation region (same ReLU and max-pool pattern) have identical S(x)
+    pattern = lambda z: (net[0](z) > 0, net[2](net[1](net[0](z))), net[1](net[0](z)).argmax())  # noqa: E731
+    x2 = x + 1e-4 * torch.randn_like(x)
+    p1, p2 = pattern(x), pattern(x2)
+    assert torch.equal(p1[0], p2[0])
+    S2 = torch.autograd.functional.jacobian(tangent, x2)
+    torch.testing.assert_close(S2, S, rtol=0, atol=1e-12)
+    r2 = tangent_sensitivity(net, (torch.cat([x, x2]), torch.zeros(2, dtype=torch.long)))
+    assert r2.per_sample_sq[0] == pytest.approx(r2.per_sample_sq[1], rel=1e-12)
+
+
+def test_tangent_budget():
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 40 * 40, 2))
+    with pytest.raises(BudgetExceeded, match="random"):
+        tangent_sensitivity(net, (torch.randn(1, 3, 40, 40), torch.zeros(1, dtype=torch.long)))
