@@ -54,7 +54,7 @@ def batches(data: Data, *, device: str | torch.device = "cpu", dtype: torch.dtyp
             raise DataError(f"batch {i}: {x.shape[0]} inputs but {y.shape[0]} labels")
         if x.shape[0] == 0:
             continue
-        if not torch.isfinite(x).all():
+        if not all_finite(x):
             raise DataError(f"batch {i}: the inputs contain NaN or inf")
         out.append((x.to(device=device, dtype=dtype), y.to(device=device, dtype=torch.long)))
     if not out:
@@ -78,7 +78,7 @@ def prepare(model: nn.Module, *, device: str | torch.device = "cpu", dtype: torc
         if hasattr(mod, "inplace"):
             mod.inplace = False
     for name, p in m.named_parameters():
-        if not torch.isfinite(p).all():
+        if not all_finite(p):
             raise LayerError(f"parameter {name!r} contains NaN or inf; the measures are undefined")
     return m
 
@@ -94,8 +94,15 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """True when no entry of ``t`` is NaN or inf (one reduction; the element-wise test only if the sum overflows)."""
+    if t.numel() == 0 or bool(torch.isfinite(t.sum())):
+        return True
+    return bool(torch.isfinite(t).all())
+
+
 def check_loss(loss: torch.Tensor, where: str = "") -> None:
-    if not torch.isfinite(loss).all():
+    if not all_finite(loss):
         raise DataError(f"{where}the loss is NaN or inf (diverged weights or bad inputs); the measure is undefined")
 
 

@@ -44,7 +44,7 @@ def _supported(model: nn.Module) -> bool:
     return True
 
 
-def _tangent_of(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
+def _tangent_of(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor | None:
     """Tangent of ``out`` given the tangent ``t`` of ``inp`` (None: zero, the model input)."""
     if isinstance(mod, nn.Linear):
         return out if t is None else F.linear(t, mod.weight) + out
@@ -57,10 +57,10 @@ def _tangent_of(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, t: torch.T
         shape = (1, -1) + (1,) * (inp.dim() - 2)
         lin = None if t is None else t * scale.reshape(shape)
         if not mod.affine:
-            return torch.zeros_like(out) if lin is None else lin
+            return lin  # None: still zero
         return out if lin is None else lin + out
     if t is None:
-        return torch.zeros_like(out)
+        return None  # a zero tangent stays zero through parameter-free modules (no GEMM on zeros later)
     if isinstance(mod, nn.ReLU):
         return t * (inp > 0)
     if isinstance(mod, nn.LeakyReLU):

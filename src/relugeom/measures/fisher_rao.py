@@ -36,7 +36,7 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from ..errors import warn
-from ._common import AFFINE, NORMS, Data, batches, check_loss, forward, non_homogeneous_activations, prepare
+from ._common import AFFINE, NORMS, Data, all_finite, batches, check_loss, forward, non_homogeneous_activations, prepare
 from ._common import affine_call_order as _affine_call_order
 from ._tangent_theta import theta_tangent
 
@@ -152,7 +152,8 @@ def fisher_rao_norm(
             out, u = res
         if out.dim() != 2:
             forward(m, x)  # raises the shape error
-        check_loss(F.cross_entropy(out, y))
+        if not all_finite(out):  # the cross-entropy of finite logits is finite
+            check_loss(F.cross_entropy(out, y))
         s_jvp += float(_quadratic(out, u, y, fisher).sum())
         if depth is not None:
             s_id += float(_quadratic(out, depth * out, y, fisher).sum())
