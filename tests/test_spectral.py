@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from relugeom.errors import BudgetExceeded, ShapeError
+from relugeom.errors import BudgetExceeded, RelugeomWarning, ShapeError
 from relugeom.geometry.unroll import circulant, unroll
 from relugeom.measures.spectral import conv_singular_values, conv_spectral_norm
 
@@ -49,13 +49,30 @@ def test_power_iteration_converges_to_dense_norm(kwargs, shape):
     assert power.converged and power.iterations > 1
     assert power.value == pytest.approx(truth, rel=1e-6)
     assert power.value <= truth * (1 + 1e-12)  # from below
+    lanczos = conv_spectral_norm(conv, shape, "lanczos", tol=1e-12)
+    assert lanczos.converged and lanczos.residual < 1e-6
+    assert lanczos.value == pytest.approx(truth, rel=1e-9)
+    assert lanczos.iterations < power.iterations
+
+
+def test_lanczos_on_a_clustered_spectrum_where_power_iteration_stalls():
+    # a 16-channel 3x3 conv on 12x12: the top singular values are close, power iteration needs many steps
+    torch.manual_seed(1)
+    conv = nn.Conv2d(16, 16, 3, padding=1)
+    shape = (16, 12, 12)
+    truth = np.linalg.svd(unroll(conv, shape)[0].toarray(), compute_uv=False)[0]
+    lanczos = conv_spectral_norm(conv, shape, "lanczos")
+    assert lanczos.converged and lanczos.value == pytest.approx(truth, rel=1e-9)
+    with pytest.warns(RelugeomWarning, match="did not converge"):
+        power = conv_spectral_norm(conv, shape, "power", max_iter=lanczos.iterations)
+    assert not power.converged and power.value <= truth * (1 + 1e-12)
 
 
 def test_linear_layer_and_bad_input():
     torch.manual_seed(0)
     lin = nn.Linear(5, 4)
     truth = np.linalg.norm(lin.weight.detach().double().numpy(), 2)
-    for m in ("fft", "dense", "power"):
+    for m in ("fft", "dense", "power", "lanczos"):
         assert conv_spectral_norm(lin, (5,), m).value == pytest.approx(truth, rel=1e-12)
     with pytest.raises(ShapeError):
         conv_spectral_norm(nn.Conv2d(2, 3, 5), (2, 3, 3), "power")

@@ -207,7 +207,7 @@ def _distance(model: nn.Module, init: nn.Module | Mapping[str, torch.Tensor]) ->
 
 def norm_measures(
     model: nn.Module, data: Data, margin_percentile: float = 10, *,
-    init: nn.Module | Mapping[str, torch.Tensor] | None = None, spectral_method: str = "power",
+    init: nn.Module | Mapping[str, torch.Tensor] | None = None, spectral_method: str = "lanczos",
     device: str | torch.device = "cpu",
 ) -> NormMeasures:  # fmt: skip
     """Norm and path-norm capacities of ``model`` with the margin on ``data`` (see the module docstring).

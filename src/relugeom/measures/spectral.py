@@ -13,7 +13,11 @@ the largest singular value of that map, not of the reshaped kernel. Three method
   and padding mode (:func:`~relugeom.geometry.unroll.unroll`), for small shapes.
 - ``"power"``: power iteration on ``A^T A`` with the layer's real padding, using the convolution and
   its adjoint (autograd); converges from below; the iterations, convergence flag and the residual
-  ``||A^T A v - s^2 v|| / s^2`` are reported.
+  ``||A^T A v - s^2 v|| / s^2`` are reported. Slow when the top singular values are close, which is
+  common for convolutions.
+- ``"lanczos"``: the largest eigenvalue of the same ``A^T A`` operator by implicitly restarted Lanczos
+  (scipy's ARPACK ``eigsh``), same real operator, same residual report; ``iterations`` counts the
+  products with ``A^T A``. Far fewer products than power iteration when the spectrum is clustered.
 
 All in float64. For a Linear layer every method returns the exact matrix 2-norm.
 """
@@ -33,7 +37,7 @@ from ..errors import BudgetExceeded, warn
 from ..geometry.unroll import _check, _pads, output_shape, unroll
 from ..layers import AffineLayer, as_affine
 
-METHODS = ("fft", "dense", "power")
+METHODS = ("fft", "dense", "power", "lanczos")
 DENSE_LIMIT = 4_000_000  # entries of the dense matrix
 
 
@@ -120,6 +124,45 @@ def _power(L: AffineLayer, shape: tuple[int, ...], *, max_iter: int, tol: float,
     return SpectralNorm(sigma, "power", it, converged, residual)
 
 
+def _lanczos(L: AffineLayer, shape: tuple[int, ...], *, max_iter: int, tol: float, seed: int) -> SpectralNorm:
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+
+    A = _operator(L)
+    n = int(np.prod(shape))
+    count = 0
+
+    def ata(x: np.ndarray) -> np.ndarray:
+        nonlocal count
+        count += 1
+        v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(1, *shape))
+        out, back = vjp(A, v)
+        return back(out)[0].reshape(-1).numpy()
+
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    if n <= 2:  # ARPACK needs k < n
+        M = np.stack([ata(e) for e in np.eye(n)], axis=1)
+        return SpectralNorm(float(np.sqrt(max(np.linalg.eigvalsh(M)[-1], 0.0))), "lanczos", count, True, 0.0)
+    op = LinearOperator((n, n), matvec=ata, dtype=np.float64)
+    converged = True
+    try:
+        vals, vecs = eigsh(op, k=1, which="LA", v0=v0, tol=tol, maxiter=max_iter, ncv=min(n - 1, 20))
+    except ArpackNoConvergence as e:
+        converged = False
+        if len(e.eigenvalues) == 0:
+            warn(f"layer {L.name!r}: Lanczos did not converge in {max_iter} restarts; falling back to power iteration")
+            return _power(L, shape, max_iter=max_iter, tol=tol, seed=seed)
+        vals, vecs = e.eigenvalues, e.eigenvectors
+    lam = max(float(vals[0]), 0.0)
+    if lam == 0.0:
+        return SpectralNorm(0.0, "lanczos", count, True, 0.0)
+    x = vecs[:, 0] / np.linalg.norm(vecs[:, 0])
+    residual = float(np.linalg.norm(ata(x) - lam * x) / lam)
+    if not converged:
+        warn(f"layer {L.name!r}: Lanczos did not converge in {max_iter} restarts (residual {residual:.1e}); "
+             f"the value {lam**0.5:.6g} is a lower bound")  # fmt: skip
+    return SpectralNorm(lam**0.5, "lanczos", count, converged, residual)
+
+
 def conv_spectral_norm(
     layer: nn.Module | AffineLayer, input_shape: Sequence[int], method: str = "power", *,
     max_iter: int = 2000, tol: float = 1e-10, seed: int = 0,
@@ -127,8 +170,8 @@ def conv_spectral_norm(
     """Spectral norm of the linear map of ``layer`` (bias left out) on inputs of shape ``input_shape``.
 
     ``method``: ``"fft"`` (exact, circular operator), ``"dense"`` (exact, real operator, small
-    shapes) or ``"power"`` (real operator, iterative; ``seed`` fixes the start vector). See the
-    module docstring.
+    shapes), ``"power"`` or ``"lanczos"`` (real operator, iterative, float64; ``seed`` fixes the start
+    vector; for Lanczos ``max_iter`` bounds ARPACK's restarts). See the module docstring.
 
     Example
     -------
@@ -157,4 +200,6 @@ def conv_spectral_norm(
             )
         return SpectralNorm(float(np.linalg.svd(A.toarray(), compute_uv=False)[0]), "dense")
     output_shape(L, shape)  # raises a ShapeError when the input is too small for the kernel
+    if method == "lanczos":
+        return _lanczos(L, shape, max_iter=max_iter, tol=tol, seed=seed)
     return _power(L, shape, max_iter=max_iter, tol=tol, seed=seed)
