@@ -69,3 +69,12 @@ def test_bare_state_dict_needs_arch(tmp_path, capsys):
     save_checkpoint(p, build_model("mlp", hidden=[4], in_channels=1, image_size=3).state_dict(), {})
     code, _, err = _run(["regions", "slice", str(p), "--input-shape", "1,3,3"], capsys)
     assert code == 1 and "--arch" in err
+
+
+def test_slice_over_budget_stops_with_a_clear_error(tmp_path, capsys):
+    # a ConvNet on digits: its first ReLU alone has 64*8*8 lines on the slice, millions of regions
+    p = tmp_path / "vgg.pt"
+    save_checkpoint(p, build_model("vgg9", num_classes=10, in_channels=1, image_size=8, seed=0).state_dict(), {})
+    code, _, err = _run(["regions", "slice", str(p), "--arch", "vgg9", "--input-shape", "1,8,8",
+                         "--budget", "2000", "--out", str(tmp_path / "o")], capsys)  # fmt: skip
+    assert code == 1 and "more than 2000 steps" in err and "--bounds" in err and "Traceback" not in err

@@ -193,9 +193,11 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
 @click.option("--bounds", default=None, help="Box z1min,z1max,z2min,z2max in slice coordinates; default: the "
                                              "whole plane (a box that provably holds every vertex).")
 @click.option("--verify-points", type=click.IntRange(min=0), default=500, show_default=True)
+@click.option("--budget", type=click.IntRange(min=1), default=200_000, show_default=True,
+              help="Stop (with an error) after this many cell cuts instead of running for hours.")
 @out_option
 @format_option
-def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, out, fmt) -> None:  # noqa: ANN001
+def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt) -> None:  # noqa: ANN001
     """Exact partition of the plane through three data points a, b, c (a + z1 (b - a) + z2 (c - a))."""
     from ..regions.exact import partition_2d
     from ..report import save_figure
@@ -209,7 +211,7 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
             box = tuple(float(x) for x in bounds.split(","))
         except ValueError:
             raise click.BadParameter(f"{bounds!r} is not four numbers", param_hint="--bounds") from None
-    P = partition_2d(model, a, b - a, c - a, box)
+    P = partition_2d(model, a, b - a, c - a, box, budget=budget)
     out = out or Path("relugeom-regions")
     tables = {"slice": P.to_frame()}
     if verify_points:

@@ -74,7 +74,8 @@ class _Budget:
     def tick(self, what: str) -> None:
         self.used += 1
         if self.used > self.limit:
-            raise BudgetExceeded(f"{what}: more than {self.limit} steps; raise budget= or use a smaller input",
+            raise BudgetExceeded(f"{what}: more than {self.limit} steps; raise the budget (budget=, --budget), use a "
+                                 "smaller input or model, or a smaller box (bounds=, --bounds)",
                                  partial=None)  # fmt: skip
 
 
@@ -322,20 +323,26 @@ def _relu_step(cells: _Cells, tol: float, k: int, budget: _Budget) -> _Cells:
         return _relu_step_segment(cells, tol, budget)
     out = _Cells([], [], [])
     for V, H, pat in zip(cells.verts, cells.H, cells.patterns):
-        S = H @ V.T
-        scale = tol * np.linalg.norm(H, axis=1) * np.abs(V).max()
-        cut = np.nonzero((S > scale[:, None]).any(1) & (S < -scale[:, None]).any(1))[0]
-        parts = [V]
-        for i in cut:
-            nxt = []
-            for P in parts:
-                r = _split(P, H[i], tol, k)
-                if r is None:
-                    nxt.append(P)
-                else:
-                    nxt += [r[0][0], r[1][0]]
-                    budget.tick("region partition")
-            parts = nxt
+        hn = np.linalg.norm(H, axis=1)
+        # Cut by the first neuron that changes sign on the piece, then each half only by the neurons that
+        # change sign on it (one mat-mul per piece): work ~ pieces x candidates, not pieces x neurons calls.
+        parts = []
+        stack = [(V, np.arange(len(H)))]
+        while stack:
+            P, cand = stack.pop()
+            S = H[cand] @ P.T
+            scale = tol * hn[cand] * np.abs(P).max()
+            cand = cand[(S > scale[:, None]).any(1) & (S < -scale[:, None]).any(1)]
+            r = None
+            while len(cand) and r is None:
+                r = _split(P, H[cand[0]], tol, k)
+                if r is None:  # within tolerance after all: drop the candidate
+                    cand = cand[1:]
+            if r is None:
+                parts.append(P)
+                continue
+            budget.tick("region partition")
+            stack += [(r[0][0], cand[1:]), (r[1][0], cand[1:])]
         for P in parts:
             act = (H @ _interior(P)) > 0
             out.verts.append(P)
