@@ -231,3 +231,30 @@ def test_regions_over_training_series():
     assert (df[df.kind == "plane"].n_regions <= 22).all()
     s = training_summary(df)
     assert set(s.columns) >= {"kind", "density_mean", "se", "n"}
+
+
+def test_decision_boundary_against_forward_passes():
+    # three classes: along every segment the network's two largest logits tie, and a dense grid's arg-max
+    # changes only next to a segment (within one grid step)
+    torch.manual_seed(3)
+    net = nn.Sequential(nn.Linear(2, 10), nn.ReLU(), nn.Linear(10, 3)).double()
+    P = partition_2d(net, [0.0, 0.0], [1.0, 0.0], [0.0, 1.0], (-2, 2, -2, 2))
+    segs = P.decision_boundary()
+    assert segs
+    for s in segs:
+        for t in (0.25, 0.5, 0.75):
+            z = (1 - t) * s[0] + t * s[1]
+            top = torch.sort(net(torch.tensor(z)[None]).detach()[0]).values[-2:]
+            assert float(top[1] - top[0]) <= 1e-8 * (1 + float(top.abs().max()))
+    g = np.linspace(-2, 2, 161)
+    Z = np.array(np.meshgrid(g, g)).reshape(2, -1).T
+    am = net(torch.from_numpy(Z)).argmax(1).numpy().reshape(161, 161)
+    change = np.argwhere(am[:, 1:] != am[:, :-1])  # (row i = z2, col j = z1) horizontal neighbours
+    pts = np.array([[g[j] + (g[1] - g[0]) / 2, g[i]] for i, j in change])
+
+    def dist(p, a, b):
+        t = np.clip(np.dot(p - a, b - a) / max(np.dot(b - a, b - a), 1e-300), 0, 1)
+        return np.linalg.norm(p - (a + t * (b - a)))
+
+    assert len(pts) > 0
+    assert all(min(dist(p, s[0], s[1]) for s in segs) <= (g[1] - g[0]) for p in pts)

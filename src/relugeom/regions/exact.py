@@ -562,14 +562,22 @@ class Partition2D:
 
     def locate(self, z: np.ndarray) -> np.ndarray:
         """Index of a polygon containing each point (-1 if none), by half-plane tests."""
-        z = np.asarray(z, dtype=np.float64)
+        z = np.asarray(z, dtype=np.float64).reshape(-1, 2)
         out = np.full(len(z), -1)
-        for i, P in enumerate(self.polygons):
-            e = np.roll(P, -1, axis=0) - P
-            cross = e[:, 0][None] * (z[:, 1:2] - P[:, 1][None]) - e[:, 1][None] * (z[:, 0:1] - P[:, 0][None])
-            tol = 1e-9 * (1 + np.abs(P).max()) * np.linalg.norm(e, axis=1).max()
-            inside = (cross >= -tol).all(1) | (cross <= tol).all(1)
-            out[(out < 0) & inside] = i
+        if not self.polygons:
+            return out
+        lo = np.array([P.min(0) for P in self.polygons])
+        hi = np.array([P.max(0) for P in self.polygons])
+        pad = 1e-9 * (1 + np.maximum(np.abs(lo), np.abs(hi)).max(1, keepdims=True))
+        for j, q in enumerate(z):  # only polygons whose bounding box holds the point are tested
+            for i in np.nonzero(((lo - pad) <= q).all(1) & (q <= (hi + pad)).all(1))[0]:
+                P = self.polygons[i]
+                e = np.roll(P, -1, axis=0) - P
+                cross = e[:, 0] * (q[1] - P[:, 1]) - e[:, 1] * (q[0] - P[:, 0])
+                tol = 1e-9 * (1 + np.abs(P).max()) * np.linalg.norm(e, axis=1).max()
+                if (cross >= -tol).all() or (cross <= tol).all():
+                    out[j] = i
+                    break
         return out
 
     def verify(self, n_points: int = 500, seed: int = 0, rtol: float = 1e-6) -> pd.DataFrame:
@@ -603,8 +611,13 @@ class Partition2D:
         segs = []
         for P, M in zip(self.polygons, self.maps):
             n_out = M.shape[0]
-            forms = [M[0]] if n_out == 1 else [M[c] - M[j] for c in range(n_out) for j in range(c + 1, n_out)]
-            for g in forms:
+            if n_out > 1:  # each class's arg-max set is convex: one arg-max at all vertices, no boundary inside
+                am = (P @ M[:, :2].T + M[:, 2]).argmax(1)
+                if (am == am[0]).all():
+                    continue
+            pairs = [(0, None)] if n_out == 1 else [(c, j) for c in range(n_out) for j in range(c + 1, n_out)]
+            for c, j2 in pairs:
+                g = M[0] if j2 is None else M[c] - M[j2]
                 s = P @ g[:2] + g[2]
                 if not ((s > 0).any() and (s < 0).any()):
                     continue
@@ -615,16 +628,23 @@ class Partition2D:
                         pts.append(P[i] + (P[j] - P[i]) * s[i] / (s[i] - s[j]))
                 if len(pts) != 2:
                     continue
-                if n_out > 1:  # keep only where the two classes are the top two
-                    mid = (pts[0] + pts[1]) / 2
-                    vals = M[:, :2] @ mid + M[:, 2]
-                    top = np.sort(vals)[-2:]
-                    if not np.isclose(top[0], top[1], rtol=1e-6, atol=1e-9):
+                if j2 is not None:  # keep the part of the segment where c (= j2 there) beats every other class
+                    a0, a1 = (M[:, :2] @ q + M[:, 2] for q in pts)
+                    lo, hi = 0.0, 1.0
+                    for k in range(n_out):
+                        if k in (c, j2):
+                            continue
+                        d0, d1 = a0[c] - a0[k], a1[c] - a1[k]  # f_c - f_k along the segment: d0 + t (d1 - d0)
+                        if d0 < 0 and d1 < 0:
+                            lo, hi = 1.0, 0.0
+                            break
+                        if d0 < 0 <= d1:
+                            lo = max(lo, d0 / (d0 - d1))
+                        elif d1 < 0 <= d0:
+                            hi = min(hi, d0 / (d0 - d1))
+                    if hi - lo <= 1e-12:
                         continue
-                    c_idx = [c for c in range(n_out) for jj in range(c + 1, n_out)
-                             if np.array_equal(M[c] - M[jj], g)][0]  # fmt: skip
-                    if not np.isclose(vals[c_idx], top[1], rtol=1e-6, atol=1e-9):
-                        continue
+                    pts = [pts[0] + lo * (pts[1] - pts[0]), pts[0] + hi * (pts[1] - pts[0])]
                 segs.append(np.array(pts))
         return segs
 
