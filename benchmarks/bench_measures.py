@@ -143,6 +143,13 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     ap.add_argument("--vgg", default="vgg11")
     args = ap.parse_args()
+    import importlib.util
+
+    missing = [m for m in ("nngeometry", "backpack") if importlib.util.find_spec(m) is None]
+    if missing:
+        print(f"skipped: the peers {', '.join(missing)} are not installed (benchmark-only: pip install --no-deps "
+              "nngeometry backpack-for-pytorch einops unfoldNd)")
+        return
     warnings.simplefilter("ignore")
     torch.set_default_dtype(torch.float64)  # nngeometry builds helper tensors in the default dtype
     repeat = args.repeat
