@@ -8,18 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
+from _cli import run
 from relugeom import save_checkpoint
-from relugeom.cli import VERBS, main
+from relugeom.cli import VERBS
 from relugeom.experiments.models import build_model
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out
-    return e.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -5,19 +5,10 @@ import pytest
 import torch
 from torch import nn
 
+from _cli import run
 from relugeom import save_checkpoint
-from relugeom.cli import main
 from relugeom.experiments.models import build_model
 from relugeom.stats.cones import STATES
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out
-    return e.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _cli import run
 from relugeom import save_checkpoint
-from relugeom.cli import VERBS, main
+from relugeom.cli import VERBS
 from relugeom.experiments.data import load_dataset
 from relugeom.experiments.models import build_model
 from relugeom.measures import complexity_table, fisher_rao_norm
-
-
-def run(argv, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(argv)
-        raise SystemExit(0)
-    out = capsys.readouterr()
-    assert "Traceback" not in out.err + out.out
-    return e.value.code or 0, out.out, out.err
 
 
 @pytest.fixture(scope="module")
