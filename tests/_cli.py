@@ -13,3 +13,12 @@ def run(argv, capsys):
     out = capsys.readouterr()
     assert "Traceback" not in out.err + out.out
     return e.value.code or 0, out.out, out.err
+
+
+def exit_code(argv):
+    """Exit code of ``relugeom argv`` (0 when it returns normally); output is left to the caller."""
+    try:
+        main(argv)
+    except SystemExit as e:
+        return e.code
+    return 0

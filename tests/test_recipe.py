@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from _cli import exit_code
 from relugeom import load_checkpoint
-from relugeom.cli import main
 from relugeom.errors import DataError
 from relugeom.experiments.data import (
     Batches,
@@ -23,14 +23,6 @@ from relugeom.experiments.data import (
     shuffle_pixels,
 )  # fmt: skip
 from relugeom.experiments.train import TrainConfig, prepare_data, train
-
-
-def cli(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def test_label_noise_rate_is_binomial_and_labels_always_change():
@@ -156,7 +148,7 @@ def test_image_folder_bad_input(tmp_path):
 
 def test_train_on_folder_with_crop_size(tmp_path):
     write_folder(tmp_path / "data", per_class=4)
-    code = cli(["-q", "train", "--arch", "lenet", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
+    code = exit_code(["-q", "train", "--arch", "lenet", "--dataset", "folder", "--data-dir", str(tmp_path / "data"),
                 "--epochs", "1", "--image-size", "16", "--batch-size", "4", "--out", str(tmp_path / "run")])
     assert code == 0
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
@@ -180,7 +172,7 @@ def test_alexnet_on_digits_by_upscaling(tmp_path):
 
 
 def test_cli_schedule_weight_decay_noise_and_init(tmp_path):
-    code = cli(["-q", "train", "--arch", "lenet", "--dataset", "digits", "--epochs", "3", "--n-train", "96",
+    code = exit_code(["-q", "train", "--arch", "lenet", "--dataset", "digits", "--epochs", "3", "--n-train", "96",
                 "--batch-size", "48", "--schedule", "exp:0.5", "--no-weight-decay", "--no-augment",
                 "--label-noise", "1", "--pixel-shuffle", "--lr", "0.02", "--init", "normal001",
                 "--out", str(tmp_path / "r")])
@@ -193,7 +185,7 @@ def test_cli_schedule_weight_decay_noise_and_init(tmp_path):
     assert cfg["data"]["label_noise"] == 1 and cfg["lr_drops"] == []
     w = load_checkpoint(tmp_path / "r" / "checkpoints" / "epoch_0000.pt").state_dict["features.2.weight"]
     assert abs(float(w.std()) - 0.01) < 0.002  # N(0, 0.01^2), 324 samples
-    code = cli(["-q", "train", "--arch", "lenet", "--dataset", "digits", "--epochs", "2", "--n-train", "64",
+    code = exit_code(["-q", "train", "--arch", "lenet", "--dataset", "digits", "--epochs", "2", "--n-train", "64",
                 "--schedule", "step:1:0.1", "--out", str(tmp_path / "s")])
     assert code == 0
     np.testing.assert_allclose(pd.read_csv(tmp_path / "s" / "metrics.csv").lr.iloc[1:], [0.01, 0.001])

@@ -10,8 +10,8 @@ import time
 import pytest
 import torch
 
+from _cli import exit_code
 from relugeom import checkpoint_series, load_checkpoint
-from relugeom.cli import main
 from relugeom.errors import RelugeomError
 from relugeom.experiments.train import TrainConfig, resume, train
 
@@ -42,12 +42,6 @@ SCRIPT = textwrap.dedent("""
 """).replace("CONFIG", repr(CONFIG))
 
 
-def cli(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        return e.code
-    return 0
 
 
 def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
@@ -71,7 +65,7 @@ def test_sigkill_mid_epoch_then_resume_is_bitwise_equal(tmp_path):
     for f in (killed / "checkpoints").iterdir():
         if not f.name.startswith("."):
             load_checkpoint(f)
-    assert cli(["-q", "train", "--resume", str(killed)]) == 0
+    assert exit_code(["-q", "train", "--resume", str(killed)]) == 0
 
     torch.set_num_threads(1)
     train(TrainConfig(**CONFIG), tmp_path / "straight")
@@ -93,9 +87,9 @@ def test_resume_refuses_finished_and_foreign_folders(tmp_path, capsys):
     with pytest.raises(RelugeomError, match="already finished epoch 1 of 1"):
         resume(tmp_path / "run")
     (tmp_path / "foreign").mkdir()
-    assert cli(["train", "--resume", str(tmp_path / "foreign")]) == 1
+    assert exit_code(["train", "--resume", str(tmp_path / "foreign")]) == 1
     assert "no config.json" in capsys.readouterr().err
-    assert cli(["train", "--resume", str(tmp_path / "run"), "--arch", "vgg9"]) == 2  # config is the run's own
+    assert exit_code(["train", "--resume", str(tmp_path / "run"), "--arch", "vgg9"]) == 2  # config is the run's own
     # extending a finished run continues it: 2 epochs from resume equal 2 straight epochs
     resume(tmp_path / "run", epochs=2)
     train(TrainConfig(**{**cfg.__dict__, "epochs": 2}), tmp_path / "two")
