@@ -56,8 +56,8 @@ def dense_pair_rotations(a: np.ndarray, b: np.ndarray, per_pair: bool) -> np.nda
     return np.arccos(np.clip(out, -1, 1))
 
 
-def normals_of_pairs(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(normals of layer l+1, normals of layer l) in the rotation space, for every within-stage pair."""
+def conv_input_shapes(model: nn.Module, shape: tuple[int, ...]) -> tuple[list[nn.Conv2d], dict]:
+    """The model's Conv2d modules in order and the input shape of each, by one forward pass with hooks."""
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
     shapes = {}
     hooks = [m.register_forward_hook(lambda mod, a, o: shapes.update({mod: tuple(a[0].shape[1:])})) for m in convs]
@@ -65,6 +65,12 @@ def normals_of_pairs(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[np.
         model(torch.zeros(1, *shape, dtype=torch.float64))
     for h in hooks:
         h.remove()
+    return convs, shapes
+
+
+def normals_of_pairs(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(normals of layer l+1, normals of layer l) in the rotation space, for every within-stage pair."""
+    convs, shapes = conv_input_shapes(model, shape)
     out = []
     for la, lb in zip(convs, convs[1:]):
         if shapes[la][1:] != shapes[lb][1:]:
@@ -78,14 +84,7 @@ def normals_of_pairs(model: nn.Module, shape: tuple[int, ...]) -> list[tuple[np.
 
 def dense_states(model: nn.Module, shape: tuple[int, ...], per_pair: bool) -> list[np.ndarray]:
     """dist, open_diff and rotation of every within-stage pair, the dense way (for the same layers)."""
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    # input shapes by a forward hook pass
-    shapes = {}
-    hooks = [m.register_forward_hook(lambda mod, a, o: shapes.update({mod: tuple(a[0].shape[1:])})) for m in convs]
-    with torch.no_grad():
-        model(torch.zeros(1, *shape, dtype=torch.float64))
-    for h in hooks:
-        h.remove()
+    convs, shapes = conv_input_shapes(model, shape)
     out = []
     for la, lb in zip(convs, convs[1:]):
         sa, sb = shapes[la], shapes[lb]
