@@ -187,6 +187,49 @@ def test_state_uses_max_dist_and_min_opening_over_the_previous_layer():
     assert set(pairs.rotation_space) == {"channel_sum"}
 
 
+@settings(max_examples=15, deadline=None)
+@given(
+    c0=st.integers(1, 3), c1=st.integers(1, 3), h=st.integers(1, 5), w=st.integers(1, 5),
+    k=st.sampled_from([1, 3, 5]), dil=st.integers(1, 2), seed=st.integers(0, 10_000),
+)  # fmt: skip
+def test_cone_params_and_rotations_match_the_dense_circulant_rows(c0, c1, h, w, k, dil, seed):
+    # small inputs make taps wrap onto one position (kernel wider than the input): the summed case
+    torch.manual_seed(seed)
+    pad = dil * (k - 1) // 2
+    net = nn.Sequential(nn.Conv2d(c0, c1, k, padding=pad, dilation=dil), nn.ReLU(),
+                        nn.Conv2d(c1, 2, k, padding=pad, dilation=dil)).double()  # fmt: skip
+    params = cone_params(net, (c0, h, w))
+    rows_of = {}
+    for idx, (conv, c) in enumerate(((net[0], c0), (net[2], c1))):
+        a, b = circulant(conv, (c, h, w))
+        dense, d = a.toarray(), c * h * w
+        got = params[params.layer_index == idx]
+        assert (got.D == d).all()
+        for f in range(conv.out_channels):
+            rows = dense[f * h * w : (f + 1) * h * w]
+            rows_of[idx, f] = rows
+            if abs(rows[0].sum()) > 1e-9:
+                # every plane of the filter passes through apex * 1 (seed 002, eq. 16)
+                np.testing.assert_allclose(rows @ np.full(d, got.apex.iloc[f]) + b[f * h * w], 0, atol=1e-8)
+            angle = np.arcsin(np.abs(rows.sum(axis=1)) / (np.linalg.norm(rows, axis=1) * math.sqrt(d)))
+            np.testing.assert_allclose(angle, got.opening.iloc[f], atol=1e-12)
+    pairs = cone_states(net, (c0, h, w), pairs=True)
+    # rotation truth: channel sums (when c0 != c1) of the dense rows, mean-free, best over all rows of filter p
+    for row in pairs.itertuples():
+        x = rows_of[1, row.filter][0]
+        ys = rows_of[0, row.prev_filter]
+        if c0 != c1:
+            x, ys = x.reshape(c1, -1).sum(axis=0), ys.reshape(len(ys), c0, -1).sum(axis=1)
+        x, ys = x - x.mean(), ys - ys.mean(axis=1, keepdims=True)
+        denom = np.linalg.norm(x) * np.linalg.norm(ys[0])
+        if denom < 1e-12:
+            assert np.isnan(row.rotation)
+            continue
+        truth = math.acos(max(-1.0, min(1.0, float((ys @ x).max() / denom))))
+        assert row.rotation == pytest.approx(truth, abs=1e-7)
+    assert set(pairs.rotation_space) == {"full" if c0 == c1 else "channel_sum"}
+
+
 def test_classify_boundaries():
     out = classify(np.array([0.0, 0.0, -1.0, -1.0, np.nan]), np.array([1.0, 0.0, 0.0, -1.0, 0.0]))
     assert out.tolist() == ["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None]

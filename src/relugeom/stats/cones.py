@@ -71,28 +71,42 @@ def embed_filters(
         raise ShapeError(f"a kernel of {n} spatial axes needs {n} spatial sizes, got {spatial}")
     dilation = tuple(dilation) if dilation is not None else (1,) * n
     out = np.zeros((f, groups * cg, *spatial))
-    pos = [np.mod(np.arange(k) * d - d * (k - 1) // 2, s) for k, d, s in zip(ks, dilation, spatial)]
+    pos = _tap_positions(ks, dilation, spatial)
     grids = np.meshgrid(*pos, indexing="ij")
+    wraps = not _taps_distinct(pos)
     per_group = f // groups
     for g in range(groups):
         rows = slice(g * per_group, (g + 1) * per_group)
-        chans = slice(g * cg, (g + 1) * cg)
-        block = out[rows, chans]
-        # np.add.at sums taps that wrap onto the same position (kernel larger than the input).
-        np.add.at(block, (slice(None), slice(None), *grids), w[rows])
-        out[rows, chans] = block
+        block = out[rows, g * cg : (g + 1) * cg]  # a view
+        if wraps:  # np.add.at sums taps that wrap onto the same position (kernel larger than the input)
+            np.add.at(block, (slice(None), slice(None), *grids), w[rows])
+        else:
+            block[(slice(None), slice(None), *grids)] = w[rows]
     return out
 
 
-def cone_geometry(normals: np.ndarray, bias: np.ndarray | None) -> dict[str, np.ndarray]:
+def _tap_positions(ks: Sequence[int], dilation: Sequence[int], spatial: Sequence[int]) -> list[np.ndarray]:
+    """Where each kernel tap lands in the circulant embedding, per spatial axis (see :func:`embed_filters`)."""
+    return [np.mod(np.arange(k) * d - d * (k - 1) // 2, s) for k, d, s in zip(ks, dilation, spatial)]
+
+
+def _taps_distinct(pos: Sequence[np.ndarray]) -> bool:
+    """True when no two taps wrap onto one position: the embedded normal is then the kernel, rearranged."""
+    return all(len(np.unique(p)) == len(p) for p in pos)
+
+
+def cone_geometry(normals: np.ndarray, bias: np.ndarray | None, dim: int | None = None) -> dict[str, np.ndarray]:
     """Apex, orientation, opening and cos_D of cones given by their normals (F, ...) and biases (F,).
 
-    A filter with sum(w) = 0 has its planes parallel to the identity line: apex NaN. A zero filter: all NaN.
+    ``dim``: the dimension D of the space the cones live in, when ``normals`` hold only the non-zero entries
+    (e.g. the kernels themselves, whose sum and norm are the embedded normal's when no taps wrap around);
+    default: the size of one normal. A filter with sum(w) = 0 has its planes parallel to the identity line:
+    apex NaN. A zero filter: all NaN.
     """
     flat = normals.reshape(normals.shape[0], -1)
-    d = flat.shape[1]
+    d = flat.shape[1] if dim is None else int(dim)
     s = flat.sum(axis=1)
-    norm = np.linalg.norm(flat, axis=1)
+    norm = np.sqrt(np.einsum("ij,ij->i", flat, flat))
     b = np.zeros(len(flat)) if bias is None else np.asarray(bias, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = s / (norm * math.sqrt(d))
@@ -104,15 +118,16 @@ def cone_geometry(normals: np.ndarray, bias: np.ndarray | None) -> dict[str, np.
 
 def rotation_angles(
     a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, *, device: str | torch.device = "cpu",
-    chunk: int = 1 << 24,
+    chunk: int = 1 << 24, fft_block: int | None = None,
 ) -> np.ndarray:
     """Smallest angle (radians, in [0, pi]) between ``a[i]`` and all cyclic shifts of ``b[p]``, after both
     lose their component along 1, for every pair (i, p).
 
     ``a`` is (I, C, *S) and ``b`` is (P, C, *S); shifts run over the spatial axes S. Computed with real FFTs
     over S and one complex matrix product over C per frequency (cost O(I P C prod(S)) plus the FFTs, never a
-    dense prod(S) x prod(S) matrix); ``chunk`` bounds the entries of the (rows, P, *S) intermediate.
-    A normal parallel to 1 has no orthogonal part: NaN.
+    dense prod(S) x prod(S) matrix). ``chunk`` bounds the entries of the (rows, P, *S) product;
+    ``fft_block`` those of each inverse FFT (default 2**18 on CPU, small enough to stay in cache, which
+    makes it several times faster; ``chunk`` elsewhere). A normal parallel to 1 has no orthogonal part: NaN.
     """
     ta = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a, dtype=torch.float64, device=device)
     tb = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b, dtype=torch.float64, device=device)
@@ -128,17 +143,28 @@ def rotation_angles(
     fa = torch.fft.rfftn(ta, dim=axes)  # (I, C, *K)
     fb = torch.fft.rfftn(tb, dim=axes)  # (P, C, *K)
     kshape = tuple(fa.shape[2:])
-    fa = fa.flatten(2).permute(2, 0, 1)  # (K, I, C)
-    fbh = fb.flatten(2).permute(2, 1, 0).conj()  # (K, C, P)
-    n_sp = max(1, math.prod(spatial))
-    rows = max(1, chunk // max(1, tb.shape[0] * n_sp))
-    best = torch.empty((ta.shape[0], tb.shape[0]), dtype=torch.float64, device=device)
+    one_channel = fa.shape[1] == 1
+    if one_channel:  # the sum over channels is a plain product: broadcast, no batched matmul
+        fa, fbh = fa.flatten(1), fb.flatten(1).conj()  # (I, K), (P, K)
+    else:
+        fa = fa.flatten(2).permute(2, 0, 1)  # (K, I, C)
+        fbh = fb.flatten(2).permute(2, 1, 0).conj()  # (K, C, P)
+    n_p, per_row = tb.shape[0], max(1, tb.shape[0] * math.prod(spatial))
+    if fft_block is None:
+        fft_block = 1 << 18 if torch.device(device).type == "cpu" else chunk
+    small = max(1, fft_block // per_row)
+    rows = small if one_channel else max(small, chunk // per_row)
+    best = torch.empty((ta.shape[0], n_p), dtype=torch.float64, device=device)
     for start in range(0, ta.shape[0], rows):
-        corr = torch.matmul(fa[:, start : start + rows], fbh)  # (K, r, P): sum_c A_k conj(B_k)
-        corr = corr.permute(1, 2, 0).reshape(corr.shape[1], corr.shape[2], *kshape)
-        # irfftn of A conj(B) gives sum_x a[x + s] b[x] for every shift s.
-        spatial_corr = torch.fft.irfftn(corr, s=spatial, dim=dims)
-        best[start : start + rows] = spatial_corr.flatten(2).amax(dim=2)
+        if one_channel:
+            spec = fa[start : start + rows, None, :] * fbh[None]  # (r, P, K)
+        else:
+            spec = torch.matmul(fa[:, start : start + rows], fbh).permute(1, 2, 0)  # (r, P, K): sum_c A conj(B)
+        for sub in range(0, spec.shape[0], small):
+            block = spec[sub : sub + small].reshape(-1, n_p, *kshape)
+            # irfftn of A conj(B) gives sum_x a[x + s] b[x] for every shift s.
+            corr = torch.fft.irfftn(block, s=spatial, dim=dims)
+            best[start + sub : start + sub + block.shape[0]] = corr.flatten(2).amax(dim=2)
     with np.errstate(invalid="ignore", divide="ignore"):
         cos = (best / (na[:, None] * nb[None, :])).cpu().numpy()
         zero = (na[:, None] * nb[None, :]).cpu().numpy() <= 1e-300
@@ -206,14 +232,24 @@ class _Cones:
         self.wb = {la.name: _fold_bn(la, bns.get(la.name)) for la in self.layers}
         self._normals: dict[str, np.ndarray] = {}
 
-    def normals(self, layer: AffineLayer) -> np.ndarray:
-        if layer.name not in self._normals:
+    def normals(self, layer: AffineLayer, channel_sum: bool = False) -> np.ndarray:
+        """Embedded normals (F, C, *S), or their channel sums (F, 1, *S), which embed the summed kernels."""
+        key = (layer.name, channel_sum)
+        if key not in self._normals:
             w, _ = self.wb[layer.name]
-            self._normals[layer.name] = embed_filters(w, layer.input_shape[1:], layer.dilation, layer.groups or 1)
-        return self._normals[layer.name]
+            groups = layer.groups or 1
+            if channel_sum:
+                w, groups = w.sum(axis=1, keepdims=True), 1
+            self._normals[key] = embed_filters(w, layer.input_shape[1:], layer.dilation, groups)
+        return self._normals[key]
 
     def params(self, layer: AffineLayer) -> dict[str, np.ndarray]:
-        return cone_geometry(self.normals(layer), self.wb[layer.name][1])
+        w, b = self.wb[layer.name]
+        spatial = layer.input_shape[1:]
+        if _taps_distinct(_tap_positions(w.shape[2:], layer.dilation or (1,) * len(spatial), spatial)):
+            # the embedded normal is the kernel rearranged (and zeros): same sum and norm, D = C * prod(S)
+            return cone_geometry(w, b, dim=math.prod(layer.input_shape))
+        return cone_geometry(self.normals(layer), b)
 
 
 def _meta(layer: AffineLayer, n: int) -> dict[str, object]:
@@ -280,15 +316,15 @@ def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str) -> 
     d_b = float(pb["D"][0]) if len(pb["D"]) else float("nan")
     dist = (pb["apex"][:, None] - pa["apex"][None, :]) * math.sqrt(d_b)
     opend = pb["opening"][:, None] - pa["opening"][None, :]
-    na, nb = cones.normals(la), cones.normals(lb)
-    if na.shape[2:] != nb.shape[2:]:
+    (ca, *sa), (cb, *sb) = la.input_shape, lb.input_shape
+    if sa != sb:
         warn(f"{cones.where}layers {la.name!r} and {lb.name!r} read inputs of different spatial sizes "
-             f"{na.shape[2:]} and {nb.shape[2:]} (a stride): their rotation is left NaN", SkippedWarning)  # fmt: skip
+             f"{tuple(sa)} and {tuple(sb)} (a stride): their rotation is left NaN", SkippedWarning)  # fmt: skip
         rot, space = np.full(dist.shape, np.nan), "none"
-    elif na.shape[1] == nb.shape[1]:
-        rot, space = rotation_angles(nb, na, device=device), "full"
+    elif ca == cb:
+        rot, space = rotation_angles(cones.normals(lb), cones.normals(la), device=device), "full"
     else:
-        rot = rotation_angles(nb.sum(axis=1, keepdims=True), na.sum(axis=1, keepdims=True), device=device)
+        rot = rotation_angles(cones.normals(lb, channel_sum=True), cones.normals(la, channel_sum=True), device=device)
         space = "channel_sum"
     ni, npv = dist.shape
     pairs = pd.DataFrame({
