@@ -253,6 +253,9 @@ def test_batch_norm_is_folded_into_the_cone():
         np.testing.assert_allclose(out[0, f].detach().numpy(), 0, atol=1e-9)
     unfolded = cone_params(net, (1, 4, 4), fold_bn=False)
     assert not np.allclose(unfolded.apex[:2], first.apex)
+    net[1] = nn.BatchNorm2d(2, track_running_stats=False).double()
+    with pytest.raises(ArchitectureError, match="batch norm after layer '0' keeps no running statistics"):
+        cone_params(net, (1, 4, 4))
 
 
 def test_pooling_residual_and_other_activations_are_named_and_skipped():

@@ -139,6 +139,12 @@ def test_batchnorm_folding_keeps_the_function():
     bad = nn.Sequential(nn.BatchNorm1d(3), nn.Linear(3, 2)).double()
     with pytest.raises(UnsupportedLayerError, match="'0'"):
         fold_batchnorm(bad)
+    # without running statistics a batch norm normalises each batch by its own: no fixed map to fold
+    batchwise = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4, track_running_stats=False), nn.ReLU()).eval()
+    a, b = torch.randn(5, 3), torch.randn(5, 3)
+    assert not torch.allclose(batchwise(torch.cat([a, b]))[:5], batchwise(a))  # the batch changes the output
+    with pytest.raises(ArchitectureError, match="'1' keeps no running statistics"):
+        fold_batchnorm(batchwise)
 
 
 def test_path_norm_rejects_non_relu():

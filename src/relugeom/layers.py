@@ -19,7 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import LayerError, ShapeError
+from .errors import ArchitectureError, LayerError, ShapeError
 
 _KINDS: dict[type, str] = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.Linear: "linear"}
 _RANK_KIND = {2: "linear", 3: "conv1d", 4: "conv2d", 5: "conv3d"}
@@ -264,6 +264,29 @@ def check_finite(layer: AffineLayer, where: str = "") -> None:
                 f"{where}layer {layer.name!r}: {part} has {n_bad} NaN/inf value(s); "
                 "the checkpoint is corrupt or training diverged"
             )
+
+
+def batchnorm_affine(bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """An eval-mode batch norm as the per-channel affine map ``y = scale * x + shift`` (float64).
+
+    ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale``: folding it into
+    the layer before it gives ``W' = W * scale``, ``b' = b * scale + shift``. A batch norm without running
+    statistics normalises every batch by its own, which no fixed affine map reproduces:
+    :class:`ArchitectureError` with ``name`` (e.g. "run/epoch_3.pt: batch norm 'features.1'").
+    """
+    if bn.running_mean is None or bn.running_var is None:
+        raise ArchitectureError(
+            f"{name} keeps no running statistics (track_running_stats=False): it normalises "
+            "each batch by its own statistics and cannot be folded into the layer before it"
+        )
+    var = bn.running_var.detach().cpu().double()
+    scale = 1.0 / torch.sqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight.detach().cpu().double()
+    shift = -bn.running_mean.detach().cpu().double() * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias.detach().cpu().double()
+    return scale, shift
 
 
 def layer_table(

@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from ..errors import ArchitectureError, UnsupportedLayerError, warn
+from ..layers import batchnorm_affine
 from ._common import AFFINE, NORMS, Data, batches, forward, n_samples, non_homogeneous_activations, prepare
 from .spectral import conv_spectral_norm
 
@@ -70,7 +71,8 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
     (running mean ``m``, variance ``v``, affine ``g``, ``beta``); the BatchNorm becomes an Identity,
     so the folded model computes the same function in eval mode. Returns the copy and the names of
     the folded BatchNorms. A BatchNorm not directly preceded by an affine layer in its parent raises
-    :class:`UnsupportedLayerError`.
+    :class:`UnsupportedLayerError`, one without running statistics :class:`ArchitectureError`
+    (see :func:`relugeom.layers.batchnorm_affine`).
     """
     import copy
 
@@ -88,15 +90,11 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
                     f"batch norm {full!r} does not directly follow a Linear/Conv layer in its parent module; "
                     "cannot fold it (the norm measures need BN folded)"
                 )
+            scale, shift = batchnorm_affine(child, f"batch norm {full!r}")
             with torch.no_grad():
-                var = child.running_var if child.running_var is not None else torch.ones(child.num_features)
-                mean = child.running_mean if child.running_mean is not None else torch.zeros(child.num_features)
-                scale = 1.0 / torch.sqrt(var.to(prev.weight.dtype) + child.eps)
-                if child.affine:
-                    scale = scale * child.weight
-                shift = child.bias if child.affine else torch.zeros_like(scale)
+                scale, shift = scale.to(prev.weight), shift.to(prev.weight)
                 b = prev.bias if prev.bias is not None else torch.zeros_like(scale)
-                new_b = (b - mean) * scale + shift
+                new_b = b * scale + shift
                 prev.weight.mul_(scale.reshape(-1, *([1] * (prev.weight.dim() - 1))))
                 if prev.bias is None:
                     prev.bias = nn.Parameter(new_b.clone())

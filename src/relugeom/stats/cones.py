@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..errors import ArchitectureError, ShapeError, SkippedWarning, warn
-from ..layers import AffineLayer, check_finite, find_layers
+from ..layers import AffineLayer, batchnorm_affine, check_finite, find_layers
 from ..sources import Source, SourceItem, map_sources
 
 STATES: tuple[str, ...] = ("OUT_FULL_IN", "OUT_PARTIAL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT")
@@ -188,22 +188,14 @@ def classify(d: np.ndarray, o: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------- layers
 
 
-def _fold_bn(layer: AffineLayer, bn: nn.Module | None) -> tuple[np.ndarray, np.ndarray]:
+def _fold_bn(layer: AffineLayer, bn: nn.Module | None, where: str) -> tuple[np.ndarray, np.ndarray]:
     """Weight and bias of ``layer`` as float64 numpy, with an eval-mode batch norm folded in."""
     w = layer.weight.detach().cpu().double().numpy()
     b = np.zeros(w.shape[0]) if layer.bias is None else layer.bias.detach().cpu().double().numpy()
     if bn is None:
         return w, b
-    if bn.running_mean is None or bn.running_var is None:
-        raise ArchitectureError(
-            f"batch norm after layer {layer.name!r} keeps no running statistics; it cannot be folded into the layer"
-        )
-    mean = bn.running_mean.detach().cpu().double().numpy()
-    var = bn.running_var.detach().cpu().double().numpy()
-    gamma = np.ones_like(mean) if bn.weight is None else bn.weight.detach().cpu().double().numpy()
-    beta = np.zeros_like(mean) if bn.bias is None else bn.bias.detach().cpu().double().numpy()
-    scale = gamma / np.sqrt(var + bn.eps)
-    return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), (b - mean) * scale + beta
+    scale, shift = (t.numpy() for t in batchnorm_affine(bn, f"{where}batch norm after layer {layer.name!r}"))
+    return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
 class _Cones:
@@ -229,7 +221,7 @@ class _Cones:
         if fold_bn:
             for link in self.links:
                 bns.update(link.bn)
-        self.wb = {la.name: _fold_bn(la, bns.get(la.name)) for la in self.layers}
+        self.wb = {la.name: _fold_bn(la, bns.get(la.name), where) for la in self.layers}
         self._normals: dict[str, np.ndarray] = {}
 
     def normals(self, layer: AffineLayer, channel_sum: bool = False) -> np.ndarray:
