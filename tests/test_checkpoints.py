@@ -149,3 +149,15 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         atomic_write(target, fail)
     assert target.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["t.bin"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_write_gives_the_permissions_open_would(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        atomic_write(tmp_path / "atomic.bin", lambda f: f.write(b"x"))
+        with open(tmp_path / "plain.bin", "wb") as f:  # the truth: what a plain open() creates
+            f.write(b"x")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "atomic.bin").st_mode & 0o777 == os.stat(tmp_path / "plain.bin").st_mode & 0o777

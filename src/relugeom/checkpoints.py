@@ -179,12 +179,17 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     """Write a file through ``write(fileobj)`` atomically: temp file, flush, fsync, rename.
 
     The temp file lives in the target's folder under a hidden name (``.NAME.tmp-*``), so it is
-    never mistaken for a finished file; on any error it is removed and the target is untouched.
+    never mistaken for a finished file; on any error it is removed and the target is untouched. The
+    finished file has the usual permissions (0666 less the umask), not the temp file's 0600.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
     try:
+        # mkstemp makes the file private (0600); a finished file gets the mode open() would give it
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
