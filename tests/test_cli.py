@@ -46,6 +46,23 @@ def test_help_is_complete(capsys):
         assert code == 0 and "Usage: relugeom " + verb in out and "--help" in out
 
 
+@pytest.mark.parametrize("verb, args", [
+    ("train", ["--epochs", "1"]), ("cones", ["x.pt", "--input-shape", "1,8,8"]), ("measures", ["x.pt"]),
+    ("reinit", ["run"]), ("reproduce", ["noisy_labels"]),
+])  # fmt: skip
+@pytest.mark.parametrize("device, pattern", [
+    ("bogus", "is not a torch device"), ("cuda:0", "CUDA"), ("xla", "cpu, cuda or mps"),
+])  # fmt: skip
+def test_a_device_this_machine_lacks_is_a_usage_error(tmp_path, capsys, verb, args, device, pattern):
+    import torch
+
+    if device == "cuda:0" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run([verb, *args, "--device", device, "--out", str(tmp_path / "o")], capsys)
+    assert code == 2 and "--device" in err and pattern in err, err
+    assert not (tmp_path / "o").exists()
+
+
 class _Evil:
     def __reduce__(self):
         return (print, ("pwned",))

@@ -18,6 +18,34 @@ format_option = click.option(
 )
 
 
+
+def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``--device``: a torch device this machine has, or a usage error saying which ones it has."""
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a torch device (cpu, cuda, cuda:1, mps, ...)") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise click.BadParameter(f"{value!r}: no CUDA device here (torch {torch.__version__}); use cpu")
+        if dev.index is not None and dev.index >= n:
+            raise click.BadParameter(f"{value!r}: only {n} CUDA device(s) here (cuda:0 to cuda:{n - 1})")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise click.BadParameter(f"{value!r}: no MPS device here; use cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise click.BadParameter(f"{value!r}: relugeom runs on cpu, cuda or mps")
+    return value
+
+
+device_option = click.option(
+    "--device", default="cpu", show_default=True, callback=_check_device,
+    help="Torch device (cpu, cuda, cuda:1, mps).",
+)  # fmt: skip
+
+
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:
     """Write each table as ``out/NAME.FMT`` (atomically); return the paths."""
     return [write_table(df, out / name, fmt) for name, df in tables.items()]

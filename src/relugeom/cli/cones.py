@@ -8,7 +8,7 @@ import click
 
 from ..errors import RelugeomError
 from ..stats.cones import cone_params, cone_states, state_distribution
-from ._common import echo_table, format_option, out_option, parse_shape, write_tables
+from ._common import device_option, echo_table, format_option, out_option, parse_shape, write_tables
 
 
 @click.command("cones")
@@ -17,7 +17,7 @@ from ._common import echo_table, format_option, out_option, parse_shape, write_t
 @click.option("--arch", default=None, help="Architecture of bare state dicts (needed for their strides and pooling).")
 @click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per (filter of layer l+1, filter of l).")
 @click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
-@click.option("--device", default="cpu", show_default=True, help="Device for the FFTs (cpu, cuda, ...).")
+@device_option
 @out_option
 @format_option
 def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> None:  # noqa: ANN001

@@ -10,7 +10,7 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
-from ._common import echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, format_option, out_option, write_tables
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -55,7 +55,7 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @click.option("--fisher", type=click.Choice(["empirical", "model"]), default="empirical", show_default=True)
 @click.option("--arch", default=None, help="Architecture of bare state dicts.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every stochastic estimator.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option
 @out_option
 @format_option
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,

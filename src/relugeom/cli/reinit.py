@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ._common import echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, format_option, out_option, write_tables
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -37,7 +37,7 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
-@click.option("--device", default="cpu", show_default=True)
+@device_option
 @out_option
 @format_option
 def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt) -> None:  # noqa: ANN001

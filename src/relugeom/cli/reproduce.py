@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..experiments.reproduce import EXPERIMENTS
+from ._common import device_option
 
 
 @click.command("reproduce")
@@ -16,7 +17,7 @@ from ..experiments.reproduce import EXPERIMENTS
 @click.option("--seeds", type=click.IntRange(min=1), default=None, help="Independent runs (default 3; tiny: 2).")
 @click.option("--scale", type=click.Choice(["full", "tiny"]), default="full", show_default=True,
               help="full: the paper's recipe; tiny: the same pipeline on scikit-learn digits in about a minute.")
-@click.option("--device", default="cpu", show_default=True)
+@device_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=Path("relugeom-reproduce"),
               show_default=True, help="Folder for the runs and figures (reruns resume unfinished runs).")
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their figures.")

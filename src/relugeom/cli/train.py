@@ -9,7 +9,7 @@ import click
 from ..errors import RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS
 from ..experiments.models import ARCHITECTURES, INITS
-from ._common import echo_table
+from ._common import device_option, echo_table
 
 
 def check_fresh(out: Path) -> None:
@@ -44,7 +44,7 @@ def check_fresh(out: Path) -> None:
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Upscale images to this size (AlexNet on CIFAR: 224), or the crop size of a folder data set.")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Use only the first N training samples.")
-@click.option("--device", default="cpu", show_default=True, help="Torch device (cpu, cuda, cuda:1, ...).")
+@device_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder from its last complete epoch (its config is reused).")
