@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
@@ -36,16 +37,21 @@ def flows_figure(flow: dict, nesting: list[dict] | None = None, title: str = "")
 def cells_figure(cells: dict) -> Figure:
     """Fig. 3: points of the 3D input box coloured by their cell's number of negative constraints (left) and
     their images (right): cells with k negatives land in (3 - k)-dimensional coordinate subspaces."""
+    from matplotlib.colors import BoundaryNorm, ListedColormap
+
     fig = Figure(figsize=(10, 4.6), layout="constrained")
+    cmap = ListedColormap([matplotlib.colormaps["viridis"](v) for v in (0.0, 0.35, 0.7, 1.0)])
+    norm = BoundaryNorm([-0.5, 0.5, 1.5, 2.5, 3.5], cmap.N)  # one colour per count 0..3
     for i, (key, title) in enumerate((("x", "input cells"), ("y", "images relu(Wx + b)"))):
         ax = fig.add_subplot(1, 2, i + 1, projection="3d")
         pts = cells[key]
-        sc = ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=cells["negatives"], cmap="viridis", s=4, vmin=0, vmax=3)
+        sc = ax.scatter(pts[:, 0], pts[:, 1], pts[:, 2], c=cells["negatives"], cmap=cmap, norm=norm, s=4)
+        ax.set_box_aspect(None, zoom=0.85)  # room for the z label
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
         ax.set_zlabel("x3")
-    fig.colorbar(sc, ax=fig.axes, label="negative constraints", shrink=0.6)
+    fig.colorbar(sc, ax=fig.axes, label="negative constraints", shrink=0.6, ticks=[0, 1, 2, 3])
     return fig
 
 
