@@ -26,10 +26,18 @@ def runs(tmp_path_factory):
     return root
 
 
-def test_cones_on_two_seeds_writes_tables_and_figures(runs, tmp_path, capsys):
+def test_cones_on_two_seeds_writes_tables_and_figures(runs, tmp_path, capsys, monkeypatch):
+    from relugeom.sources import SourceItem
+
+    loads = []
+    real_load = SourceItem.load
+    monkeypatch.setattr(SourceItem, "load", lambda item: loads.append(item.path) or real_load(item))
     code, out, err = run(["cones", str(runs / "seed0"), str(runs / "seed1"), "--input-shape", "1,8,8",
                           "--out", str(tmp_path), "--pairs"], capsys)
     assert code == 0, err
+    assert len(loads) == len(set(loads)) == 6  # every checkpoint read once for all three tables
+    pairs = pd.read_csv(tmp_path / "pairs.csv")
+    assert len(pairs) == 6 * (64 * 64 + 128 * 128 + 256 * 256)
     for name in ("params.csv", "states.csv", "states_net.csv", "states_stage.csv", "pairs.csv",
                  "states_net.png", "states_stage.png", "continuous.png"):
         assert (tmp_path / name).stat().st_size > 0

@@ -35,7 +35,7 @@ from .regions.exact import (
 )
 from .regions.formulas import cnn_max_regions, cnn_region_bounds, fc_region_bounds, general_position_regions
 from .regions.training import region_counts, regions_over_training
-from .stats.cones import cone_params, cone_states, state_distribution
+from .stats.cones import cone_params, cone_states, cone_tables, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs
 
 __version__ = "0.1.0"
@@ -51,6 +51,7 @@ __all__ = [
     "complexity_table",
     "cone_params",
     "cone_states",
+    "cone_tables",
     "conv_singular_values",
     "conv_spectral_norm",
     "critical_vs_bias",

@@ -97,22 +97,24 @@ def iter_sources(source: Source, *, arch: str | None = None, _in_series: bool = 
 
 def map_sources(
     source: Source,
-    analyse: Callable[[nn.Module | Mapping[str, torch.Tensor], SourceItem], pd.DataFrame],
+    analyse: Callable[[nn.Module | Mapping[str, torch.Tensor], SourceItem], pd.DataFrame | dict[str, pd.DataFrame]],
     *,
     arch: str | None = None,
-) -> pd.DataFrame:
+) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Apply ``analyse(model_or_state_dict, item)`` to every item of ``source`` and stack the tables.
 
     ``run``, ``seed`` and ``epoch`` columns are put first when any item has them (the epoch from
-    the checkpoint's metadata, else the series' epoch).
+    the checkpoint's metadata, else the series' epoch). When ``analyse`` returns a dict of tables
+    (several analyses of one loaded checkpoint), each is stacked on its own: a dict comes back.
     """
-    frames: list[pd.DataFrame] = []
+    frames: dict[str, list[pd.DataFrame]] = {}
     failures: list[str] = []
     cols = {"run": False, "seed": False, "epoch": False}
+    several = False
     for item in iter_sources(source, arch=arch):
         try:
             obj = item.load()
-            df = analyse(obj, item)
+            result = analyse(obj, item)
         except RelugeomError as e:
             if not item.in_series:
                 raise
@@ -122,21 +124,25 @@ def map_sources(
             warn(f"{msg}; skipped, the rest of the series is analysed", SkippedWarning)
             failures.append(item.label)
             continue
+        several = isinstance(result, dict)
         epoch = item.epoch if item.epoch is not None else item.meta.get("epoch")
         seed = item.seed if item.seed is not None else item.meta.get("seed")
         values = {"run": item.run, "seed": seed, "epoch": epoch}
-        df = df.copy()
-        for i, (name, value) in enumerate(values.items()):
-            if value is not None:
-                cols[name] = True
-            df.insert(i, name, value)
-        frames.append(df)
+        for name, value in values.items():
+            cols[name] |= value is not None
+        for key, df in (result.items() if several else [("", result)]):
+            df = df.copy()
+            for i, (name, value) in enumerate(values.items()):
+                df.insert(i, name, value)
+            frames.setdefault(key, []).append(df)
     if not frames:
         raise RelugeomError(f"nothing could be analysed ({len(failures)} bad checkpoint(s))")
-    out = pd.concat(frames, ignore_index=True)
     drop = [c for c, used in cols.items() if not used]
-    out = out.drop(columns=drop)
-    for c in ("seed", "epoch"):
-        if c in out:
-            out[c] = out[c].astype("Int64")
-    return out
+    stacked = {}
+    for key, parts in frames.items():
+        out = pd.concat(parts, ignore_index=True).drop(columns=drop)
+        for c in ("seed", "epoch"):
+            if c in out:
+                out[c] = out[c].astype("Int64")
+        stacked[key] = out
+    return stacked if several else stacked[""]

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ..stats.cones import cone_params, cone_states, state_distribution
+from ..stats.cones import cone_tables, state_distribution
 from ._common import device_option, echo_table, format_option, out_option, parse_shape, write_tables
 
 
@@ -39,13 +39,13 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> 
     out = out or Path("relugeom-cones")
     src = list(sources) if len(sources) > 1 else sources[0]
     fold = not no_fold_bn
-    params = cone_params(src, shape, arch=arch, fold_bn=fold)
-    states = cone_states(src, shape, arch=arch, fold_bn=fold, device=device)
+    names = ("params", "states", "pairs") if pairs else ("params", "states")
+    tables = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device)
+    states = tables["states"]
     net = state_distribution(states, "net")
     by_stage = state_distribution(states, "stage")
-    tables = {"params": params, "states": states, "states_net": net, "states_stage": by_stage}
-    if pairs:
-        tables["pairs"] = cone_states(src, shape, arch=arch, fold_bn=fold, pairs=True, device=device)
+    tables = {"params": tables["params"], "states": states, "states_net": net, "states_stage": by_stage,
+              **({"pairs": tables["pairs"]} if pairs else {})}  # fmt: skip
     paths = write_tables(out, tables, fmt)
     last = states
     if "run" in last:

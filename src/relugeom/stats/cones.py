@@ -260,12 +260,8 @@ def _finish(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     return df
 
 
-def _params_one(obj, input_shape, where, fold_bn) -> pd.DataFrame:  # noqa: ANN001
-    cones = _Cones(obj, input_shape, where, fold_bn)
-    frames = []
-    for la in cones.layers:
-        p = cones.params(la)
-        frames.append(pd.DataFrame({**_meta(la, la.out_channels), **p}))
+def _params_frame(cones: _Cones) -> pd.DataFrame:
+    frames = [pd.DataFrame({**_meta(la, la.out_channels), **cones.params(la)}) for la in cones.layers]
     return _finish(frames, PARAM_COLUMNS)
 
 
@@ -296,10 +292,7 @@ def cone_params(
     [64, 64, 128, 128, 256, 256]
     """
 
-    def analyse(obj, item: SourceItem) -> pd.DataFrame:  # noqa: ANN001
-        return _params_one(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
-
-    return map_sources(source, analyse, arch=arch)
+    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=("params",))["params"]
 
 
 def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -347,20 +340,52 @@ def _skip_row(la: AffineLayer, lb: AffineLayer, reason: str) -> pd.DataFrame:
                           "reason": reason}])  # fmt: skip
 
 
-def _states_one(obj, input_shape, where, fold_bn, pairs, device) -> pd.DataFrame:  # noqa: ANN001
-    cones = _Cones(obj, input_shape, where, fold_bn)
-    frames = []
+def _tables_one(cones: _Cones, tables: Sequence[str], device: str | torch.device) -> dict[str, pd.DataFrame]:
+    """The asked-for tables ("params", "states", "pairs") of one model, from one set of cones."""
+    out = {"params": _params_frame(cones)} if "params" in tables else {}
+    if "states" not in tables and "pairs" not in tables:
+        return out
+    per_pair, per_filter = [], []
     for la, lb, link in zip(cones.layers, cones.layers[1:], cones.links):
         if not link.ok:
             reason = str(link.reason)
             if not reason.startswith("pooling"):
-                warn(f"{where}pair {la.name!r} -> {lb.name!r} skipped: {reason}", SkippedWarning)
-            if not pairs:
-                frames.append(_skip_row(la, lb, reason))
+                warn(f"{cones.where}pair {la.name!r} -> {lb.name!r} skipped: {reason}", SkippedWarning)
+            per_filter.append(_skip_row(la, lb, reason))
             continue
         pair_df, filt_df = _pair_rows(cones, la, lb, device)
-        frames.append(pair_df if pairs else filt_df)
-    return _finish(frames, PAIR_COLUMNS if pairs else STATE_COLUMNS)
+        per_pair.append(pair_df)
+        per_filter.append(filt_df)
+    if "states" in tables:
+        out["states"] = _finish(per_filter, STATE_COLUMNS)
+    if "pairs" in tables:
+        out["pairs"] = _finish(per_pair, PAIR_COLUMNS)
+    return out
+
+
+def cone_tables(
+    source: Source,
+    input_shape: Sequence[int],
+    *,
+    arch: str | None = None,
+    fold_bn: bool = True,
+    tables: Sequence[str] = ("params", "states"),
+    device: str | torch.device = "cpu",
+) -> dict[str, pd.DataFrame]:
+    """Several cone tables from one pass over ``source`` (each checkpoint loaded and traced once).
+
+    ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
+    (:func:`cone_states` with ``pairs=True``). Returns ``{name: DataFrame}``.
+    """
+    unknown = set(tables) - {"params", "states", "pairs"}
+    if unknown:
+        raise ValueError(f"unknown cone tables {sorted(unknown)}; choose from params, states, pairs")
+
+    def analyse(obj, item: SourceItem) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+        cones = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
+        return _tables_one(cones, tables, device)
+
+    return map_sources(source, analyse, arch=arch)
 
 
 def cone_states(
@@ -388,10 +413,8 @@ def cone_states(
     ``dist, open_diff, rotation`` of that pair (and no state; skipped pairs are left out).
     """
 
-    def analyse(obj, item: SourceItem) -> pd.DataFrame:  # noqa: ANN001
-        return _states_one(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn, pairs, device)
-
-    return map_sources(source, analyse, arch=arch)
+    name = "pairs" if pairs else "states"
+    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=(name,), device=device)[name]
 
 
 def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame:
