@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from relugeom.errors import BudgetExceeded
+from relugeom.errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError
 from relugeom.measures.sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
 from relugeom.measures.tangent import tangent_sensitivity
 
@@ -130,3 +130,85 @@ def test_tangent_budget():
     net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 40 * 40, 2))
     with pytest.raises(BudgetExceeded, match="random"):
         tangent_sensitivity(net, (torch.randn(1, 3, 40, 40), torch.zeros(1, dtype=torch.long)))
+
+
+class _Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 2, 3, padding=1), nn.Conv2d(2, 2, 3, padding=1)
+        self.head = nn.Linear(2 * 5 * 5, 3)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        h = torch.relu(self.a(x))
+        return self.head(torch.flatten(torch.relu(self.b(h) + h), 1))
+
+
+class _Tokens(nn.Module):  # a Linear layer on (batch, positions, features) inputs
+    def __init__(self) -> None:
+        super().__init__()
+        self.mix, self.head = nn.Linear(5, 4), nn.Linear(2 * 4, 3)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return self.head(torch.flatten(F.leaky_relu(self.mix(x.reshape(-1, 2, 5)), 0.1), 1))
+
+
+def _bn(bn: nn.Module) -> nn.Module:
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 2)
+        bn.bias.uniform_(-1, 1)
+    return bn
+
+
+def _pl_nets():
+    torch.manual_seed(3)
+    return {
+        "conv-bn-pool": (nn.Sequential(
+            nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1), _bn(nn.BatchNorm2d(4)), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(4, 3, 2, padding=1, dilation=2), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(3, 6), _bn(nn.BatchNorm1d(6)), nn.ReLU(), nn.Linear(6, 3)), (2, 8, 8)),
+        "conv1d": (nn.Sequential(nn.Conv1d(2, 3, 3, padding="valid"), nn.ReLU(), nn.AvgPool1d(2), nn.Flatten(),
+                                 nn.Linear(9, 3)), (2, 8)),
+        "residual": (_Residual(), (2, 5, 5)),
+        "tokens": (_Tokens(), (10,)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["conv-bn-pool", "conv1d", "residual", "tokens"])
+@pytest.mark.parametrize("method", ["exact", "random"])
+def test_piecewise_linear_route_equals_per_sample_nested_autograd(name, method):
+    net, shape = _pl_nets()[name]
+    net = net.double().eval()
+    X = torch.randn(7, *shape, dtype=torch.float64)
+    data = [(X[:4], torch.zeros(4, dtype=torch.long)), (X[4:], torch.zeros(3, dtype=torch.long))]
+    fast = tangent_sensitivity(net, data, method=method, route="piecewise_linear", n_probes=3, seed=2)
+    slow = tangent_sensitivity(net, data, method=method, route="generic", n_probes=3, seed=2)
+    assert fast.route == "piecewise_linear" and slow.route == "generic"
+    assert tangent_sensitivity(net, data, method=method, n_probes=3, seed=2).route == "piecewise_linear"
+    np.testing.assert_allclose(fast.per_sample_sq, slow.per_sample_sq, rtol=1e-10)
+    assert fast.std_error == pytest.approx(slow.std_error, rel=1e-8, abs=1e-300)
+
+
+def test_auto_route_falls_back_where_the_network_is_not_piecewise_linear():
+    torch.manual_seed(0)
+    X, y = torch.randn(5, 4, dtype=torch.float64), torch.zeros(5, dtype=torch.long)
+    smooth = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 2)).double()
+    assert tangent_sensitivity(smooth, (X, y)).route == "generic"  # the module check sees the Tanh
+    with pytest.raises(UnsupportedLayerError, match="Tanh"):
+        tangent_sensitivity(smooth, (X, y), route="piecewise_linear")
+
+    class Hidden(nn.Module):  # a functional tanh no module check can see
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return self.b(torch.tanh(self.a(x)))
+
+    hidden = Hidden().double()
+    with pytest.warns(RelugeomWarning, match="disagrees"):
+        r = tangent_sensitivity(hidden, (X, y))
+    truth = tangent_sensitivity(hidden, (X, y), route="generic")
+    assert r.route == "generic"
+    np.testing.assert_allclose(r.per_sample_sq, truth.per_sample_sq, rtol=1e-12)
