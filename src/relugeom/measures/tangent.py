@@ -82,18 +82,18 @@ def _choose_route(route: str, m: nn.Module, x: torch.Tensor, z: torch.Tensor, ou
     if route == "generic":
         return route
     why = "output 'per_logit'" if output != "sum" else _tangent_pl.unsupported(m, x[:1])
-    if why is None and route == "auto":
+    if why is not None:
+        if route == "piecewise_linear":
+            raise UnsupportedLayerError(f"the piecewise-linear route cannot take this model: {why}")
+        return "generic"
+    if route == "auto":
         fast = _tangent_pl.sq_norms(m, x[:2], z[:2], _tangent_pl.output_signals(m, x[:2]))
         slow = generic(x[:2], z[:2]).detach()
         if not torch.allclose(fast, slow, rtol=1e-7, atol=1e-12 * float(slow.abs().max())):
-            why = "it disagrees with the generic route on the first samples (a functional non-linearity?)"
-    if why is None:
-        return "piecewise_linear"
-    if route == "piecewise_linear":
-        raise UnsupportedLayerError(f"the piecewise-linear route cannot take this model: {why}")
-    if output == "sum" and "disagrees" in why:
-        warn(f"tangent sensitivity: {why}; using the generic route", RelugeomWarning)
-    return "generic"
+            warn("tangent sensitivity: the piecewise-linear route disagrees with the generic route on the first "
+                 "samples (a functional non-linearity?); using the generic route", RelugeomWarning)  # fmt: skip
+            return "generic"
+    return "piecewise_linear"
 
 
 def tangent_sensitivity(
