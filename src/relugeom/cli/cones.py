@@ -40,12 +40,13 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> 
     src = list(sources) if len(sources) > 1 else sources[0]
     fold = not no_fold_bn
     names = ("params", "states", "pairs") if pairs else ("params", "states")
-    tables = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device)
-    states = tables["states"]
+    found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device)
+    states = found["states"]
     net = state_distribution(states, "net")
     by_stage = state_distribution(states, "stage")
-    tables = {"params": tables["params"], "states": states, "states_net": net, "states_stage": by_stage,
-              **({"pairs": tables["pairs"]} if pairs else {})}  # fmt: skip
+    tables = {"params": found["params"], "states": states, "states_net": net, "states_stage": by_stage}
+    if pairs:
+        tables["pairs"] = found["pairs"]
     paths = write_tables(out, tables, fmt)
     last = states
     if "run" in last:
