@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _batchnorm import randomize as randomize_bn
 from relugeom.errors import DataError, LayerError, RelugeomWarning, ShapeError
 from relugeom.measures.fisher_rao import fisher_rao_norm
 
@@ -191,11 +192,7 @@ def test_hook_tangent_route_matches_jvp_and_falls_back():
         nn.Dropout(0.5), nn.Linear(4, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 3),
     ).double()  # fmt: skip
     for bn in (net[1], net[10]):
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        with torch.no_grad():
-            bn.weight.uniform_(0.5, 2)
-            bn.bias.uniform_(-1, 1)
+        randomize_bn(bn)
     net.eval()
     X = torch.randn(5, 2, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (5,))

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from _batchnorm import randomize as randomize_bn
 from relugeom.errors import ArchitectureError, RelugeomWarning, UnsupportedLayerError
 from relugeom.geometry.unroll import unroll
 from relugeom.measures.norms import fold_batchnorm, margins, norm_measures, path_norm
@@ -123,11 +124,7 @@ def test_batchnorm_folding_keeps_the_function():
     net = nn.Sequential(nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
                         nn.Linear(12, 5), nn.BatchNorm1d(5), nn.ReLU(), nn.Linear(5, 2)).double()  # fmt: skip
     for bn in (net[1], net[5]):
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.3, 3)
-        with torch.no_grad():
-            bn.weight.uniform_(0.5, 2)
-            bn.bias.uniform_(-1, 1)
+        randomize_bn(bn, var=(0.3, 3))
     net.eval()
     folded, names = fold_batchnorm(net)
     assert names == ["1", "5"]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from _batchnorm import randomize as randomize_bn
 from relugeom.errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError
 from relugeom.measures.sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
 from relugeom.measures.tangent import tangent_sensitivity
@@ -152,22 +153,14 @@ class _Tokens(nn.Module):  # a Linear layer on (batch, positions, features) inpu
         return self.head(torch.flatten(F.leaky_relu(self.mix(x.reshape(-1, 2, 5)), 0.1), 1))
 
 
-def _bn(bn: nn.Module) -> nn.Module:
-    with torch.no_grad():
-        bn.running_mean.uniform_(-1, 1)
-        bn.running_var.uniform_(0.5, 2)
-        bn.weight.uniform_(0.5, 2)
-        bn.bias.uniform_(-1, 1)
-    return bn
-
-
 def _pl_nets():
     torch.manual_seed(3)
     return {
         "conv-bn-pool": (nn.Sequential(
-            nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1), _bn(nn.BatchNorm2d(4)), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(2, 4, 3, stride=2, padding=1, dilation=1), randomize_bn(nn.BatchNorm2d(4)), nn.ReLU(),
+            nn.MaxPool2d(2),
             nn.Conv2d(4, 3, 2, padding=1, dilation=2), nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(3, 6), _bn(nn.BatchNorm1d(6)), nn.ReLU(), nn.Linear(6, 3)), (2, 8, 8)),
+            nn.Linear(3, 6), randomize_bn(nn.BatchNorm1d(6)), nn.ReLU(), nn.Linear(6, 3)), (2, 8, 8)),
         "conv1d": (nn.Sequential(nn.Conv1d(2, 3, 3, padding="valid"), nn.ReLU(), nn.AvgPool1d(2), nn.Flatten(),
                                  nn.Linear(9, 3)), (2, 8)),
         "residual": (_Residual(), (2, 5, 5)),
