@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -44,6 +46,21 @@ device_option = click.option(
     "--device", default="cpu", show_default=True, callback=_check_device,
     help="Torch device (cpu, cuda, cuda:1, mps).",
 )  # fmt: skip
+
+
+def figure_options(f: Callable) -> Callable:
+    """``--fig-format png|svg|pdf`` and ``--dpi`` for a verb that draws; the command receives them as one
+    ``figures`` argument (a :class:`relugeom.report.FigureOutput`)."""
+    from ..report import DEFAULT_DPI, FIG_FORMATS, FigureOutput
+
+    @functools.wraps(f)
+    def command(*args, fig_format: str, dpi: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return f(*args, figures=FigureOutput(fig_format, dpi), **kwargs)
+
+    command = click.option("--dpi", type=click.IntRange(min=10, max=2400), default=DEFAULT_DPI, show_default=True,
+                           help="Resolution of the figures (pixels per inch of a PNG).")(command)  # fmt: skip
+    return click.option("--fig-format", "fig_format", type=click.Choice(FIG_FORMATS), default="png",
+                        show_default=True, help="File format of the figures.")(command)  # fmt: skip
 
 
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:

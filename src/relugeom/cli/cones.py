@@ -8,7 +8,7 @@ import click
 
 from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
-from ._common import device_option, echo_table, format_option, out_option, parse_shape, write_tables
+from ._common import device_option, echo_table, figure_options, format_option, out_option, parse_shape, write_tables
 
 
 @click.command("cones")
@@ -20,7 +20,8 @@ from ._common import device_option, echo_table, format_option, out_option, parse
 @device_option
 @out_option
 @format_option
-def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, figures) -> None:  # noqa: ANN001
     """Each conv filter as a cone around the identity line, and how consecutive layers' cones nest.
 
     SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
@@ -29,7 +30,6 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> 
     their reason), states_net.FMT and states_stage.FMT (the distributions of the four states per
     epoch and run), and the figures states_net.png, states_stage.png and continuous.png.
     """
-    from ..report import save_figure
     from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
 
     try:
@@ -53,9 +53,9 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> 
         last = last[last["run"] == last["run"].iloc[0]]
     if "epoch" in last:
         last = last[last["epoch"] == last["epoch"].max()]
-    paths.append(save_figure(state_distribution_figure(net), out / "states_net.png"))
-    paths.append(save_figure(blockwise_figure(by_stage), out / "states_stage.png"))
-    paths.append(save_figure(continuous_figure(last), out / "continuous.png"))
+    paths.append(figures.save(state_distribution_figure(net), out, "states_net"))
+    paths.append(figures.save(blockwise_figure(by_stage), out, "states_stage"))
+    paths.append(figures.save(continuous_figure(last), out, "continuous"))
     keys = [c for c in ("run", "epoch") if c in net]
     if keys:
         echo_table(net.pivot_table(index=keys, columns="state", values="fraction", aggfunc="mean").reset_index())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import RelugeomError
-from ._common import echo_table
+from ._common import echo_table, figure_options
+
+if TYPE_CHECKING:
+    from ..report import FigureOutput
 
 
 @click.command("demo")
@@ -18,7 +22,8 @@ from ._common import echo_table
 @click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
 @click.option("--arch", default="vgg9", show_default=True, help="A small VGG-style ConvNet by default.")
 @click.option("--seed", type=int, default=0, show_default=True)
-def command(out: Path, epochs: int, arch: str, seed: int) -> None:
+@figure_options
+def command(out: Path, epochs: int, arch: str, seed: int, figures: FigureOutput) -> None:
     """Train a small VGG-style ConvNet on scikit-learn's digits with the paper's recipe, then
     compute the projection statistics of every epoch and draw the paper's plots.
 
@@ -26,7 +31,6 @@ def command(out: Path, epochs: int, arch: str, seed: int) -> None:
     OUT/nl_epochs.png, and prints n_l per layer over training.
     """
     from ..experiments.train import TrainConfig, lr_drops, train
-    from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..stats.projection import layer_summary, projection_stats
     from ._common import write_tables
@@ -45,10 +49,10 @@ def command(out: Path, epochs: int, arch: str, seed: int) -> None:
     summary = layer_summary(df)
     first, last = df[df.epoch == df.epoch.min()], df[df.epoch == df.epoch.max()]
     paths = write_tables(out, {"filters": df, "layers": summary}, "csv")
-    paths.append(save_figure(cos_histograms(last, first, labels=(f"epoch {epochs}", "initialization"),
-                                            title=f"{arch} on digits"), out / "histograms.png"))  # fmt: skip
-    paths.append(save_figure(nl_over_epochs(summary, metrics, lr_drops=lr_drops(config.schedule, epochs),
-                                            title=f"{arch} on digits"), out / "nl_epochs.png"))  # fmt: skip
+    paths.append(figures.save(cos_histograms(last, first, labels=(f"epoch {epochs}", "initialization"),
+                                            title=f"{arch} on digits"), out, "histograms"))  # fmt: skip
+    paths.append(figures.save(nl_over_epochs(summary, metrics, lr_drops=lr_drops(config.schedule, epochs),
+                                            title=f"{arch} on digits"), out, "nl_epochs"))  # fmt: skip
     end = metrics.iloc[-1]
     click.echo(f"\nfinal: train acc {end.train_acc:.3f}, val acc {end.val_acc:.3f}, test acc {end.test_acc:.3f}")
     click.echo("\nn_l (fraction of filters with cos <= 0) per conv layer over training:")

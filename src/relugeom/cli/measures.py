@@ -10,7 +10,7 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
-from ._common import device_option, echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, figure_options, format_option, out_option, write_tables
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -58,15 +58,15 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @device_option
 @out_option
 @format_option
+@figure_options
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
-            device, out, fmt) -> None:  # noqa: ANN001
+            device, out, fmt, figures) -> None:  # noqa: ANN001
     """Complexity measures (seed 004) of every epoch of a run, or of checkpoints, beside the generalization gap.
 
     Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
     (one row per epoch) and measures.png (each measure over training, the gap on a twin axis) into
     --out (default ./relugeom-measures).
     """
-    from ..report import save_figure
     from ..report.measures import measures_over_epochs
 
     names = _parse_measures(measures)
@@ -86,6 +86,6 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     else:
         wide = df.set_index("measure")[["value"]].T.reset_index(drop=True)
     paths = write_tables(out, {"measures": df, "measures_wide": wide}, fmt)
-    paths.append(save_figure(measures_over_epochs(df), out / "measures.png"))
+    paths.append(figures.save(measures_over_epochs(df), out, "measures"))
     echo_table(wide, "{:.4g}")
     click.echo("\nwrote " + ", ".join(str(p) for p in paths))

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
-from ._common import echo_table, format_option, out_option, parse_shape, write_tables
+from ._common import echo_table, figure_options, format_option, out_option, parse_shape, write_tables
 
 
 @click.group("regions")
@@ -165,10 +165,10 @@ def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
 @click.option("--extend", type=float, default=0.0, show_default=True, help="Extend the segment by this fraction.")
 @out_option
 @format_option
-def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt, figures) -> None:  # noqa: ANN001
     """Exact breakpoints, activation and linear regions along the segment between two data points."""
     from ..regions.segment import regions_on_segment
-    from ..report import save_figure
     from ..report.regions import segment_figure
 
     model, item = _load_model(source, arch)
@@ -179,7 +179,7 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
     pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
                                slope=[v.tolist() for v in seg.pieces.slope])  # fmt: skip
     paths = write_tables(out, {"segment": pieces}, fmt)
-    paths.append(save_figure(segment_figure(seg.pieces), out / "segment.png"))
+    paths.append(figures.save(segment_figure(seg.pieces), out, "segment"))
     click.echo(f"{seg.n_activation_regions} activation regions, {seg.n_linear_regions} linear regions, "
                f"{len(seg.breakpoints)} breakpoints (exact)")  # fmt: skip
     for p in paths:
@@ -197,10 +197,11 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
               help="Stop (with an error) after this many cell cuts instead of running for hours.")
 @out_option
 @format_option
-def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt,
+           figures) -> None:  # noqa: ANN001
     """Exact partition of the plane through three data points a, b, c (a + z1 (b - a) + z2 (c - a))."""
     from ..regions.slice import partition_2d
-    from ..report import save_figure
     from ..report.regions import slice_figure
 
     model, item = _load_model(source, arch)
@@ -222,11 +223,11 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     paths = write_tables(out, tables, fmt)
     fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds,
                        title=f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions")  # fmt: skip
-    paths.append(save_figure(fig, out / "slice.png"))
+    paths.append(figures.save(fig, out, "slice"))
     if P.whole_plane:  # the same partition, viewed around the three data points (z in [-0.5, 1.5]^2)
         fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=(-0.5, 1.5, -0.5, 1.5),
                            title="around the data points (a at 0,0; b at 1,0; c at 0,1)")  # fmt: skip
-        paths.append(save_figure(fig, out / "slice_data.png"))
+        paths.append(figures.save(fig, out, "slice_data"))
     where = "whole plane" if P.whole_plane else f"box {P.bounds}"
     click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
     if verify_points:
@@ -244,10 +245,11 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
 @click.option("--extend", type=float, default=0.5, show_default=True)
 @out_option
 @format_option
-def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt,
+          figures) -> None:  # noqa: ANN001
     """Exact region counts on lines / planes through data points for every checkpoint of a run."""
     from ..regions.training import regions_over_training, training_summary
-    from ..report import save_figure
     from ..report.regions import training_figure
     from ..sources import iter_sources
 
@@ -259,7 +261,7 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
     out = out or Path("relugeom-regions")
     paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
     if "epoch" in summ:
-        paths.append(save_figure(training_figure(summ), out / "regions_epochs.png"))
+        paths.append(figures.save(training_figure(summ), out, "regions_epochs"))
     echo_table(summ)
     for p in paths:
         click.echo(f"wrote {p}")

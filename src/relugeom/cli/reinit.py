@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ._common import device_option, echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, figure_options, format_option, out_option, write_tables
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -40,7 +40,8 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @device_option
 @out_option
 @format_option
-def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt, figures) -> None:  # noqa: ANN001
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -51,7 +52,6 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
     import pandas as pd
 
     from ..experiments.reinit import critical_vs_bias, reinit_run
-    from ..report import save_figure
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
     from ..stats.projection import layer_summary, projection_stats
 
@@ -61,7 +61,7 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
                                   batch_size=batch_size, reuse=not naive, device=device) for r in runs],
                       ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
-    paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
+    paths = [figures.save(reinit_heatmap(drops), out, "reinit")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))
     try:
         cb = critical_vs_bias(drops, summary)
@@ -70,7 +70,7 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
         cb = None
     if cb is not None:
         tables["critical_vs_bias"] = cb.table
-        paths.append(save_figure(critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias), out / "critical_vs_bias.png"))
+        paths.append(figures.save(critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias), out, "critical_vs_bias"))
     paths = write_tables(out, tables, fmt) + paths
     wide = drops.pivot_table(index="epoch", columns="layer_index", values="drop", aggfunc="mean")
     wide.columns = [f"L{int(c) + 1}" for c in wide.columns]

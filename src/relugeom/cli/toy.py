@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ..errors import RelugeomError
-from ._common import echo_table, out_option
+from ._common import echo_table, figure_options, out_option
 
 
 def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
@@ -33,7 +33,8 @@ def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random near-identity layers.")
 @click.option("--max-pieces", type=click.IntRange(1), default=300, show_default=True)
 @out_option
-def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: ANN001
+@figure_options
+def command(nodes, n_layers, params, seed, max_pieces, out, figures) -> None:  # noqa: ANN001
     """Render seed 002's pictures for a toy circulant network into --out (default ./relugeom-toy).
 
     2 nodes: flows.png (layer boundaries remapped to the input, fig. 2) and preimages.png. 3 nodes:
@@ -43,7 +44,6 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
     import pandas as pd
 
     from ..geometry.toy import affine_output_manifold, cells, flow_field, layer_nesting, point_preimages, toy_network
-    from ..report import save_figure
     from ..report.toy import cells_figure, flows_figure, manifold_figure, preimages_figure
 
     d = int(nodes)
@@ -53,13 +53,13 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
     paths = []
     ys = np.array([[0.5, 0.0], [0.0, 0.3]]) if d == 2 else np.array([[0.4, 0.0, 0.0], [0.3, 0.2, 0.0]])
     pre = point_preimages(net, ys, max_pieces=max_pieces)
-    paths.append(save_figure(preimages_figure(pre, ys), out / "preimages.png"))
+    paths.append(figures.save(preimages_figure(pre, ys), out, "preimages"))
     if d == 2:
-        paths.append(save_figure(flows_figure(flow_field(net), nest), out / "flows.png"))
+        paths.append(figures.save(flows_figure(flow_field(net), nest), out, "flows"))
     else:
-        paths.append(save_figure(cells_figure(cells(net[0], seed=seed)), out / "cells.png"))
-        paths.append(save_figure(manifold_figure(affine_output_manifold(net, max_pieces=max_pieces)),
-                                 out / "manifold.png"))  # fmt: skip
+        paths.append(figures.save(cells_figure(cells(net[0], seed=seed)), out, "cells"))
+        manifold = affine_output_manifold(net, max_pieces=max_pieces)
+        paths.append(figures.save(manifold_figure(manifold), out, "manifold"))
     rows = [{"layer": k, "W row": np.array2string(w[0], precision=3), "bias": b[0]} for k, (w, b) in enumerate(net)]
     table = pd.DataFrame(rows).merge(pd.DataFrame(nest or [{"layer": 0}]), on="layer", how="left")
     echo_table(table)

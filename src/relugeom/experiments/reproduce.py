@@ -24,6 +24,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import DataError, RelugeomError
+from ..report import FigureOutput
 from .train import RESUME_FILE, TrainConfig, read_run_config
 
 VGG19_FIG7_PANELS = [list(range(7)), list(range(7, 16))]
@@ -167,6 +168,7 @@ def reproduce(
     scale: str = "full",
     device: str = "cpu",
     log: Callable[[str], None] = lambda _: None,
+    figures: FigureOutput | None = None,
 ) -> dict[str, Path]:
     """Run an experiment of seed 001 into ``out/NAME`` and draw its figures; returns the files written.
 
@@ -175,7 +177,6 @@ def reproduce(
     (epoch 0 vs. the last epoch of seed 0) and, for re-init experiments, ``reinit.csv``,
     ``reinit.png``, ``critical_vs_bias.csv`` / ``.png``.
     """
-    from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
     from ..stats.projection import layer_summary, projection_stats, summary_over_runs
@@ -183,6 +184,7 @@ def reproduce(
     from .reinit import critical_vs_bias, reinit_run
     from .train import lr_drops, prepare_data
 
+    figures = figures or FigureOutput()
     exp = EXPERIMENTS.get(name)
     plan = experiment_plan(name, data_dir=data_dir, seeds=seeds, scale=scale)
     root = Path(out) / name
@@ -213,17 +215,17 @@ def reproduce(
         panels = VGG19_FIG7_PANELS if n_layers == 16 else None
         fig = nl_over_epochs(summary, metrics, lr_drops=lr_drops(cfg.schedule, cfg.epochs), panels=panels,
                              title=f"{name}: {vname} ({scale})")  # fmt: skip
-        written[f"{vname}/nl_epochs"] = save_figure(fig, vdir / "nl_epochs.png")
+        written[f"{vname}/nl_epochs"] = figures.save(fig, vdir, "nl_epochs")
         first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
         init, last = first[first.epoch == first.epoch.min()], first[first.epoch == first.epoch.max()]
-        written[f"{vname}/histograms"] = save_figure(cos_histograms(last, init), vdir / "histograms.png")
+        written[f"{vname}/histograms"] = figures.save(cos_histograms(last, init), vdir, "histograms")
         if exp is not None and exp.reinit:
             drops = pd.concat([reinit_run(r, random=True, device=device) for r in runs], ignore_index=True)
             written[f"{vname}/reinit"] = write_table(drops, vdir / "reinit", "csv")
-            written[f"{vname}/reinit_png"] = save_figure(reinit_heatmap(drops, title=vname), vdir / "reinit.png")
+            written[f"{vname}/reinit_png"] = figures.save(reinit_heatmap(drops, title=vname), vdir, "reinit")
             cb = critical_vs_bias(drops, layer_summary(df))
             written[f"{vname}/critical_vs_bias"] = write_table(cb.table, vdir / "critical_vs_bias", "csv")
-            written[f"{vname}/critical_vs_bias_png"] = save_figure(
-                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=vname), vdir / "critical_vs_bias.png")
+            written[f"{vname}/critical_vs_bias_png"] = figures.save(
+                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=vname), vdir, "critical_vs_bias")
             log(f"{vname}: Spearman rho(drop, n_l) = {cb.rho:.3f}, rho(drop, |2 n_l - 1|) = {cb.rho_bias:.3f}")
     return written
