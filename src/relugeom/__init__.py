@@ -1,6 +1,7 @@
 """relugeom: the geometry of trained ReLU networks.
 
-The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
+The public API is re-exported here; the definitions and the papers behind them are in the README's references
+and docs/*.md.
 """
 
 from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint

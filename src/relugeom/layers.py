@@ -3,7 +3,7 @@
 Every analysis starts here. A layer is described by an :class:`AffineLayer`: its dotted module
 name (as in ``named_modules()``), kind, weight, bias, convolution hyper-parameters, and its
 position: ``layer_index`` (0-based among the selected layers), ``stage`` (incremented after every
-pooling module, in module order) and ``block`` (index inside the stage), as fixed in DESIGN.md.
+pooling module, in module order) and ``block`` (index inside the stage).
 
 From a bare state dict, conv vs. linear comes from the weight's rank (3, 4, 5 -> conv1d/2d/3d,
 2 -> linear); hyper-parameters, stages and input shapes are then unknown (``None``/NA), since a

@@ -1,5 +1,5 @@
 """How consecutive affine layers of a module are connected, and whether a pair is a plain
-``layer -> [batch norm] -> ReLU -> layer`` chain that the cone geometry (seeds 000, 002) can treat.
+``layer -> [batch norm] -> ReLU -> layer`` chain that the cone geometry (Gamba et al. 2019; Carlsson 2019) can treat.
 
 The connection is read from a ``torch.fx`` trace of the model: every node between the two layers
 must have a single user (otherwise the output also feeds a residual or another branch) and be a

@@ -1,4 +1,5 @@
-"""``relugeom cones``: cone parameters and nesting states of consecutive conv layers (seeds 000, 002)."""
+"""``relugeom cones``: cone parameters and nesting states of consecutive conv layers (Gamba et al. 2019;
+Carlsson 2019)."""
 
 from __future__ import annotations
 

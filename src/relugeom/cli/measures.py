@@ -1,4 +1,4 @@
-"""``relugeom measures``: complexity measures of seed 004 over a run (every epoch) or one checkpoint."""
+"""``relugeom measures``: complexity measures of Daróczy 2020 over a run (every epoch) or one checkpoint."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @figure_options
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
             device, out, fmt, figures) -> None:  # noqa: ANN001
-    """Complexity measures (seed 004) of every epoch of a run, or of checkpoints, beside the generalization gap.
+    """Complexity measures (Daróczy 2020) of every epoch of a run, or of checkpoints, beside the generalization gap.
 
     Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
     (one row per epoch) and measures.png (each measure over training, the gap on a twin axis) into

@@ -15,7 +15,7 @@ from ._common import echo_table, figure_options, format_option, out_option, pars
 
 @click.group("regions")
 def command() -> None:
-    """Linear regions: the published formulas and bounds (seed 003), exact counts of a network along a
+    """Linear regions: the published formulas and bounds (Xiong et al. 2020), exact counts of a network along a
     segment, on a 2D slice, and over a training run (Hanin and Rolnick 2019)."""
 
 
@@ -72,7 +72,7 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         shape, k = _ints(input_shape), _ints(kernel)
         k = k[0] if len(k) == 1 else k
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
-        rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
+        rows = [("theorem1_max_regions", _big(value), "as published (Xiong et al. 2020, Theorem 1 (i))")]
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from torch import nn
 

@@ -1,4 +1,5 @@
-"""``relugeom reinit``: critical layers by weight re-initialization (seed 001 sec. 3.3, figs. 2, 16, 18, 19)."""
+"""``relugeom reinit``: critical layers by weight re-initialization (Gamba et al. 2020, sec. 3.3, figs. 2, 16,
+18, 19)."""
 
 from __future__ import annotations
 

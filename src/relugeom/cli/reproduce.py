@@ -1,4 +1,4 @@
-"""``relugeom reproduce``: one command per experiment of seed 001 (train every seed, then the figures)."""
+"""``relugeom reproduce``: one command per experiment of Gamba et al. 2020 (train every seed, then the figures)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from ._common import device_option, figure_options
 @click.option("--dry-run", is_flag=True, help="Print the runs that would be trained, and stop.")
 @figure_options
 def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, figures) -> None:  # noqa: ANN001
-    """Rerun an experiment of seed 001 ("Hyperplane arrangements of trained ConvNets are biased").
+    """Rerun an experiment of Gamba et al. 2020 ("Hyperplane arrangements of trained ConvNets are biased").
 
     Trains each variant for every seed into OUT/EXPERIMENT/VARIANT/seedS (a finished run is kept, an
     interrupted one resumed), then writes n_l per layer and epoch (mean and std over seeds),

@@ -1,4 +1,4 @@
-"""``relugeom stats``: projection statistics and n_l of models, checkpoints and runs (seed 001)."""
+"""``relugeom stats``: projection statistics and n_l of models, checkpoints and runs (Gamba et al. 2020)."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @format_option
 @figure_options
 def command(sources, init, arch, linear, pointwise, out, fmt, figures) -> None:  # noqa: ANN001
-    """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
+    """Projection statistic (cos) of every filter and n_l of every layer (Gamba et al. 2020, eqs. 1-2).
 
     SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
     filters.FMT (one row per filter), layers.FMT (one row per layer and epoch), histograms.png

@@ -1,4 +1,4 @@
-"""``relugeom toy``: the 2- and 3-node circulant networks of seed 002 and their pictures (figs. 2-4)."""
+"""``relugeom toy``: the 2- and 3-node circulant networks of Carlsson 2019 and their pictures (figs. 2-4)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
 @out_option
 @figure_options
 def command(nodes, n_layers, params, seed, max_pieces, out, figures) -> None:  # noqa: ANN001
-    """Render seed 002's pictures for a toy circulant network into --out (default ./relugeom-toy).
+    """Render the pictures of Carlsson 2019 for a toy circulant network into --out (default ./relugeom-toy).
 
     2 nodes: flows.png (layer boundaries remapped to the input, fig. 2) and preimages.png. 3 nodes:
     cells.png (cells and their images, fig. 3), preimages.png and manifold.png (the piecewise-planar

@@ -6,14 +6,14 @@
   ``image_size // 32`` and use a 512-512-C classifier.
 * ``alexnet``: torchvision's AlexNet (features.0/3/6/8/10, classifier.1/4/6).
 * ``lenet``: the authors' 9-layer LeNet, 3x3 convs [6, 6, M, 16, 16, M, 64, 64, M], classifier
-  120-84-C (seed 000; seed 001 sec. A.7).
-* ``vgg9``: [64, 64, M, 128, 128, M, 256, 256, M], classifier 512-512-C (seed 000).
+  120-84-C (Gamba et al. 2019; Gamba et al. 2020 sec. A.7).
+* ``vgg9``: [64, 64, M, 128, 128, M, 256, 256, M], classifier 512-512-C (Gamba et al. 2019).
 * ``mlp``: a fully connected ReLU network ``in -> hidden... -> C``.
 
 Initialisations (:func:`initialize`): ``kaiming`` (torchvision's: Kaiming normal, fan_out, for
 convs; N(0, 0.01) for linear layers; zero biases), ``kaiming_all`` (Kaiming normal with fan_out
-for every weight, zero biases: seed 001 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
-standard deviation 0.01, zero biases: the failing initialisation of seed 001 sec. 3.2 / fig. 15.
+for every weight, zero biases: Gamba et al. 2020 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
+standard deviation 0.01, zero biases: the failing initialisation of Gamba et al. 2020 sec. 3.2 / fig. 15.
 The VGG paper writes "10^-2 variance"; the seed's vanishing-gradient account matches a standard
 deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another).
 """

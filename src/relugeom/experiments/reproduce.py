@@ -1,4 +1,4 @@
-"""Presets that rerun every experiment of seed 001 end to end: train each variant for several seeds,
+"""Presets that rerun every experiment of Gamba et al. 2020 end to end: train each variant for several seeds,
 then the projection statistics (mean and one standard deviation over seeds), the histograms, and the
 re-initialization heatmaps where the paper has them.
 
@@ -40,7 +40,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A figure (or figures) of seed 001 and the runs behind it."""
+    """A figure (or figures) of Gamba et al. 2020 and the runs behind it."""
 
     name: str
     figures: str
@@ -170,7 +170,7 @@ def reproduce(
     log: Callable[[str], None] = lambda _: None,
     figures: FigureOutput | None = None,
 ) -> dict[str, Path]:
-    """Run an experiment of seed 001 into ``out/NAME`` and draw its figures; returns the files written.
+    """Run an experiment of Gamba et al. 2020 into ``out/NAME`` and draw its figures; returns the files written.
 
     Per variant: ``seedS/`` run folders, ``layers.csv`` (n_l per run, layer, epoch),
     ``layers_over_seeds.csv`` (mean and std over seeds), ``nl_epochs.png``, ``histograms.png``

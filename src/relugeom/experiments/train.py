@@ -1,4 +1,4 @@
-"""The training recipe of seed 001 (sec. 3.1, A.1), with a checkpoint per epoch.
+"""The training recipe of Gamba et al. 2020 (sec. 3.1, A.1), with a checkpoint per epoch.
 
 SGD with momentum 0.9 and weight decay 5e-4, base learning rate 0.01, and either the ``step``
 schedule (x0.1 every 25 epochs) or the ``exp`` schedule (x10^(-1/25) per epoch); general forms
@@ -15,7 +15,7 @@ A run folder holds::
 
 Every file is written atomically, so an interrupted run keeps every finished epoch. Epoch ``e``'s
 checkpoint holds the weights after ``e`` epochs; the learning rate drops after the epochs that
-:func:`lr_drops` lists (the red ticks of seed 001's figures).
+:func:`lr_drops` lists (the red ticks of Gamba et al. 2020's figures).
 """
 
 from __future__ import annotations

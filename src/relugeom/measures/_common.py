@@ -14,7 +14,7 @@ from ..errors import ArchitectureError, DataError, LayerError, ShapeError
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
-# Activations with sigma(z) = sigma'(z) z (positively 1-homogeneous): the identities of seed 004 hold.
+# Activations with sigma(z) = sigma'(z) z (positively 1-homogeneous): the identities of Daróczy 2020 hold.
 HOMOGENEOUS: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity)
 # Modules that are linear maps without parameters (pooling, reshaping) or the identity in eval mode.
 NEUTRAL: tuple[type, ...] = (

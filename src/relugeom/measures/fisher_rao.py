@@ -1,4 +1,4 @@
-"""The Fisher-Rao norm (seed 004; Liang, Poggio, Rakhlin and Stokes 2017, Definition 2 and Theorem 3.1).
+"""The Fisher-Rao norm (Daróczy 2020; Liang, Poggio, Rakhlin and Stokes 2017, Definition 2 and Theorem 3.1).
 
 ``||theta||_fr^2 = <theta, I(theta) theta> = E <theta, grad_theta l(f_theta(X), Y)>^2`` with ``l`` the
 cross-entropy. Two Fishers:
@@ -102,7 +102,7 @@ def fisher_rao_norm(
     model: nn.Module, data: Data, fisher: str = "empirical", *, identity: bool = True,
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
 ) -> FisherRaoNorm:  # fmt: skip
-    """Squared Fisher-Rao norm ``E <theta, grad_theta l>^2`` of ``model`` on ``data`` (seed 004; Liang et al. 2017).
+    """Squared Fisher-Rao norm ``E <theta, grad_theta l>^2`` of ``model`` on ``data`` (Daróczy 2020; Liang et al. 2017).
 
     ``data`` is ``(X, y)`` or an iterable of ``(x, y)`` batches; the expectation is the mean over all
     samples. ``theta`` is every parameter of the model. The model is copied to ``dtype`` (float64:

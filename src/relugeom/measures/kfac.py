@@ -1,4 +1,4 @@
-"""K-FAC: the Kronecker-factored approximate Fisher (seed 004; Martens and Grosse 2015, sec. 3;
+"""K-FAC: the Kronecker-factored approximate Fisher (Daróczy 2020; Martens and Grosse 2015, sec. 3;
 convolutions as in Grosse and Martens 2016, "KFC").
 
 For each Linear/Conv layer with weight ``W`` (out x in; a conv's ``in = C/groups * prod(kernel)``)

@@ -1,4 +1,4 @@
-"""Norm-based capacity measures (seed 004; Neyshabur, Bhojanapalli, McAllester and Srebro 2017, sec. 2;
+"""Norm-based capacity measures (Daróczy 2020; Neyshabur, Bhojanapalli, McAllester and Srebro 2017, sec. 2;
 Jiang et al. 2020, "Fantastic generalization measures").
 
 For a network with affine layers ``W_1 .. W_d`` (Linear and Conv; batch norm folded into the preceding

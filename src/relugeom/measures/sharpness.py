@@ -1,4 +1,4 @@
-"""Sharpness measures (seed 004): epsilon-sharpness (Keskar et al. 2017), expected sharpness
+"""Sharpness measures (Daróczy 2020): epsilon-sharpness (Keskar et al. 2017), expected sharpness
 (Neyshabur et al. 2017) and the Hessian trace (Hutchinson's estimator).
 
 ``L`` is the mean cross-entropy over ``data`` and ``theta`` every parameter of the model (float64).

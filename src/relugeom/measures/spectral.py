@@ -1,4 +1,4 @@
-"""Spectral norms of convolution operators (seed 004: the spectral-norm capacity of Neyshabur et al. 2017).
+"""Spectral norms of convolution operators (Daróczy 2020: the spectral-norm capacity of Neyshabur et al. 2017).
 
 A convolution on an input of shape (C, *S) is a linear map (the bias left out); its spectral norm is
 the largest singular value of that map, not of the reshaped kernel. Three methods:

@@ -1,4 +1,4 @@
-"""All complexity measures of seed 004 for one model or a whole run, as one tidy table.
+"""All complexity measures of Daróczy 2020 for one model or a whole run, as one tidy table.
 
 :func:`measure_model` returns long-form rows ``measure, value, std_error`` for one model;
 :func:`complexity_table` maps it over a source (a module, a checkpoint, a run folder: every epoch)

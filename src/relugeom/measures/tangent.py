@@ -1,4 +1,4 @@
-"""Tangent sensitivity (seed 004; Daróczy 2020, Definition 3.1 and Lemma 3.1).
+"""Tangent sensitivity (Daróczy 2020, Definition 3.1 and Lemma 3.1).
 
 The tangent sample sensitivity of a network ``f`` at input ``x`` is the ``N_theta x d_in`` matrix
 ``S(x) = d^2 f(x; theta) / (d theta d x)``. ``f`` is the sum of the logits (``output="sum"``, the

@@ -1,4 +1,4 @@
-"""Figures of the cone statistics (seed 000, "Results"): net-wise and block-wise (per stage) distributions
+"""Figures of the cone statistics (Gamba et al. 2019, "Results"): net-wise and block-wise (per stage) distributions
 of the four nesting states over epochs, averaged across runs/seeds with a +-1 std band, and the
 distributions of the continuous statistics (dist, open_diff, rotation) per layer pair."""
 

@@ -1,4 +1,4 @@
-"""Plots of the complexity measures over training, beside the generalization gap (seed 004)."""
+"""Plots of the complexity measures over training, beside the generalization gap (Daróczy 2020)."""
 
 from __future__ import annotations
 

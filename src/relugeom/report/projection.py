@@ -1,4 +1,4 @@
-"""Figures of the projection statistic (seed 001): per-layer histograms of cos, trained vs. init
+"""Figures of the projection statistic (Gamba et al. 2020): per-layer histograms of cos, trained vs. init
 (figs. 1, 4, 9-14) and n_l per layer over epochs with the training curves beneath (figs. 5-8)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def cos_histograms(
     for ax in axes[len(layers) :]:
         ax.set_visible(False)
     axes[0].legend(fontsize=7)
-    fig.supxlabel("cos (projection statistic, seed 001 eq. 1)", fontsize=9)
+    fig.supxlabel("cos (projection statistic, Gamba et al. 2020 eq. 1)", fontsize=9)
     if title:
         fig.suptitle(title)
     return fig
@@ -77,12 +77,12 @@ def nl_over_epochs(
     panels: Sequence[Sequence[int]] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """n_l of every layer over epochs (seed 001 fig. 5 top, fig. 7), training curves beneath.
+    """n_l of every layer over epochs (Gamba et al. 2020 fig. 5 top, fig. 7), training curves beneath.
 
     ``summary`` is ``layer_summary`` of a series; with several runs (a ``run`` column with more than
     one value) the line is the mean over runs and the band one standard deviation. Layers are split
-    over panels of ``layers_per_panel``, or as ``panels`` says (lists of 0-based layer indices; seed
-    001 fig. 7 is ``[range(7), range(7, 16)]``). ``metrics`` (``metrics.csv`` of one or several runs) adds a
+    over panels of ``layers_per_panel``, or as ``panels`` says (lists of 0-based layer indices; Gamba
+    et al. 2020 fig. 7 is ``[range(7), range(7, 16)]``). ``metrics`` (``metrics.csv`` of one or several runs) adds a
     bottom panel with train/val loss rescaled by their maxima and accuracies. Learning-rate drops
     are red ticks on the epoch axis.
     """

@@ -1,4 +1,4 @@
-"""Figures of the re-initialization experiment (seed 001 figs. 2, 16, 18, 19, 23, 24) and its
+"""Figures of the re-initialization experiment (Gamba et al. 2020 figs. 2, 16, 18, 19, 23, 24) and its
 comparison with n_l (fig. 2 next to fig. 7)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Pictures of the toy circulant networks (seed 002, figs. 2-4), drawn from :mod:`relugeom.geometry.toy` data."""
+"""Pictures of the toy circulant networks (Carlsson 2019, figs. 2-4), drawn from :mod:`relugeom.geometry.toy` data."""
 
 from __future__ import annotations
 

@@ -1,17 +1,17 @@
 """Filters as polyhedral cones around the identity line, and how the cones of consecutive layers nest
-(seed 000, "Polyhedral Cones", "Summary Statistics"; seed 002, sec. 4, eqs. 16-18).
+(Gamba et al. 2019, "Polyhedral Cones", "Summary Statistics"; Carlsson 2019, sec. 4, eqs. 16-18).
 
 A conv filter (w, b) acting on an input of shape (C, *S), D = C * prod(S) values, is looked at through
 its circulant embedding (:func:`relugeom.geometry.unroll.circulant`): one hyperplane ``n_s . x + b = 0``
 per spatial cyclic shift ``s`` of the filter's normal ``n`` (the kernel placed, centred, in a (C, *S)
-array). All of them meet the identity line ``t * 1`` at the apex (seed 002, eq. 16)::
+array). All of them meet the identity line ``t * 1`` at the apex (Carlsson 2019, eq. 16)::
 
     apex        t = -b / sum(w)
     orientation sign(cos_D)
     opening     |arcsin(cos_D)|,  cos_D = sum(n) / (||n|| sqrt(D))   (the angle between the planes and 1)
 
 For a filter i of layer l+1 against the filters p of layer l (consecutive conv layers with only a ReLU,
-and optionally batch norms folded into the layers, between them; DESIGN.md, "Cones")::
+and optionally batch norms folded into the layers, between them; docs/cones.md, "Pairwise states")::
 
     dist_p = (t_i - t_p) * sqrt(D)   (D of layer l+1's input, the space where cone i lives)
     open_p = opening_i - opening_p
@@ -173,7 +173,7 @@ def rotation_angles(
 
 
 def classify(d: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """The four states from d = max_p dist_p and o = min_p open_p (DESIGN.md, "Cones"); None where NaN."""
+    """The four states from d = max_p dist_p and o = min_p open_p (docs/cones.md, "Pairwise states"); None where NaN."""
     d = np.asarray(d, dtype=np.float64)
     o = np.asarray(o, dtype=np.float64)
     out = np.where(
@@ -268,7 +268,7 @@ def _params_frame(cones: _Cones) -> pd.DataFrame:
 def cone_params(
     source: Source, input_shape: Sequence[int], *, arch: str | None = None, fold_bn: bool = True
 ) -> pd.DataFrame:
-    """Apex, orientation and opening of the cone of every conv filter (seed 000; seed 002, eq. 16).
+    """Apex, orientation and opening of the cone of every conv filter (Gamba et al. 2019; Carlsson 2019, eq. 16).
 
     Parameters
     ----------
@@ -397,7 +397,7 @@ def cone_states(
     pairs: bool = False,
     device: str | torch.device = "cpu",
 ) -> pd.DataFrame:
-    """Nesting state of every conv filter i of layer l+1 against all filters of layer l (seed 000).
+    """Nesting state of every conv filter i of layer l+1 against all filters of layer l (Gamba et al. 2019).
 
     Consecutive conv layers form a pair when only a ReLU (and batch norms right after the layers, folded in)
     lies between them; any other pair (pooling between them, a residual connection, another activation) gets

@@ -16,7 +16,7 @@ from .splits import DataSplits, Split
 def noisy_labels(y: torch.Tensor, p: float, num_classes: int, seed: int = 0) -> torch.Tensor:
     """Each label replaced with probability ``p`` by a different class drawn uniformly (seeded).
 
-    ``p = 1`` changes every label (seed 001 fig. 6: "all training labels replaced by noisy ones").
+    ``p = 1`` changes every label (Gamba et al. 2020 fig. 6: "all training labels replaced by noisy ones").
     """
     if not 0 <= p <= 1:
         raise DataError(f"label noise must be a probability in [0, 1], got {p}")
@@ -38,7 +38,7 @@ def pixel_permutation(index: int, n_pixels: int, seed: int = 0) -> np.ndarray:
 
 def shuffle_pixels(x: torch.Tensor, indices: torch.Tensor | np.ndarray, seed: int = 0) -> torch.Tensor:
     """Images ``x`` (N, C, H, W) with the pixel positions of image ``indices[n]`` permuted by its own
-    fixed permutation, the same for every channel (seed 001 fig. 20)."""
+    fixed permutation, the same for every channel (Gamba et al. 2020 fig. 20)."""
     n, c, h, w = x.shape
     flat = x.reshape(n, c, h * w)
     perms = torch.from_numpy(np.stack([pixel_permutation(int(i), h * w, seed) for i in np.asarray(indices)]))

@@ -175,7 +175,7 @@ def load_image_folder(
     """An ImageNet-style folder ``DIR/train/CLASS/*`` and ``DIR/val/CLASS/*``, read lazily.
 
     As for the other data sets, a seeded ``val_fraction`` of ``train/`` is the validation split
-    (seed 001 sec. 3.1) and ``val/`` plays the part of the test set. ``normalize="standard"`` uses
+    (Gamba et al. 2020 sec. 3.1) and ``val/`` plays the part of the test set. ``normalize="standard"`` uses
     the usual ImageNet channel means and deviations (no pass over the data); ``augment=False``
     evaluates training images with the centre crop too.
     """
