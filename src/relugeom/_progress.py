@@ -18,11 +18,15 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = quiet
 
 
-def progress(items: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False) -> Iterator[T]:
-    """Wrap ``items`` in a tqdm bar on stderr when it is a terminal; otherwise yield them as they are."""
+def progress(items: Iterable[T], desc: str = "", total: int | None = None, leave: bool = False,
+             delay: float = 0.0) -> Iterator[T]:  # fmt: skip
+    """Wrap ``items`` in a tqdm bar on stderr when it is a terminal; otherwise yield them as they are.
+
+    ``delay``: show the bar only once this many seconds have passed (for loops that are usually quick).
+    """
     if _QUIET or not sys.stderr.isatty():
         yield from items
         return
     from tqdm.auto import tqdm
 
-    yield from tqdm(items, desc=desc, total=total, leave=leave, dynamic_ncols=True, file=sys.stderr)
+    yield from tqdm(items, desc=desc, total=total, leave=leave, dynamic_ncols=True, file=sys.stderr, delay=delay)

@@ -27,6 +27,7 @@ from typing import Any, BinaryIO
 
 import torch
 
+from ._repr import short_repr
 from .errors import CheckpointError, SkippedWarning, warn
 
 TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
@@ -41,6 +42,8 @@ _META_KEY = "relugeom_meta"
 class Checkpoint:
     """A loaded checkpoint: its state dict, relugeom metadata (empty for foreign files) and the
     remaining top-level entries (optimizer, scheduler, RNG states, ... for resuming)."""
+
+    __repr__ = short_repr
 
     path: Path | None
     state_dict: dict[str, torch.Tensor] = field(repr=False)
@@ -243,6 +246,8 @@ def save_checkpoint(
 @dataclass(frozen=True)
 class SeriesEntry:
     """One checkpoint of a run: its epoch, file, and relugeom metadata (``{}`` for foreign files)."""
+
+    __repr__ = short_repr
 
     epoch: int
     path: Path

@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._repr import short_repr
 from .errors import ArchitectureError, LayerError, ShapeError
 
 _KINDS: dict[type, str] = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.Linear: "linear"}
@@ -39,6 +40,8 @@ class AffineLayer:
     ``weight`` keeps the layer's own dtype and device; analyses convert (to float64 for geometry).
     Convolution hyper-parameters are ``None`` when the layer came from a bare state dict.
     """
+
+    __repr__ = short_repr
 
     name: str
     kind: str

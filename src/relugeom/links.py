@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ._repr import short_repr
 from .errors import RelugeomWarning, warn
 from .layers import POOLING, AffineLayer
 
@@ -35,6 +36,8 @@ class Link:
     ``ok`` when the pair is a plain chain with one ReLU; else ``reason`` says what is between them.
     ``bn`` maps a layer name to the batch norm module that directly follows it (to be folded).
     """
+
+    __repr__ = short_repr
 
     first: str
     second: str

@@ -8,6 +8,7 @@ Exit codes: 0 success; 1 an error (one line on stderr naming the file or layer, 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 
@@ -51,23 +52,54 @@ def _register() -> None:
             cli.add_command(module.command)
 
 
+# A file name inside a message (anything with a slash, or a checkpoint's file name) and an epoch number: two
+# warnings that differ only there are the same warning repeated over the checkpoints of a series.
+_FILE_OR_EPOCH = re.compile(r"(\bepochs? )\d+|[^\s'\"]*[/\\][^\s'\":]*"
+                            r"|[^\s'\"]+\.(?:pt|pth|tar|ckpt|bin|safetensors)\b")
+
+
+def _pattern(message: str) -> str:
+    """``message`` with file names replaced by <file> and epoch numbers by <n>."""
+    return _FILE_OR_EPOCH.sub(lambda m: f"{m.group(1)}<n>" if m.group(1) else "<file>", message)
+
+
+class WarningDisplay:
+    """Shows relugeom warnings on stderr, each once: a warning that differs from an earlier one only in a file
+    name or epoch (the same problem in every checkpoint of a run) is counted, not shown again, and
+    :meth:`summary` prints one line per such warning with its count."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+        self.seen: dict[tuple[type, str], list] = {}  # key -> [first message, count]
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, SkippedWarning):
+            self.skipped.append(str(message))
+        if not issubclass(category, RelugeomWarning):
+            click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
+            return
+        key = (category, _pattern(str(message)))
+        if key in self.seen:
+            self.seen[key][1] += 1
+            return
+        self.seen[key] = [str(message), 1]
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
+    def summary(self) -> None:
+        for (_, pattern), (_, count) in self.seen.items():
+            if count > 1:
+                click.secho(f"warning: {pattern} (repeated for {count} checkpoints)", fg="yellow", err=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs a verb and maps errors to exit codes."""
     _register()
-    skipped: list[str] = []
-
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        if issubclass(category, SkippedWarning):
-            skipped.append(str(message))
-        if issubclass(category, RelugeomWarning):
-            click.secho(f"warning: {message}", fg="yellow", err=True)
-        else:
-            click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
-
+    display = WarningDisplay()
+    skipped = display.skipped
     debug = os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("always", RelugeomWarning)
-        warnings.showwarning = show
+        warnings.showwarning = display.show
         try:
             cli.main(args=argv, prog_name="relugeom", standalone_mode=False)
         except click.exceptions.Exit as e:
@@ -90,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
                 fg="red", err=True,
             )  # fmt: skip
             sys.exit(EXIT_INTERNAL)
+        finally:
+            display.summary()
     if skipped:
         click.secho(f"finished, but {len(skipped)} input(s) were skipped (see the warnings above)", err=True)
         sys.exit(EXIT_PARTIAL)

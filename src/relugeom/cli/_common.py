@@ -63,6 +63,33 @@ def figure_options(f: Callable) -> Callable:
                         show_default=True, help="File format of the figures.")(command)  # fmt: skip
 
 
+def find_run(sources: str | Path | tuple | list) -> Path | None:
+    """The first of ``sources`` that is a run folder of ``relugeom train`` (it has a config.json), or None."""
+    for s in [sources] if isinstance(sources, (str, Path)) else sources:
+        if (Path(s) / "config.json").is_file():
+            return Path(s)
+    return None
+
+
+def run_data_spec(run: Path) -> dict:
+    """The ``data`` section of a run's config.json: name, input_shape, num_classes, split sizes."""
+    import json
+
+    from ..errors import CheckpointError
+
+    path = run / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8")).get("data", {})
+    except (OSError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{path}: not a relugeom training config ({str(e)[:120]})") from None
+    return data if isinstance(data, dict) else {}
+
+
+def note(message: str) -> None:
+    """One line on stderr saying what relugeom chose for the user (a default taken from the run, ...)."""
+    click.echo(message, err=True)
+
+
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:
     """Write each table as ``out/NAME.FMT`` (atomically); return the paths."""
     return [write_table(df, out / name, fmt) for name, df in tables.items()]

@@ -9,12 +9,24 @@ import click
 
 from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
-from ._common import device_option, echo_table, figure_options, format_option, out_option, parse_shape, write_tables
+from ._common import (
+    device_option,
+    echo_table,
+    figure_options,
+    find_run,
+    format_option,
+    note,
+    out_option,
+    parse_shape,
+    run_data_spec,
+    write_tables,
+)
 
 
 @click.command("cones")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--input-shape", "input_shape", required=True, help="Shape of one network input, e.g. 3,32,32.")
+@click.option("--input-shape", "input_shape", default=None,
+              help="Shape of one network input, e.g. 3,32,32. Default: the run's (its config.json).")  # fmt: skip
 @click.option("--arch", default=None, help="Architecture of bare state dicts (needed for their strides and pooling).")
 @click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per (filter of layer l+1, filter of l).")
 @click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
@@ -33,6 +45,14 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, fig
     """
     from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
 
+    if input_shape is None:
+        run = find_run(sources)
+        spec = run_data_spec(run) if run is not None else {}
+        if not spec.get("input_shape"):
+            raise click.UsageError("give --input-shape (e.g. 3,32,32): the sources are not run folders of "
+                                   "`relugeom train` that would record it")  # fmt: skip
+        input_shape = ",".join(str(int(v)) for v in spec["input_shape"])
+        note(f"input shape {input_shape} ({spec.get('name', 'the data set')}, from {run / 'config.json'})")
     try:
         shape = parse_shape(input_shape)
     except click.BadParameter as e:

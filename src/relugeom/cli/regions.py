@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
-from ._common import echo_table, figure_options, format_option, out_option, parse_shape, write_tables
+from ._common import echo_table, figure_options, find_run, format_option, note, out_option, parse_shape, write_tables
 
 
 @click.group("regions")
@@ -102,9 +102,10 @@ points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
     click.option("--dataset", default=None, help="Take data points from this data set's validation split "
-                                                 "(digits, mnist, cifar10, ...)."),
+                                                 "(digits, mnist, cifar10, ...). Default: the run folder's own "
+                                                 "data set (its config.json)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
-    click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
+    click.option("--input-shape", default=None, help="Input shape of random Gaussian points (e.g. 1,8,8)."),
     click.option("--seed", type=int, default=0, show_default=True, help="Which points are drawn."),
 ]  # fmt: skip
 
@@ -116,18 +117,24 @@ def _with_points(f):  # noqa: ANN001, ANN202
 
 
 def _load_model(source: str, arch: str | None):  # noqa: ANN202
+    """The model of a checkpoint, or of a run folder's last checkpoint (the trained network)."""
     from torch import nn
 
     from ..sources import iter_sources
 
-    item = next(iter_sources(source, arch=arch))
+    items = list(iter_sources(source, arch=arch))
+    item = items[-1]
     obj = item.load()
     if not isinstance(obj, nn.Module):
         raise ArchitectureError(f"{source}: a bare state dict; pass --arch so that the network can be evaluated")
+    if len(items) > 1:
+        note(f"model: {Path(source).name} at epoch {item.epoch} (its last checkpoint)")
     return obj, item
 
 
-def _points(points, dataset, data_dir, input_shape, seed, n, item=None) -> torch.Tensor:  # noqa: ANN001
+def _points(points, dataset, data_dir, input_shape, seed, n, item=None, run=None) -> torch.Tensor:  # noqa: ANN001
+    """The data points: --points, --dataset, else the run's own data set (its config.json), else Gaussian
+    points of --input-shape or of the checkpoint's input shape."""
     if points is not None:
         if points.suffix == ".npy":
             X = torch.from_numpy(np.load(points, allow_pickle=False))
@@ -142,9 +149,21 @@ def _points(points, dataset, data_dir, input_shape, seed, n, item=None) -> torch
         from ..experiments.data import load_dataset
 
         return load_dataset(dataset, data_dir).val.x.double()
+    if input_shape is None and run is not None:
+        from ..experiments.data import Batches
+        from ..experiments.train import prepare_data, read_run_config
+
+        config = read_run_config(run)
+        data = prepare_data(config)
+        X = next(iter(Batches(data.val, 256, resize=data.resize)))[0]
+        note(f"points: {len(X)} samples of the validation split of {config.dataset} (the run's data set, from "
+             f"{run / 'config.json'}); --dataset, --points or --input-shape choose others")  # fmt: skip
+        return X.double()
     shape = _ints(input_shape) if input_shape else None
     if shape is None and item is not None and item.meta.get("input_shape"):
         shape = tuple(item.meta["input_shape"])
+        note(f"points: Gaussian N(0, I) of shape {','.join(map(str, shape))} (the checkpoint's input shape; "
+             "no data set known: pass --dataset or --points for data)")  # fmt: skip
     if shape is None:
         raise click.UsageError("give --points, --dataset or --input-shape (for random points)")
     g = torch.Generator().manual_seed(seed)
@@ -172,7 +191,7 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
     from ..report.regions import segment_figure
 
     model, item = _load_model(source, arch)
-    a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item), 2, seed)
+    a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item, find_run(source)), 2, seed)
     d = b - a
     seg = regions_on_segment(model, a - extend * d, b + extend * d)
     out = out or Path("relugeom-regions")
@@ -205,7 +224,7 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     from ..report.regions import slice_figure
 
     model, item = _load_model(source, arch)
-    a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item), 3, seed)
+    a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(source)), 3, seed)
     box = None
     if bounds:
         try:
@@ -254,7 +273,7 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
     from ..sources import iter_sources
 
     item = next(iter_sources(list(sources), arch=arch))
-    X = _points(points, dataset, data_dir, input_shape, seed, 3, item)
+    X = _points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(sources))
     df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
                                arch=arch)  # fmt: skip
     summ = training_summary(df)

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .._progress import progress
+from .._repr import short_repr
 from ..errors import DataError, RelugeomError, RelugeomWarning, warn
 from ..layers import find_layers
 
@@ -246,6 +247,8 @@ def reinit_run(
 class CriticalBias:
     """Per-layer n_l at the end of training next to the re-initialization drop (Gamba et al. 2020 figs. 2
     and 7), and Spearman's rank correlations of the drop with n_l and with the bias |2 n_l - 1|."""
+
+    __repr__ = short_repr
 
     table: pd.DataFrame
     rho: float

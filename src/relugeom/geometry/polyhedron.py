@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from scipy.linalg import null_space
 from scipy.optimize import linprog
 
+from .._repr import short_repr
 from ..errors import DataError, LayerError, ShapeError
 
 _DENSE_LIMIT = 4096
@@ -31,6 +32,8 @@ class Polyhedron:
     ``A_ub``/``A_eq`` may be dense arrays or scipy sparse arrays. LPs use scipy's HiGHS; ``tol`` is the
     feasibility tolerance for membership and for deciding that an inequality is tight.
     """
+
+    __repr__ = short_repr
 
     A_ub: np.ndarray | sp.sparray
     b_ub: np.ndarray

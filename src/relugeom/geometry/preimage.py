@@ -34,6 +34,7 @@ import scipy.sparse as sp
 from scipy.optimize import linprog
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import DataError, LayerError, RelugeomWarning, ShapeError, UnsupportedLayerError, warn
 from ..layers import AffineLayer, as_affine
 from .polyhedron import _DENSE_LIMIT, Polyhedron, RelugeomLPError, _dense
@@ -114,6 +115,8 @@ class PiecewisePreimage:
     """The preimage through several layers: a union of polyhedra, one per feasible activation pattern of the
     layers before the last (pieces may share boundaries). ``complete`` is False when ``max_pieces`` cut the
     enumeration short; ``patterns[k]`` is the list of per-layer boolean activation patterns of piece k."""
+
+    __repr__ = short_repr
 
     pieces: list[Polyhedron]
     patterns: list[list[np.ndarray]]
@@ -294,6 +297,8 @@ def _pull_back_all(mats: list, current: list, domain: str, budget: _Budget) -> P
 class DualBasis:
     """``apex``: the point where all d planes meet (eq. 11); ``E``: columns e_i of unit length (eq. 10),
     ``W e_i`` zero but for entry i, which is negative."""
+
+    __repr__ = short_repr
 
     apex: np.ndarray
     E: np.ndarray

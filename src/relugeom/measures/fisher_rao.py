@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
+from .._repr import short_repr
 from ..errors import warn
 from ._common import AFFINE, NORMS, Data, all_finite, batches, check_loss, forward, non_homogeneous_activations, prepare
 from ._common import affine_call_order as _affine_call_order
@@ -46,6 +47,8 @@ FISHERS = ("empirical", "model")
 @dataclass(frozen=True)
 class FisherRaoNorm:
     """Squared Fisher-Rao norm by the JVP route and (when it applies) by the (L+1)^2 identity."""
+
+    __repr__ = short_repr
 
     norm2: float  # JVP route, E <theta, grad l>^2
     norm2_identity: float | None  # (L+1)^2 E <dl/df, f>^2, None when the identity does not apply

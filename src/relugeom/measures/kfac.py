@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError, warn
 from ..geometry.unroll import _pads
 from ..layers import as_affine
@@ -44,6 +45,8 @@ FISHERS = ("empirical", "model")
 @dataclass(frozen=True)
 class KFACBlock:
     """Kronecker factors of one layer: the block is ``kron(G, A)`` over row-major ``[W | b]``."""
+
+    __repr__ = short_repr
 
     name: str
     A: torch.Tensor  # (in+1, in+1), or (in, in) without bias

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ArchitectureError, UnsupportedLayerError, warn
 from ..layers import batchnorm_affine
 from ._common import AFFINE, NORMS, Data, batches, forward, n_samples, non_homogeneous_activations, prepare
@@ -43,6 +44,8 @@ from .spectral import conv_spectral_norm
 @dataclass(frozen=True)
 class NormMeasures:
     """The norm-based measures of one model on one data set (see the module docstring)."""
+
+    __repr__ = short_repr
 
     margin: float
     frobenius_product: float

@@ -32,11 +32,14 @@ from torch import nn
 from torch.func import functional_call
 
 from .._progress import progress
+from .._repr import short_repr
 from ._common import Data, batches, check_loss, prepare
 
 
 @dataclass(frozen=True)
 class EpsilonSharpness:
+    __repr__ = short_repr
+
     value: float  # (max L - L) / (1 + L), best over the restarts
     loss: float
     max_loss: float
@@ -50,6 +53,8 @@ class EpsilonSharpness:
 @dataclass(frozen=True)
 class Estimate:
     """A seeded Monte-Carlo estimate and its standard error."""
+
+    __repr__ = short_repr
 
     value: float
     std_error: float

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vjp
 
+from .._repr import short_repr
 from ..errors import BudgetExceeded, warn
 from ..geometry.unroll import _check, _pads, output_shape, unroll
 from ..layers import AffineLayer, as_affine
@@ -44,6 +45,8 @@ DENSE_LIMIT = 4_000_000  # entries of the dense matrix
 @dataclass(frozen=True)
 class SpectralNorm:
     """Largest singular value of a layer's linear map and how it was found."""
+
+    __repr__ = short_repr
 
     value: float
     method: str

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
+from .._repr import short_repr
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
 from . import _tangent_pl
 from ._common import Data, batches, forward, prepare
@@ -45,6 +46,8 @@ ROUTES = ("auto", "generic", "piecewise_linear")
 
 @dataclass(frozen=True)
 class TangentSensitivity:
+    __repr__ = short_repr
+
     mean_sq: float  # E_x ||S(x)||_F^2
     std_error: float  # of mean_sq (0 for the exact method)
     mean_norm: float  # E_x ||S(x)||_F (plug-in for the random method)

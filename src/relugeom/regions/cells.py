@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import progress
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError
 from ._budget import Budget
 
@@ -268,7 +269,7 @@ def _propagate(model: nn.Module, columns: np.ndarray, cells_v: list[np.ndarray],
     H0 = np.ascontiguousarray(columns.reshape(k + 1, -1).T.astype(np.float64))
     cells = _Cells(list(cells_v), [H0] * len(cells_v), [[] for _ in cells_v])
     bud = Budget(budget)
-    for name, mod in leaves:
+    for name, mod in progress(leaves, desc="regions: layers", total=len(leaves), delay=1.0):
         try:
             if isinstance(mod, nn.ReLU):
                 cells = _relu_step(cells, tol, k, bud)

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ShapeError
 from .cells import _as_input, _key, _propagate
 
@@ -25,6 +26,8 @@ class SegmentRegions:
     ``breakpoints``: the t in (0, 1) where the activation pattern changes, increasing. ``pieces``: one row per
     activation region (t_start, t_end, linear_region id, the output's value and slope along the segment).
     """
+
+    __repr__ = short_repr
 
     breakpoints: np.ndarray
     n_activation_regions: int

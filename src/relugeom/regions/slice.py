@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ShapeError, warn
 from .cells import _as_input, _Cells, _forward_record, _key, _propagate, _split_cone
 
@@ -28,6 +29,9 @@ class Partition2D:
     (when ``bounds=None`` the plane is first split into quadrants); ``region[i]`` numbers the activation
     regions, ``linear_region[i]`` the linear regions of the slice.
     """
+
+    __repr__ = short_repr
+    _repr_properties = ("n_regions", "n_linear_regions")
 
     model: nn.Module
     origin: np.ndarray

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..._repr import short_repr
 from ...errors import DataError
 from .splits import DataSplits, validation_split
 
@@ -26,6 +27,8 @@ class FolderSplit:
     centre ``size`` (224) crop. Then scaled to [0, 1] and normalised by ``mean``/``std``.
     ``pixel_seed`` shuffles the pixel positions of every image with its own fixed permutation.
     """
+
+    __repr__ = short_repr
 
     paths: list[Path]
     y: torch.Tensor
