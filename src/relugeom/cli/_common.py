@@ -71,18 +71,33 @@ def find_run(sources: str | Path | tuple | list) -> Path | None:
     return None
 
 
-def run_data_spec(run: Path) -> dict:
-    """The ``data`` section of a run's config.json: name, input_shape, num_classes, split sizes."""
+def run_config(run: Path) -> tuple[dict, dict]:
+    """The ``config`` (TrainConfig) and ``data`` (name, input_shape, num_classes, ...) sections of a run's
+    config.json."""
     import json
 
     from ..errors import CheckpointError
 
     path = run / "config.json"
     try:
-        data = json.loads(path.read_text(encoding="utf-8")).get("data", {})
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        config, data = doc.get("config", {}), doc.get("data", {})
     except (OSError, ValueError, AttributeError) as e:
         raise CheckpointError(f"{path}: not a relugeom training config ({str(e)[:120]})") from None
-    return data if isinstance(data, dict) else {}
+    return (config if isinstance(config, dict) else {}), (data if isinstance(data, dict) else {})
+
+
+def describe_sources(sources: tuple | list) -> str:
+    """A figure title naming what was analysed: the run (or file) names, and the architecture and data set
+    of a run folder, e.g. ``"vgg9-s0 (vgg9 on cifar10)"``; a folder named just ``run`` with its parent."""
+    names = [str(Path(*Path(s).parts[-2:])) if Path(s).name == "run" else Path(s).name or str(s) for s in sources]
+    what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    run = find_run(sources)
+    if run is None:
+        return what
+    config, data = run_config(run)
+    arch, dataset = config.get("arch"), data.get("name") or config.get("dataset")
+    return what + (f" ({arch} on {dataset})" if arch and dataset else "")
 
 
 def note(message: str) -> None:

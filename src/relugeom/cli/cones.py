@@ -18,7 +18,7 @@ from ._common import (
     note,
     out_option,
     parse_shape,
-    run_data_spec,
+    run_config,
     write_tables,
 )
 
@@ -47,7 +47,7 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, fig
 
     if input_shape is None:
         run = find_run(sources)
-        spec = run_data_spec(run) if run is not None else {}
+        spec = run_config(run)[1] if run is not None else {}
         if not spec.get("input_shape"):
             raise click.UsageError("give --input-shape (e.g. 3,32,32): the sources are not run folders of "
                                    "`relugeom train` that would record it")  # fmt: skip

@@ -10,7 +10,15 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
-from ._common import device_option, echo_table, figure_options, format_option, out_option, write_tables
+from ._common import (
+    describe_sources,
+    device_option,
+    echo_table,
+    figure_options,
+    format_option,
+    out_option,
+    write_tables,
+)
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -86,6 +94,7 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     else:
         wide = df.set_index("measure")[["value"]].T.reset_index(drop=True)
     paths = write_tables(out, {"measures": df, "measures_wide": wide}, fmt)
-    paths.append(figures.save(measures_over_epochs(df), out, "measures"))
+    title = f"{describe_sources(sources)}: complexity measures over training (Daróczy 2020)"
+    paths.append(figures.save(measures_over_epochs(df, title=title), out, "measures"))
     echo_table(wide, "{:.4g}")
     click.echo("\nwrote " + ", ".join(str(p) for p in paths))

@@ -11,7 +11,7 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import echo_table, figure_options, format_option, out_option, write_tables
+from ._common import describe_sources, echo_table, figure_options, format_option, out_option, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -99,10 +99,14 @@ def command(sources, init, arch, linear, pointwise, out, fmt, figures) -> None: 
         trained = trained[trained["epoch"] == trained["epoch"].max()]
     paths = write_tables(out, {"filters": df, "layers": summary}, fmt)
     hist_label = "trained" if "epoch" not in trained else f"epoch {int(trained['epoch'].iloc[0])}"
-    fig = cos_histograms(trained, init_df, labels=(hist_label, "initialization"))
+    name = describe_sources(sources)
+    versus = "random initialization" if init == "random" else "initialization"
+    fig = cos_histograms(trained, init_df, labels=(hist_label, versus), title=f"{name}: {hist_label}"
+                         + (f" vs. {versus}" if init_df is not None else ""))  # fmt: skip
     paths.append(figures.save(fig, out, "histograms"))
     if "epoch" in summary and summary["epoch"].nunique() > 1:
         metrics, drops = _run_metrics(sources)
-        paths.append(figures.save(nl_over_epochs(summary, metrics, lr_drops=drops), out, "nl_epochs"))
+        fig = nl_over_epochs(summary, metrics, lr_drops=drops, title=f"{name}: n_l per layer over training")
+        paths.append(figures.save(fig, out, "nl_epochs"))
     echo_table(summary_view(summary))
     click.echo("\nwrote " + ", ".join(str(p) for p in paths))
