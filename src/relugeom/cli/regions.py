@@ -240,14 +240,11 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
         if not bool(v.loc[0, "ok"]):
             raise RelugeomError(f"verification against forward passes failed: {v.to_dict('records')[0]}")
     paths = write_tables(out, tables, fmt)
-    fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds,
-                       title=f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions")  # fmt: skip
-    paths.append(figures.save(fig, out, "slice"))
-    if P.whole_plane:  # the same partition, viewed around the three data points (z in [-0.5, 1.5]^2)
-        fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=(-0.5, 1.5, -0.5, 1.5),
-                           title="around the data points (a at 0,0; b at 1,0; c at 0,1)")  # fmt: skip
-        paths.append(figures.save(fig, out, "slice_data"))
     where = "whole plane" if P.whole_plane else f"box {P.bounds}"
+    fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds, zoom=P.whole_plane,
+                       title=f"{Path(source).name}: {P.n_regions} activation regions, {P.n_linear_regions} linear "
+                             f"regions on the {where} through a, b, c (exact)")  # fmt: skip
+    paths.append(figures.save(fig, out, "slice"))
     click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
     if verify_points:
         click.echo(f"verified at {verify_points} random points: ok")

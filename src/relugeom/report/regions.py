@@ -14,6 +14,42 @@ from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
+def zoom_box(polygons: Sequence[np.ndarray], points: np.ndarray, *, keep: float = 0.8,
+             pad: float = 0.15) -> tuple[float, float, float, float]:  # fmt: skip
+    """A box around the data ``points`` and the central ``keep`` fraction of the polygons' centroids (where
+    most regions are), padded by ``pad`` of its size: the zoom of a whole-plane slice.
+
+    >>> zoom_box([np.array([[0, 0], [1, 0], [0, 1]])], np.array([[0, 0], [1, 0], [0, 1]]))
+    (-0.15, 1.15, -0.15, 1.15)
+    """
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    if len(polygons):
+        centroids = np.array([np.asarray(P, dtype=float).mean(0) for P in polygons])
+        q = (1 - keep) / 2
+        lo, hi = np.quantile(centroids, q, axis=0), np.quantile(centroids, 1 - q, axis=0)
+        pts = np.vstack([pts, lo, hi])
+    lo, hi = pts.min(0), pts.max(0)
+    size = np.maximum(hi - lo, 1e-9)
+    lo, hi = lo - pad * size, hi + pad * size
+    return float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1])
+
+
+def _draw_slice(ax, polygons, colours, region, boundary, points, point_labels) -> None:  # noqa: ANN001
+    ax.add_collection(PolyCollection(list(polygons), facecolors=colours[np.asarray(region, dtype=int)],
+                                     edgecolors="white", linewidths=0.2))  # fmt: skip
+    if len(boundary):
+        ax.add_collection(LineCollection(list(boundary), colors="black", linewidths=1.5, label="decision boundary"))
+    if points is not None and len(points):
+        ax.scatter(points[:, 0], points[:, 1], s=28, color="white", edgecolors="black", linewidths=1.2, zorder=4,
+                   label="data points")  # fmt: skip
+        for (x, y), text in zip(points, point_labels):
+            ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, zorder=5,
+                        fontweight="bold")  # fmt: skip
+    ax.set_aspect("equal")
+    ax.set_xlabel("z1 (along b - a)")
+    ax.set_ylabel("z2 (along c - a)")
+
+
 def slice_figure(
     polygons: Sequence[np.ndarray],
     region: np.ndarray,
@@ -22,27 +58,44 @@ def slice_figure(
     bounds: Sequence[float] | None = None,
     title: str = "",
     seed: int = 0,
+    points: np.ndarray | None = ((0.0, 0.0), (1.0, 0.0), (0.0, 1.0)),
+    point_labels: Sequence[str] = ("a", "b", "c"),
+    zoom: Sequence[float] | bool = False,
 ) -> Figure:
     """The polygons of a 2D slice (``Partition2D.polygons``), each activation region one random colour,
-    and the decision boundary segments (``Partition2D.decision_boundary()``) in black."""
-    fig = Figure(figsize=(6, 6))
-    ax = fig.subplots()
+    the decision boundary (``Partition2D.decision_boundary()``) in black and the data ``points`` that span
+    the slice (slice coordinates; a, b, c at (0, 0), (1, 0), (0, 1) for ``relugeom regions slice``).
+
+    ``zoom=True`` (or a box ``(z1min, z1max, z2min, z2max)``) adds a second panel zoomed to the data points
+    and most regions (:func:`zoom_box`), outlined on the first.
+    """
+    pts = None if points is None else np.asarray(points, dtype=float).reshape(-1, 2)
+    box = zoom_box(polygons, pts if pts is not None else np.zeros((0, 2))) if zoom is True else zoom or None
+    fig = Figure(figsize=(11.5, 5.6) if box else (6.2, 6), layout="constrained")
+    axes = fig.subplots(1, 2 if box else 1, squeeze=False).ravel()
     rng = np.random.default_rng(seed)
     n = int(np.max(region)) + 1 if len(region) else 0
-    colours = rng.uniform(0.25, 0.95, size=(max(n, 1), 3))
-    ax.add_collection(PolyCollection(list(polygons), facecolors=colours[np.asarray(region, dtype=int)],
-                                     edgecolors="white", linewidths=0.3))  # fmt: skip
-    if len(boundary):
-        ax.add_collection(LineCollection(list(boundary), colors="black", linewidths=1.5))
+    colours = rng.uniform(0.3, 0.95, size=(max(n, 1), 3))
+    for ax in axes:
+        _draw_slice(ax, polygons, colours, region, boundary, pts, point_labels)
     if bounds is not None:
-        ax.set_xlim(bounds[0], bounds[1])
-        ax.set_ylim(bounds[2], bounds[3])
+        axes[0].set_xlim(bounds[0], bounds[1])
+        axes[0].set_ylim(bounds[2], bounds[3])
     else:
-        ax.autoscale()
-    ax.set_aspect("equal")
-    ax.set_xlabel("z1 (direction u)")
-    ax.set_ylabel("z2 (direction v)")
-    ax.set_title(title or f"{n} activation regions")
+        axes[0].autoscale()
+    if box:
+        from matplotlib.patches import Rectangle
+
+        axes[1].set_xlim(box[0], box[1])
+        axes[1].set_ylim(box[2], box[3])
+        axes[0].add_patch(Rectangle((box[0], box[2]), box[1] - box[0], box[3] - box[2], fill=False, lw=1.2,
+                                    ls="--", edgecolor="tab:red", label="zoomed area", zorder=6))  # fmt: skip
+        axes[0].set_title("the whole plane (every vertex inside)", fontsize=9)
+        axes[1].set_title("zoom: the data points and most regions", fontsize=9)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(handles), frameon=False, fontsize=8)
+    fig.suptitle(title or f"{n} activation regions", fontsize=10)
     return fig
 
 
