@@ -23,8 +23,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from relugeom.regions.exact import _forward_record, partition_2d
+from relugeom.regions.cells import _forward_record
 from relugeom.regions.formulas import cnn_max_regions
+from relugeom.regions.slice import partition_2d
 
 warnings.simplefilter("ignore")
 

@@ -1,4 +1,4 @@
-"""regions.exact against closed forms, an LP enumeration of sign vectors, dense sampling and forward passes."""
+"""The exact region counters against closed forms, an LP enumeration of sign vectors, sampling, forward passes."""
 
 import itertools
 import math
@@ -13,15 +13,11 @@ from scipy.optimize import linprog
 from torch import nn
 
 from relugeom.errors import BudgetExceeded, RelugeomWarning, ShapeError, UnsupportedLayerError
-from relugeom.regions.exact import (
-    _forward_record,
-    _prepare,
-    arrangement_regions,
-    layer_regions,
-    partition_2d,
-    regions_on_segment,
-)
+from relugeom.regions.arrangement import arrangement_regions, layer_regions
+from relugeom.regions.cells import _forward_record, _prepare
 from relugeom.regions.formulas import cnn_max_regions, general_position_regions
+from relugeom.regions.segment import regions_on_segment
+from relugeom.regions.slice import partition_2d
 
 
 def _lp_regions(A, b):

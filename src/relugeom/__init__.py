@@ -25,15 +25,10 @@ from .measures import (
     path_norm,
     tangent_sensitivity,
 )
-from .regions.exact import (
-    Partition2D,
-    SegmentRegions,
-    arrangement_regions,
-    layer_regions,
-    partition_2d,
-    regions_on_segment,
-)
+from .regions.arrangement import arrangement_regions, layer_regions
 from .regions.formulas import cnn_max_regions, cnn_region_bounds, fc_region_bounds, general_position_regions
+from .regions.segment import SegmentRegions, regions_on_segment
+from .regions.slice import Partition2D, partition_2d
 from .regions.training import region_counts, regions_over_training
 from .stats.cones import cone_params, cone_states, cone_tables, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs

@@ -76,7 +76,7 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from torch import nn
 
-            from ..regions.exact import layer_regions
+            from ..regions.arrangement import layer_regions
 
             torch.manual_seed(0)
             conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
@@ -167,7 +167,7 @@ def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
 @format_option
 def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt) -> None:  # noqa: ANN001
     """Exact breakpoints, activation and linear regions along the segment between two data points."""
-    from ..regions.exact import regions_on_segment
+    from ..regions.segment import regions_on_segment
     from ..report import save_figure
     from ..report.regions import segment_figure
 
@@ -199,7 +199,7 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
 @format_option
 def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt) -> None:  # noqa: ANN001
     """Exact partition of the plane through three data points a, b, c (a + z1 (b - a) + z2 (c - a))."""
-    from ..regions.exact import partition_2d
+    from ..regions.slice import partition_2d
     from ..report import save_figure
     from ..report.regions import slice_figure
 

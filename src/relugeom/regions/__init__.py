@@ -1,1 +1,4 @@
-"""regions"""
+"""Linear regions (Xiong et al. 2020; Hanin and Rolnick 2019): the published formulas (``formulas``, with the
+Theorem 1 algorithms in ``theorem1``) and exact counts for given weights: a layer's arrangement
+(``arrangement``), a segment (``segment``), a 2D slice (``slice``), over training (``training``); ``cells`` holds
+the propagation machinery the segment and slice share."""

@@ -4,8 +4,8 @@ Hanin and Rolnick (2019; seed 004, "Complexity of linear regions") count the act
 ReLU network cuts a 1D line or a 2D plane through data points into, at every checkpoint of a training run,
 and find that the count per unit length / area stays of the order of (#neurons)^dim at initialisation and
 grows only slightly during training. :func:`regions_over_training` repeats that experiment exactly (no
-sampling) with :func:`~relugeom.regions.exact.regions_on_segment` and
-:func:`~relugeom.regions.exact.partition_2d`, on the same lines and planes for every checkpoint.
+sampling) with :func:`~relugeom.regions.segment.regions_on_segment` and
+:func:`~relugeom.regions.slice.partition_2d`, on the same lines and planes for every checkpoint.
 
 The random choice of data points is the only randomness (``seed``); the counts themselves are exact.
 """
@@ -22,7 +22,8 @@ from torch import nn
 
 from ..errors import ArchitectureError, DataError
 from ..sources import Source, SourceItem, map_sources
-from .exact import partition_2d, regions_on_segment
+from .segment import regions_on_segment
+from .slice import partition_2d
 
 COLUMNS = ["kind", "index", "points", "n_regions", "n_linear_regions", "measure", "density"]
 

@@ -1,0 +1,112 @@
+"""Readers of the standard on-disk formats: scikit-learn digits, CIFAR python pickles, MNIST idx files.
+
+Each returns ``(x_train, y_train, x_test, y_test)`` as numpy arrays, pixels in [0, 1]."""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import DataError
+
+
+def _read_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    y = d.target.astype(np.int64)
+    test = np.arange(len(y)) % 5 == 0
+    return x[~test], y[~test], x[test], y[test]
+
+
+def _find(data_dir: Path, names: list[str], what: str, how: str) -> Path:
+    for name in names:
+        for base in (data_dir, data_dir / "raw", data_dir / "MNIST" / "raw"):
+            if (base / name).exists():
+                return base / name
+    raise DataError(f"{data_dir}: no {what} (looked for {', '.join(names)}). {how}")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            # CIFAR batches are plain dicts of bytes, lists and numpy arrays; the restricted
+            # unpickler refuses anything that would import other code.
+            return _NumpyOnlyUnpickler(f, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, OSError, ValueError) as e:
+        raise DataError(f"{path}: not a CIFAR python batch ({str(e)[:120]})") from None
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }  # fmt: skip
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}")
+
+
+_CIFAR_HOW = "Download the 'python version' archive from the CIFAR page and pass the extracted folder as --data-dir."
+
+
+def _read_cifar(data_dir: Path, classes: int) -> tuple[np.ndarray, ...]:
+    folder = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
+    base = data_dir / folder if (data_dir / folder).is_dir() else data_dir
+    if classes == 10:
+        train_files = [f"data_batch_{i}" for i in range(1, 6)]
+        test_files, key = ["test_batch"], b"labels"
+    else:
+        train_files, test_files, key = ["train"], ["test"], b"fine_labels"
+    missing = [f for f in train_files + test_files if not (base / f).exists()]
+    if missing:
+        raise DataError(f"{base}: CIFAR-{classes} files missing: {', '.join(missing)}. {_CIFAR_HOW}")
+
+    def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        xs, ys = [], []
+        for f in files:
+            d = _unpickle(base / f)
+            if b"data" not in d or key not in d:
+                raise DataError(f"{base / f}: not a CIFAR-{classes} batch (no {key.decode()!r})")
+            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+            ys.append(np.asarray(d[key], dtype=np.int64))
+        return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
+
+    return (*read(train_files), *read(test_files))
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
+        if zero != 0 or dtype != 0x08:
+            raise ValueError("bad magic number")
+        dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+        return arr.reshape(dims)
+    except (OSError, ValueError, struct.error, EOFError) as e:
+        raise DataError(f"{path}: not an idx file ({str(e)[:120]})") from None
+
+
+def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
+    how = "Download the four MNIST idx files and pass their folder as --data-dir."
+    out = []
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    for stem in stems:
+        path = _find(data_dir, [stem, f"{stem}.gz", stem.replace("-idx", ".idx")], f"MNIST file {stem}", how)
+        out.append(_read_idx(path))
+    xtr, ytr, xte, yte = out
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise DataError(f"{data_dir}: MNIST images and labels disagree in number")
+    return (xtr[:, None].astype(np.float32) / 255.0, ytr.astype(np.int64),
+            xte[:, None].astype(np.float32) / 255.0, yte.astype(np.int64))  # fmt: skip
