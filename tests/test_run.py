@@ -170,7 +170,7 @@ def test_run_labels_are_distinct_and_duplicates_warn(tmp_path):
 def test_read_config_names_a_foreign_config(tmp_path):
     (tmp_path / "config.json").write_text('{"model": "resnet"}')
     with pytest.raises(CheckpointError, match="config.json: not a relugeom training config"):
-        Run(tmp_path).config
+        _ = Run(tmp_path).config
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json: not a relugeom"):
-        Run(tmp_path).lr_drops
+        _ = Run(tmp_path).lr_drops
