@@ -4,7 +4,7 @@ The public API is re-exported here; the definitions and the papers behind them a
 and docs/*.md.
 """
 
-from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
+from .checkpoints import Checkpoint, Run, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
@@ -86,6 +86,7 @@ __all__ = [
     "reinit_run",
     "RelugeomError",
     "RelugeomWarning",
+    "Run",
     "save_checkpoint",
     "SegmentRegions",
     "state_distribution",

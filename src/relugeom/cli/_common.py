@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,44 +66,65 @@ def figure_options(f: Callable) -> Callable:
 
 def find_run(sources: str | Path | tuple | list) -> Path | None:
     """The first of ``sources`` that is a run folder of ``relugeom train`` (it has a config.json), or None."""
+    from ..checkpoints import Run
+
     for s in [sources] if isinstance(sources, (str, Path)) else sources:
-        if (Path(s) / "config.json").is_file():
+        if Run(s).is_run():
             return Path(s)
     return None
-
-
-def run_config(run: Path) -> tuple[dict, dict]:
-    """The ``config`` (TrainConfig) and ``data`` (name, input_shape, num_classes, ...) sections of a run's
-    config.json."""
-    import json
-
-    from ..errors import CheckpointError
-
-    path = run / "config.json"
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-        config, data = doc.get("config", {}), doc.get("data", {})
-    except (OSError, ValueError, AttributeError) as e:
-        raise CheckpointError(f"{path}: not a relugeom training config ({str(e)[:120]})") from None
-    return (config if isinstance(config, dict) else {}), (data if isinstance(data, dict) else {})
 
 
 def describe_sources(sources: tuple | list) -> str:
     """A figure title naming what was analysed: the run (or file) names, and the architecture and data set
     of a run folder, e.g. ``"vgg9-s0 (vgg9 on cifar10)"``; a folder named just ``run`` with its parent."""
-    names = [str(Path(*Path(s).parts[-2:])) if Path(s).name == "run" else Path(s).name or str(s) for s in sources]
+    from ..sources import run_labels
+
+    names = run_labels(list(sources))
+    if len(names) == 1 and names[0] == "run":  # `relugeom demo` writes OUT/run: name OUT too
+        names = [Path(os.path.abspath(sources[0])).parent.name + "/run"]
     what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
     run = find_run(sources)
     if run is None:
         return what
-    config, data = run_config(run)
-    arch, dataset = config.get("arch"), data.get("name") or config.get("dataset")
+    from ..checkpoints import Run
+
+    doc = Run(run).read_config()
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    arch, dataset = doc["config"].get("arch"), data.get("name") or doc["config"].get("dataset")
     return what + (f" ({arch} on {dataset})" if arch and dataset else "")
 
 
 def note(message: str) -> None:
     """One line on stderr saying what relugeom chose for the user (a default taken from the run, ...)."""
     click.echo(message, err=True)
+SEED_MAX = 2**63 - 1
+
+
+def seed_option(help_text: str = "Random seed."):  # noqa: ANN201
+    """``--seed``: a whole number from 0 to 2^63 - 1 (what torch, numpy and JSON all take)."""
+    return click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True, help=help_text)
+
+
+def writable_folder(out: Path) -> Path:
+    """Create ``out`` if needed and check that a file can be written in it, before any computing.
+
+    Raises :class:`~relugeom.errors.WriteError` (one line, exit 1) for a read-only or full disk, a
+    missing permission, or a file where the folder should be.
+    """
+    import tempfile
+
+    from ..checkpoints import write_error
+    from ..errors import WriteError
+
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"{out}: is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise write_error(out, e) from None
+    return out
 
 
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:

@@ -18,7 +18,6 @@ from ._common import (
     note,
     out_option,
     parse_shape,
-    run_config,
     write_tables,
 )
 
@@ -46,8 +45,10 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, fig
     from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
 
     if input_shape is None:
+        from ..checkpoints import Run
+
         run = find_run(sources)
-        spec = run_config(run)[1] if run is not None else {}
+        spec = Run(run).data if run is not None else {}
         if not spec.get("input_shape"):
             raise click.UsageError("give --input-shape (e.g. 3,32,32): the sources are not run folders of "
                                    "`relugeom train` that would record it")  # fmt: skip

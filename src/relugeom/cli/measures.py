@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -16,6 +15,7 @@ from ._common import (
     echo_table,
     figure_options,
     format_option,
+    note,
     out_option,
     write_tables,
 )
@@ -23,16 +23,15 @@ from ._common import (
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
     """The data set of the first run folder's config.json (same split and normalisation), or None."""
-    from ..experiments.train import TrainConfig, prepare_data
+    from ..checkpoints import Run
+    from ..experiments.train import prepare_data, read_run_config
 
     for s in sources:
-        cfg = Path(s) / "config.json"
-        if cfg.is_file():
+        if Run(s).is_run():
             try:
-                doc = json.loads(cfg.read_text())
-                return prepare_data(TrainConfig(**doc["config"]))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{cfg}: cannot rebuild the run's data set ({e}); pass --data") from None
+                return prepare_data(read_run_config(s))
+            except RelugeomError as e:
+                raise DataError(f"cannot rebuild the run's data set ({e}); pass --data") from None
     return None
 
 
@@ -82,6 +81,8 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     data = load_dataset(dataset, data_dir, normalize=normalize, augment=False) if dataset else _run_data(sources)
     if data is None:
         raise RelugeomError("no data: pass --data (and --data-dir), or point at a run folder with its config.json")
+    if not dataset:
+        note(f"data: {data.name} (the run's data set, from its config.json); --data chooses another")
     data = subset(data, n_train)
     test = data.test if data.test is not None and len(data.test) else data.val
     test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
