@@ -10,6 +10,7 @@ import click
 from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
 from ._common import (
+    describe_sources,
     device_option,
     echo_table,
     figure_options,
@@ -75,9 +76,18 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, fig
         last = last[last["run"] == last["run"].iloc[0]]
     if "epoch" in last:
         last = last[last["epoch"] == last["epoch"].max()]
-    paths.append(figures.save(state_distribution_figure(net), out, "states_net"))
-    paths.append(figures.save(blockwise_figure(by_stage), out, "states_stage"))
-    paths.append(figures.save(continuous_figure(last), out, "continuous"))
+    name = describe_sources(sources)
+    fig = state_distribution_figure(net, title=f"{name}: net-wise distribution of cone states")
+    paths.append(figures.save(fig, out, "states_net"))
+    fig = blockwise_figure(by_stage, title=f"{name}: block-wise distribution of cone states")
+    paths.append(figures.save(fig, out, "states_stage"))
+    at = ""
+    if "run" in last and states["run"].nunique() > 1:
+        at += f" {last['run'].iloc[0]},"
+    if "epoch" in last:
+        at += f" epoch {int(last['epoch'].iloc[0])}"
+    fig = continuous_figure(last, title=f"{name}:{at} continuous cone statistics" if at else name)
+    paths.append(figures.save(fig, out, "continuous"))
     keys = [c for c in ("run", "epoch") if c in net]
     if keys:
         echo_table(net.pivot_table(index=keys, columns="state", values="fraction", aggfunc="mean").reset_index())

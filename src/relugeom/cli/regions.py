@@ -242,8 +242,8 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     paths = write_tables(out, tables, fmt)
     where = "whole plane" if P.whole_plane else f"box {P.bounds}"
     fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds, zoom=P.whole_plane,
-                       title=f"{Path(source).name}: {P.n_regions} activation regions, {P.n_linear_regions} linear "
-                             f"regions on the {where} through a, b, c (exact)")  # fmt: skip
+                       title=f"{Path(source).name}: {P.n_regions:,} activation regions, {P.n_linear_regions:,} "
+                             f"linear regions on the {where} through a, b, c (exact)")  # fmt: skip
     paths.append(figures.save(fig, out, "slice"))
     click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
     if verify_points:

@@ -12,6 +12,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.collections import LineCollection, PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def zoom_box(polygons: Sequence[np.ndarray], points: np.ndarray, *, keep: float = 0.8,
@@ -46,6 +47,9 @@ def _draw_slice(ax, polygons, colours, region, boundary, points, point_labels) -
             ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, zorder=5,
                         fontweight="bold")  # fmt: skip
     ax.set_aspect("equal")
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(5))
+        axis.get_major_formatter().set_powerlimits((-3, 4))
     ax.set_xlabel("z1 (along b - a)")
     ax.set_ylabel("z2 (along c - a)")
 
@@ -88,8 +92,14 @@ def slice_figure(
 
         axes[1].set_xlim(box[0], box[1])
         axes[1].set_ylim(box[2], box[3])
+        x0, x1 = axes[0].get_xlim()
+        small = (box[1] - box[0]) < 0.03 * (x1 - x0)
         axes[0].add_patch(Rectangle((box[0], box[2]), box[1] - box[0], box[3] - box[2], fill=False, lw=1.2,
-                                    ls="--", edgecolor="tab:red", label="zoomed area", zorder=6))  # fmt: skip
+                                    ls="--", edgecolor="tab:red", label=None if small else "zoomed area",
+                                    zorder=6))  # fmt: skip
+        if small:  # too small to see at this scale: ring it
+            axes[0].plot([(box[0] + box[1]) / 2], [(box[2] + box[3]) / 2], "s", ms=14, mfc="none", mec="tab:red",
+                         mew=1.5, zorder=6, label="zoomed area (right)")  # fmt: skip
         axes[0].set_title("the whole plane (every vertex inside)", fontsize=9)
         axes[1].set_title("zoom: the data points and most regions", fontsize=9)
     handles, labels = axes[0].get_legend_handles_labels()
