@@ -214,19 +214,22 @@ def reproduce(
         metrics = pd.concat([Run(r).metrics().assign(run=label) for r, label in zip(runs, run_labels(runs))])
         n_layers = summary.layer_index.nunique()
         panels = VGG19_FIG7_PANELS if n_layers == 16 else None
+        label = (name if vname == name else f"{name}: {vname}") + f" ({scale} scale)"
         fig = nl_over_epochs(summary, metrics, lr_drops=lr_drops(cfg.schedule, cfg.epochs), panels=panels,
-                             title=f"{name}: {vname} ({scale})")  # fmt: skip
+                             title=label)  # fmt: skip
         written[f"{vname}/nl_epochs"] = figures.save(fig, vdir, "nl_epochs")
         first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
         init, last = first[first.epoch == first.epoch.min()], first[first.epoch == first.epoch.max()]
-        written[f"{vname}/histograms"] = figures.save(cos_histograms(last, init), vdir, "histograms")
+        fig = cos_histograms(last, init, labels=(f"epoch {int(last.epoch.max())}", "initialization"),
+                             title=f"{label}, {first['run'].iloc[0] if 'run' in first else runs[0]}")  # fmt: skip
+        written[f"{vname}/histograms"] = figures.save(fig, vdir, "histograms")
         if exp is not None and exp.reinit:
             drops = pd.concat([reinit_run(r, random=True, device=device) for r in runs], ignore_index=True)
             written[f"{vname}/reinit"] = write_table(drops, vdir / "reinit", "csv")
-            written[f"{vname}/reinit_png"] = figures.save(reinit_heatmap(drops, title=vname), vdir, "reinit")
+            written[f"{vname}/reinit_png"] = figures.save(reinit_heatmap(drops, title=label), vdir, "reinit")
             cb = critical_vs_bias(drops, layer_summary(df))
             written[f"{vname}/critical_vs_bias"] = write_table(cb.table, vdir / "critical_vs_bias", "csv")
             written[f"{vname}/critical_vs_bias_png"] = figures.save(
-                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=vname), vdir, "critical_vs_bias")
+                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=label), vdir, "critical_vs_bias")
             log(f"{vname}: Spearman rho(drop, n_l) = {cb.rho:.3f}, rho(drop, |2 n_l - 1|) = {cb.rho_bias:.3f}")
     return written
