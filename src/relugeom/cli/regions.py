@@ -10,7 +10,17 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
-from ._common import echo_table, figure_options, find_run, format_option, note, out_option, parse_shape, write_tables
+from ._common import (
+    describe_sources,
+    echo_table,
+    figure_options,
+    find_run,
+    format_option,
+    note,
+    out_option,
+    parse_shape,
+    write_tables,
+)
 
 
 @click.group("regions")
@@ -198,7 +208,11 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
     pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
                                slope=[v.tolist() for v in seg.pieces.slope])  # fmt: skip
     paths = write_tables(out, {"segment": pieces}, fmt)
-    paths.append(figures.save(segment_figure(seg.pieces), out, "segment"))
+    lo, hi = -extend, 1 + extend  # a and b on the extended segment's t in [0, 1]
+    fig = segment_figure(seg.pieces, marks={"a": (0 - lo) / (hi - lo), "b": (1 - lo) / (hi - lo)},
+                         title=f"{Path(source).name}: {seg.n_activation_regions:,} activation regions, "
+                               f"{seg.n_linear_regions:,} linear regions on the segment a-b (exact)")  # fmt: skip
+    paths.append(figures.save(fig, out, "segment"))
     click.echo(f"{seg.n_activation_regions} activation regions, {seg.n_linear_regions} linear regions, "
                f"{len(seg.breakpoints)} breakpoints (exact)")  # fmt: skip
     for p in paths:
@@ -277,7 +291,7 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
     out = out or Path("relugeom-regions")
     paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
     if "epoch" in summ:
-        paths.append(figures.save(training_figure(summ), out, "regions_epochs"))
+        paths.append(figures.save(training_figure(summ, title=describe_sources(sources)), out, "regions_epochs"))
     echo_table(summ)
     for p in paths:
         click.echo(f"wrote {p}")

@@ -109,26 +109,43 @@ def slice_figure(
     return fig
 
 
-def segment_figure(pieces: pd.DataFrame, *, title: str = "") -> Figure:
-    """A segment's activation regions as coloured bands over t, and the network's first output along it."""
-    fig = Figure(figsize=(8, 3))
+def segment_figure(pieces: pd.DataFrame, *, title: str = "", marks: dict[str, float] | None = None,
+                   max_outputs: int = 10) -> Figure:  # fmt: skip
+    """A segment's activation regions as coloured bands over t (one colour per region) and the network's
+    outputs along it (up to ``max_outputs`` of them; exact, piecewise linear); ``marks`` labels points on the
+    segment, e.g. ``{"a": 0.0, "b": 1.0}``."""
+    fig = Figure(figsize=(9, 3.4), layout="constrained")
     ax = fig.subplots()
     rng = np.random.default_rng(0)
+    n_out = len(np.atleast_1d(pieces.value_at_0.iloc[0])) if len(pieces) else 0
+    shown = min(n_out, max_outputs)
     for _, r in pieces.iterrows():
-        ax.axvspan(r.t_start, r.t_end, color=rng.uniform(0.3, 0.95, 3), lw=0)
-        t = np.array([r.t_start, r.t_end])
-        ax.plot(t, r.value_at_0[0] + r.slope[0] * t, color="black", lw=1)
+        ax.axvspan(r.t_start, r.t_end, color=rng.uniform(0.55, 0.97, 3), lw=0)
+    t = np.column_stack([pieces.t_start, pieces.t_end])
+    for k in range(shown):
+        v0 = np.array([np.atleast_1d(v)[k] for v in pieces.value_at_0])
+        sl = np.array([np.atleast_1d(v)[k] for v in pieces.slope])
+        y = v0[:, None] + sl[:, None] * t
+        ax.plot(t.ravel(), y.ravel(), color=f"C{k % 10}", lw=1.2, label=f"output {k}")
+    for name, at in (marks or {}).items():
+        ax.axvline(at, color="black", lw=0.8, ls="--")
+        ax.annotate(name, (at, 1.0), xycoords=("data", "axes fraction"), xytext=(3, -12), textcoords="offset points",
+                    fontsize=9, fontweight="bold")  # fmt: skip
     ax.set_xlim(float(pieces.t_start.min()), float(pieces.t_end.max()))
     ax.set_xlabel("t along the segment")
-    ax.set_ylabel("output 0")
-    ax.set_title(title or f"{len(pieces)} activation regions, {pieces.linear_region.max() + 1} linear regions")
+    ax.set_ylabel("network output (logit)" if shown > 1 else "network output")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False,
+              title="background: one colour\nper activation region" if shown else None, title_fontsize=7)  # fmt: skip
+    more = f" (first {shown} of {n_out} outputs)" if shown < n_out else ""
+    ax.set_title(title or f"{len(pieces)} activation regions, {pieces.linear_region.max() + 1} linear regions{more}",
+                 fontsize=9)  # fmt: skip
     return fig
 
 
-def training_figure(summary: pd.DataFrame) -> Figure:
+def training_figure(summary: pd.DataFrame, title: str | None = None) -> Figure:
     """Region density (mean +- standard error over lines / planes) per epoch, one panel per kind."""
     kinds = list(dict.fromkeys(summary["kind"]))
-    fig = Figure(figsize=(5 * len(kinds), 3.5))
+    fig = Figure(figsize=(5 * len(kinds), 3.6), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(kinds)))
     for ax, kind in zip(axes, kinds):
         s = summary[summary["kind"] == kind].sort_values("epoch")
@@ -136,6 +153,12 @@ def training_figure(summary: pd.DataFrame) -> Figure:
             ax.errorbar(g["epoch"], g["density_mean"], yerr=g["se"].fillna(0), marker="o", capsize=3,
                         label=str(run) or None)  # fmt: skip
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("regions per unit " + ("length" if kind == "line" else "area"))
-        ax.set_title(f"{kind}s through data points")
+        n = int(s["n"].max()) if "n" in s and s["n"].notna().any() else None
+        ax.set_title(f"{kind}s through data points" + (f" (mean +- s.e. over {n})" if n else ""), fontsize=9)
+        if "run" in s and s["run"].nunique() > 1:
+            ax.legend(fontsize=7, frameon=False)
+    fig.suptitle((title + ": " if title else "") + "exact activation regions over training (Hanin and Rolnick 2019)",
+                 fontsize=10)  # fmt: skip
     return fig
