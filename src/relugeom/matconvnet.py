@@ -199,6 +199,10 @@ def _filters_biases(layer: McnLayer, where: str) -> tuple[np.ndarray, np.ndarray
     return filters, biases
 
 
+def _square(v: tuple[int, int]) -> int | tuple[int, int]:
+    return v[0] if v[0] == v[1] else v
+
+
 def _out(n: int, k: int, s: int, lo: int, hi: int) -> int:
     return (n + lo + hi - k) // s + 1
 
@@ -322,10 +326,11 @@ def convert(net: SimpleNN) -> Converted:
                                                                                       right))):  # fmt: skip
                     raise UnsupportedLayerError(f"{where}: pooling padding {[top, bottom, left, right]} has no "
                                                 "PyTorch equivalent (on this input size)")  # fmt: skip
+            kk, ss, pp = _square(k), _square(stride), _square((top, left))  # torchvision's ints where square
             if method == "max":
-                features.append(nn.MaxPool2d(k, stride, padding=(top, left), ceil_mode=ceil))
+                features.append(nn.MaxPool2d(kk, ss, padding=pp, ceil_mode=ceil))
             elif method == "avg" and (top, bottom, left, right) == (0, 0, 0, 0):
-                features.append(nn.AvgPool2d(k, stride))
+                features.append(nn.AvgPool2d(kk, ss))
             else:
                 raise UnsupportedLayerError(f"{where}: {method} pooling with padding is not supported")
             if hw is not None:
