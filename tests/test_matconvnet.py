@@ -112,7 +112,10 @@ def tiny_net(rng):
 
 
 def tiny_forward(x, arrays):
-    (f1, b1), (f2, b2), (f3, b3), (f4, b4) = [(f.astype(np.float32).astype(np.float64), b.astype(np.float32).astype(np.float64)) for f, b in arrays]
+    def f64(a):  # the float32 values the file holds
+        return a.astype(np.float32).astype(np.float64)
+
+    (f1, b1), (f2, b2), (f3, b3), (f4, b4) = [(f64(f), f64(b)) for f, b in arrays]
     h = np.maximum(mcn_conv(x, f1, b1, 1, (1, 1, 1, 1)), 0)
     h = mcn_pool(h, 2, 2)
     h = np.maximum(mcn_conv(h, f2, b2, 1, (1, 1, 1, 1)), 0)
@@ -149,7 +152,8 @@ def test_weights_equal_the_arrays_written_after_the_layout_change(tmp_path):
     (f1, b1), (f2, _), (f3, b3), _ = arrays
     w1, w2, w3 = sd["features.0.weight"].numpy(), sd["features.3.weight"].numpy(), sd["classifier.0.weight"].numpy()
     assert w1.shape == (4, 3, 3, 3) and w2.shape == (6, 2, 3, 3) and w3.shape == (5, 24)
-    for o, c, y, x in [(0, 0, 0, 0), (3, 2, 1, 0), (2, 1, 0, 2), (1, 0, 2, 1)]:  # weight[o, c, y, x] = filters(y, x, c, o)
+    # weight[o, c, y, x] = filters(y, x, c, o)
+    for o, c, y, x in [(0, 0, 0, 0), (3, 2, 1, 0), (2, 1, 0, 2), (1, 0, 2, 1)]:
         assert w1[o, c, y, x] == np.float32(f1[y, x, c, o])
     for o, c, y, x in [(5, 1, 2, 0), (0, 0, 1, 2)]:
         assert w2[o, c, y, x] == np.float32(f2[y, x, c, o])
