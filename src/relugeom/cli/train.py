@@ -90,5 +90,7 @@ def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, opt
     import os
 
     if os.environ.get("RANK", "0") == "0":
-        echo_table(metrics[["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]].tail(5))
+        cols = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+        cols += [c for c in ("test_loss", "test_acc") if c in metrics and metrics[c].notna().any()]
+        echo_table(metrics[cols].tail(5))
         click.echo(f"\nrun written to {out} ({len(metrics)} checkpoints)")
