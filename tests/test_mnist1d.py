@@ -22,6 +22,8 @@ from relugeom.regions.segment import regions_on_segment
 from relugeom.stats.projection import layer_summary, projection_stats
 
 mnist1d = pytest.importorskip("mnist1d")
+# the package seeds numpy's legacy global generator; these tests check that relugeom restores it
+# ruff: noqa: NPY002
 
 
 @pytest.fixture(scope="module")
