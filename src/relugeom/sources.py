@@ -51,12 +51,25 @@ class SourceItem:
             self._obj = ckpt.state_dict
         obj = self._obj
         arch = self._arch or self.meta.get("arch")
-        if isinstance(obj, Mapping) and arch:
+        where = f"{self.path}: " if self.path else ""
+        if isinstance(obj, Mapping) and self._arch and ":" in self._arch:
+            # a user's model factory, named by the user (never imported because a file names it)
+            from .experiments.models import model_from_factory
+
+            kwargs = self.meta.get("model_kwargs")
+            obj = model_from_factory(self._arch, obj, kwargs if isinstance(kwargs, Mapping) else {}, where)
+        elif isinstance(obj, Mapping) and arch:
             from .experiments.models import model_from_state_dict
 
-            where = f"{self.path}: " if self.path else ""
             obj = model_from_state_dict(str(arch), obj, where=where)
         return obj
+
+    def rebuild_hint(self) -> str:
+        """What to pass to rebuild a bare state dict's network (the class a recorder noted)."""
+        cls = self.meta.get("model_factory") or self.meta.get("model_class")
+        if isinstance(cls, str) and ":" in cls:
+            return f"pass --arch {cls} to rebuild it (relugeom imports only code you name)"
+        return "pass --arch so that the network can be built"
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -97,7 +97,8 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
 
 # ------------------------------------------------------------------------------------------------- models
 source_arg = click.argument("source")
-arch_option = click.option("--arch", default=None, help="Architecture of a bare state dict.")
+arch_option = click.option("--arch", default=None,
+                           help="Architecture of a bare state dict, or your model's class as module:Class.")
 points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
@@ -123,7 +124,7 @@ def _load_model(source: str, arch: str | None):  # noqa: ANN202
     item = next(iter_sources(source, arch=arch))
     obj = item.load()
     if not isinstance(obj, nn.Module):
-        raise ArchitectureError(f"{source}: a bare state dict; pass --arch so that the network can be evaluated")
+        raise ArchitectureError(f"{source}: a bare state dict; {item.rebuild_hint()} and evaluated")
     return obj, item
 
 

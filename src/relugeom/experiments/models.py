@@ -313,3 +313,54 @@ def model_from_state_dict(arch: str, state_dict: Mapping[str, torch.Tensor], whe
     except ShapeError as e:
         raise ArchitectureError(f"{where}the state dict does not fit {arch}: {e}") from None
     return load_state_dict_into(model, state_dict, where, assign=True).eval()
+
+
+def import_factory(ref: str) -> Callable[..., nn.Module]:
+    """The class or function named ``module:QualName`` (``mypkg.nets:SmallNet``).
+
+    Importing runs the module's code, so relugeom calls this only for a name the user gave (``--arch
+    module:QualName``, ``arch=``), never for one read from a file.
+    """
+    import importlib
+    import os
+    import sys
+
+    module, _, qual = ref.partition(":")
+    if not module or not qual:
+        raise ArchitectureError(f"{ref!r} is not a model factory reference like mypkg.models:Net")
+    if "" not in sys.path and os.getcwd() not in sys.path:  # a console script: the user's working folder too
+        sys.path.append(os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module)
+    except ImportError as e:
+        raise ArchitectureError(f"cannot import {module!r} for {ref} ({e}); is it installed or on PYTHONPATH?"
+                                ) from None
+    for part in qual.split("."):
+        if not hasattr(obj, part):
+            raise ArchitectureError(f"module {module!r} has no {qual!r} (for {ref})")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ArchitectureError(f"{ref} is not a class or function")
+    return obj
+
+
+def is_factory_reference(arch: str | None) -> bool:
+    """Whether ``arch`` names a user's model factory (``module:QualName``) rather than a relugeom architecture."""
+    return arch is not None and ":" in arch
+
+
+def model_from_factory(
+    ref: str, state_dict: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any] | None = None, where: str = ""
+) -> nn.Module:
+    """Build the user's model ``ref`` (``module:QualName``) with ``kwargs`` and load ``state_dict``
+    into it (strict, clear errors). For runs recorded from a user's training loop: their checkpoints
+    carry ``model_kwargs``; the user names the factory (see :func:`import_factory`)."""
+    factory = import_factory(ref)
+    try:
+        model = factory(**dict(kwargs or {}))
+    except Exception as e:  # the user's constructor: any failure is reported, not a relugeom bug
+        raise ArchitectureError(f"{where}{ref}(**{dict(kwargs or {})}) failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ArchitectureError(f"{where}{ref} returned a {type(model).__name__}, not an nn.Module")
+    return load_state_dict_into(model, state_dict, where).eval()
+
