@@ -24,6 +24,7 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -194,7 +195,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise RelugeomError(f"{path}: not a relugeom training config ({str(e)[:100]})") from None
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
+def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu",
+           on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None) -> pd.DataFrame:  # fmt: skip
     """Continue the run in ``run_dir`` from its last complete epoch (``resume.pt``: model, optimizer,
     scheduler and RNG states), up to ``epochs`` (default: the configured number).
 
@@ -207,7 +209,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torc
                             "start it again with `relugeom train`")  # fmt: skip
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    return train(config, out, device=device, resume=True)
+    return train(config, out, device=device, resume=True, on_epoch=on_epoch)
 
 
 def train(
@@ -217,6 +219,7 @@ def train(
     device: str | torch.device = "cpu",
     data: DataSplits | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``config.arch`` on ``config.dataset`` with the paper's recipe, writing the run folder.
 
@@ -225,7 +228,8 @@ def train(
     folder's ``resume.pt`` (see :func:`resume`). Under ``torchrun`` (``WORLD_SIZE > 1``) the model is
     wrapped in DistributedDataParallel: every process draws the same global batch and trains on its
     slice ``[rank::world]``, the loss is scaled so that the averaged gradient is the global batch's
-    mean, and only rank 0 writes files.
+    mean, and only rank 0 writes files. ``on_epoch(row, model)`` is called on rank 0 after each epoch
+    is written (epoch 0 included), with its metrics row: ``relugeom train`` prints a line from it.
 
     Example
     -------
@@ -307,6 +311,8 @@ def train(
                  "rng": _rng_state(gen)}  # fmt: skip
         save_checkpoint(out / RESUME_FILE, net.state_dict(), {**meta_base, **row}, extra=extra)
         atomic_write_text(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+        if on_epoch is not None:
+            on_epoch(dict(row), net)
 
     if state is None:
         loss0, acc0 = evaluate(net, eval_train, device)
