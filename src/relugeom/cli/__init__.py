@@ -38,7 +38,7 @@ def cli(quiet: bool) -> None:
 
 # One module per verb under relugeom/cli/, each defining ``command`` (a click command or group).
 VERBS: tuple[str, ...] = (
-    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures",
+    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures", "report",
 )
 
 
