@@ -43,6 +43,7 @@ import os
 import platform
 import sys
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -59,6 +60,9 @@ def factory_reference(obj: Any) -> str:
     """``module:QualName`` of a class or function, importable elsewhere; a clear error for lambdas
     and functions defined inside functions (they cannot be imported back)."""
     module, qual = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module == "__main__":  # a script run as `python script.py`: importable as `script` from its folder
+        main_file = getattr(sys.modules.get("__main__"), "__file__", None)
+        module = Path(main_file).stem if main_file else module
     if not module or not qual or "<" in qual:
         raise RelugeomError(f"model_factory {obj!r} cannot be imported back (a lambda or a function defined "
                             "inside another one); give a module-level class or function")  # fmt: skip
@@ -181,7 +185,10 @@ class Recorder:
             factory_ref = factory_reference(model_factory)
         else:
             factory_ref = None
-        self.model_class = f"{type(model).__module__}:{type(model).__qualname__}"
+        try:
+            self.model_class = factory_reference(type(model))
+        except RelugeomError:  # a class defined inside a function: recorded for information only
+            self.model_class = f"{type(model).__module__}:{type(model).__qualname__}"
         self.model_factory = factory_ref
         self.model_kwargs = _jsonable(model_kwargs)
         self.input_shape = None if input_shape is None else [int(s) for s in input_shape]
