@@ -50,8 +50,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ...checkpoints import Run
 from ...errors import RelugeomError
-from ._run import Run  # checkpoints.Run once issue 11 lands
 
 UNITS = ("epoch", "step")
 
@@ -269,12 +269,13 @@ class Recorder:
         self._lock = self.run.lock()
         self._lock.__enter__()
         try:
-            if existing:
-                recorded = self.run.checkpoint_epochs()
-                self.rows = self.run.metrics().to_dict("records") if recorded else []
-                self._last_recorded = max(recorded) if recorded else None
-                self.epoch = self._last_recorded or 0
+            if existing:  # continue after the commit point; an unfinished checkpoint is rewritten
                 self.run.remove_stale_temps()
+                self._last_recorded = self.run.committed_epoch()
+                self.rows = self.run.metrics().to_dict("records") if self._last_recorded is not None else []
+                self.epoch = self._last_recorded or 0
+                if self.unit == "step":
+                    self.epoch = int(self.rows[-1].get("train_epoch", 0)) if self.rows else 0
             else:
                 self.run.write_config(self._config_doc())
             self._open_writer()
