@@ -215,8 +215,10 @@ class Recorder:
     def _config_doc(self) -> dict[str, Any]:
         from ... import __version__
 
+        # the TrainConfig fields that are known (so that verbs reading the config find the data and model)
         config = {"arch": self.arch, "dataset": self.data, "data_dir": self.data_dir, "seed": self.seed,
-                  "normalize": self.normalize, "init": None, "epochs": None}  # fmt: skip
+                  "normalize": self.normalize}  # fmt: skip
+        config = {k: v for k, v in config.items() if v is not None}
         data = {"name": self.data, "input_shape": self.input_shape, "num_classes": self.num_classes}
         recorder = {"framework": self.framework, "unit": self.unit, "every_n_steps": self.every_n_steps,
                     "model_class": self.model_class, "model_factory": self.model_factory,
