@@ -46,6 +46,35 @@ device_option = click.option(
 )  # fmt: skip
 
 
+class ArchParam(click.ParamType):
+    """``--arch``: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory`` (and ``auto``
+    where a state dict is read), checked when the command line is parsed."""
+
+    name = "arch"
+
+    def __init__(self, allow_auto: bool = False) -> None:
+        self.allow_auto = allow_auto
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        from ..architectures import get_architecture
+        from ..errors import ArchitectureError
+
+        if self.allow_auto and str(value).lower() == "auto":
+            return "auto"
+        try:
+            return get_architecture(value).name
+        except ArchitectureError as e:
+            self.fail(str(e), param, ctx)
+
+
+def arch_help(verb: str) -> str:
+    """The help text of ``--arch``: every zoo name and the other forms."""
+    from ..architectures import ARCHITECTURES
+
+    return (f"{verb}: {', '.join(sorted(ARCHITECTURES))}; or torchvision:NAME, timm:NAME (when installed), "
+            "package.module:factory (your own model).")
+
+
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:
     """Write each table as ``out/NAME.FMT`` (atomically); return the paths."""
     return [write_table(df, out / name, fmt) for name, df in tables.items()]

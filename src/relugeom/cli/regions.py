@@ -74,19 +74,9 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
-            from torch import nn
+            from ..regions.arrangement import random_layer_regions
 
-            from ..regions.arrangement import layer_regions
-
-            torch.manual_seed(0)
-            conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
-            nn.init.normal_(conv.weight)
-            nn.init.normal_(conv.bias)
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                real = layer_regions(conv, shape)
+            real = random_layer_regions(shape, k, stride, filters, seed=0)
             rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost every "
                                                                   "weight; docs/regions.md)"))  # fmt: skip
         echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))

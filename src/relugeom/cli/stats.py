@@ -11,20 +11,19 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import echo_table, format_option, out_option, write_tables
+from ._common import ArchParam, arch_help, echo_table, format_option, out_option, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
     """A random (torchvision-style Kaiming) init of the architecture of the first source."""
-    from ..experiments.models import build_model, infer_kwargs
+    from ..experiments.models import fresh_init
 
     item = next(iter_sources(list(sources)))
     arch = arch or item.meta.get("arch")
     obj = item.load()
     if arch is None:
-        raise RelugeomError("--init random needs --arch (the architecture to initialise)")
-    sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
-    return build_model(arch, **infer_kwargs(arch, sd), init="kaiming", seed=0)
+        raise RelugeomError("--init random needs --arch (the architecture to initialise; auto to infer it)")
+    return fresh_init(arch, obj.state_dict() if hasattr(obj, "state_dict") else obj, init="kaiming", seed=0)
 
 
 def _run_metrics(sources: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[int]]:
@@ -64,7 +63,9 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--init", "init", default=None,
               help="Initialisation to compare against: a checkpoint, or 'random' for a fresh Kaiming init "
                    "of --arch. A run folder's epoch 0 is used by default.")  # fmt: skip
-@click.option("--arch", default=None, help="Architecture of bare state dicts (gives stages and blocks).")
+@click.option("--arch", type=ArchParam(allow_auto=True), default=None,
+              help=arch_help("Architecture of bare state dicts (gives stages and blocks); auto: inferred from the "
+                             "keys; or one of"))  # fmt: skip
 @click.option("--linear", is_flag=True, help="Also analyse the linear layers.")
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option

@@ -8,8 +8,8 @@ import click
 
 from ..errors import RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS
-from ..experiments.models import ARCHITECTURES, INITS
-from ._common import device_option, echo_table
+from ..experiments.models import INITS
+from ._common import ArchParam, arch_help, device_option, echo_table
 
 
 def check_fresh(out: Path) -> None:
@@ -19,7 +19,8 @@ def check_fresh(out: Path) -> None:
 
 
 @click.command("train")
-@click.option("--arch", type=click.Choice(sorted(ARCHITECTURES)), default=None, help="Architecture.")
+@click.option("--arch", type=ArchParam(), default=None,
+              help=arch_help("Architecture (resnet*_cifar: 3x3 stem, no max-pool, for small images)"))
 @click.option("--dataset", type=click.Choice(DATASETS), default=None,
               help="Data set (folder: an ImageNet-style DIR/train/CLASS, DIR/val/CLASS tree).")  # fmt: skip
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None,

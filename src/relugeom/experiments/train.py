@@ -32,8 +32,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import __version__
 from .._progress import progress
+from .._version import __version__
 from ..checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
 from ..errors import DataError, RelugeomError
 from .data import Batches, DataSplits, FolderSplit, corrupt, load_dataset, subset

@@ -105,3 +105,34 @@ def layer_regions(layer: nn.Module, input_shape: Sequence[int], *, tol: float = 
         if note:
             warn(f"layer {aff.name!r}: {note}")
     return arrangement_regions(A.toarray(), b, tol=tol, budget=budget)
+
+
+def random_layer_regions(input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int, *,
+                         seed: int = 0, tol: float = 1e-9, budget: int = 10**6) -> int:  # fmt: skip
+    """Regions of one unpadded conv layer with Gaussian weights and biases (exact count, float64).
+
+    Almost every weight gives this count (the arrangement's combinatorics are the same off a null set), so it
+    is what a trained layer of that shape has in general: where Theorem 1 of Xiong et al. 2020 is not attained
+    (:func:`relugeom.regions.formulas.cnn_formula_caveat`), this is the count to compare with. ``input_shape``
+    is (C, L) or (C, H, W); the draw uses its own generator seeded with ``seed`` (the global RNG is untouched).
+
+    Example
+    -------
+    >>> random_layer_regions((1, 3, 3), 2, 1, 2)  # Theorem 1 publishes 256 for this shape
+    255
+    """
+    import warnings
+
+    import torch
+
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in (2, 3):
+        raise ShapeError(f"input shape {shape}: give (C, L) or (C, H, W)")
+    conv = nn.utils.skip_init(nn.Conv1d if len(shape) == 2 else nn.Conv2d, shape[0], filters, kernel, stride=stride)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+    with warnings.catch_warnings():  # the caveat warning is what this count answers
+        warnings.simplefilter("ignore")
+        return layer_regions(conv, shape, tol=tol, budget=budget)
