@@ -164,7 +164,8 @@ def _torchvision(spec: str, name: str) -> Architecture:
     if names and name not in names:
         raise ArchitectureError(f"--arch {spec}: torchvision has no model {name!r}{_closest(name, names)}")
 
-    def build(*, num_classes: int = 1000, in_channels: int = 3, **kw: Any) -> nn.Module:
+    def build(*, num_classes: int = 1000, in_channels: int = 3, image_size: int | None = None, **kw: Any) -> nn.Module:
+        del image_size  # torchvision's classifiers pool adaptively: any size their strides allow
         if in_channels != 3:
             raise ShapeError(f"{spec}: torchvision's models take 3 input channels, not {in_channels}; use a zoo "
                              "architecture (resnet18_cifar, vgg9, ...) or replicate the channel")  # fmt: skip
@@ -180,7 +181,8 @@ def _timm(spec: str, name: str) -> Architecture:
     if hasattr(timm, "is_model") and not timm.is_model(name):
         raise ArchitectureError(f"--arch {spec}: timm has no model {name!r}{_closest(name, timm.list_models())}")
 
-    def build(*, num_classes: int = 1000, in_channels: int = 3, **kw: Any) -> nn.Module:
+    def build(*, num_classes: int = 1000, in_channels: int = 3, image_size: int | None = None, **kw: Any) -> nn.Module:
+        del image_size  # pass img_size=... with --model-arg for the timm models that fix it (ViTs)
         return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_channels, **kw)
 
     return Architecture(spec, build, description=f"timm's {name}")
@@ -356,9 +358,12 @@ def load_state_dict_into(
     return model
 
 
-def model_from_state_dict(arch: str | None, state_dict: Mapping[str, torch.Tensor], where: str = "") -> nn.Module:
+def model_from_state_dict(arch: str | None, state_dict: Mapping[str, torch.Tensor], where: str = "",
+                          **kwargs: Any) -> nn.Module:  # fmt: skip
     """Build ``arch`` with the sizes read off ``state_dict`` and load it (strict, clear errors), in eval mode.
 
+    ``kwargs`` are factory arguments that a state dict cannot tell (your own factory's options); they
+    override the inferred ones.
     ``arch`` is any name :func:`get_architecture` takes, or ``"auto"``/``None`` for
     :func:`infer_architecture`. A zoo network is built on the meta device and takes the state dict's
     tensors as its parameters (``assign=True``): no initialisation, no copy.
@@ -375,7 +380,7 @@ def model_from_state_dict(arch: str | None, state_dict: Mapping[str, torch.Tenso
         if arch is None or str(arch).lower() == "auto":
             arch = infer_architecture(sd)
         entry = get_architecture(arch)
-        kwargs = entry.kwargs_from(sd)
+        kwargs = {**entry.kwargs_from(sd), **kwargs}
         if entry.meta_ok:
             with torch.device("meta"):
                 model = entry(**kwargs)

@@ -54,7 +54,9 @@ class SourceItem:
         arch = self._arch or self.meta.get("arch")
         if isinstance(obj, Mapping) and arch:
             where = f"{self.path}: " if self.path else ""
-            obj = model_from_state_dict(str(arch), obj, where=where)
+            same = str(arch) == str(self.meta.get("arch"))  # the arguments it was built with, when recorded
+            kwargs = self.meta.get("model_kwargs", {}) if same else {}
+            obj = model_from_state_dict(str(arch), obj, where=where, **kwargs)
         return obj
 
 

@@ -252,10 +252,9 @@ def train(
         raise DataError(f"{config.dataset}: the training split is empty")
     rank, world, device = _distributed(device)
     torch.manual_seed(config.seed)
-    net = build_model(
-        config.arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-        init=config.init, seed=config.seed, **config.model_kwargs,
-    )  # fmt: skip
+    build_kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size,
+                    **config.model_kwargs}  # fmt: skip
+    net = build_model(config.arch, init=config.init, seed=config.seed, **build_kwargs)
     if state is not None:
         load_state_dict_into(net, ckpt.state_dict, f"{out / RESUME_FILE}: ")
     net = net.to(device)
@@ -284,7 +283,8 @@ def train(
         out.mkdir(parents=True, exist_ok=True)
         _write_config(out, config, data)
     meta_base = {"seed": config.seed, "arch": config.arch, "dataset": data.name,
-                 "input_shape": list(data.input_shape), "num_classes": data.num_classes}  # fmt: skip
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "model_kwargs": build_kwargs}  # fmt: skip
     rows: list[dict[str, Any]] = []
     start = 0
     if state is not None:
