@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from _cli import run
-from relugeom import load_checkpoint, model_from_state_dict, projection_stats, save_checkpoint
+from relugeom import layer_summary, load_checkpoint, model_from_state_dict, projection_stats, save_checkpoint
 from relugeom.architectures import (
     ARCHITECTURES,
     create_model,
@@ -356,9 +356,7 @@ def test_train_resnet18_cifar_on_digits_then_stats(tmp_path, capsys):
     assert last.meta["arch"] == "resnet18_cifar" and last.meta["model_kwargs"] == {
         "num_classes": 10, "in_channels": 1, "image_size": 8, "width": 4}
     assert not torch.equal(first.state_dict["layer4.1.conv2.weight"], last.state_dict["layer4.1.conv2.weight"])
-    code, stdout, err = run(["stats", str(out), "--out", str(tmp_path / "stats")], capsys)
-    assert code == 0, err
-    layers = pd.read_csv(tmp_path / "stats" / "layers.csv")
+    layers = layer_summary(projection_stats(out))  # the run's checkpoints name their architecture
     n_layers, n_filters = _expected_layers(4)
     assert layers.groupby("epoch").size().tolist() == [n_layers] * 3
     assert layers.groupby("epoch").n_filters.sum().tolist() == [n_filters] * 3
@@ -404,14 +402,18 @@ def tv_resnet18_file(tmp_path_factory):
 
 def test_stats_on_a_torchvision_resnet_checkpoint(tv_resnet18_file, tmp_path, capsys):
     n_layers, n_filters = _expected_layers(64)
-    for arch in ("resnet18", "auto"):
-        code, out, err = run(["stats", str(tv_resnet18_file), "--arch", arch, "--out", str(tmp_path / arch)], capsys)
-        assert code == 0, err
-        layers = pd.read_csv(tmp_path / arch / "layers.csv")
-        assert len(layers) == n_layers and layers.n_filters.sum() == n_filters
-        assert layers.layer.iloc[0] == "conv1" and layers.layer.iloc[-1] == "layer4.1.conv2"
+    code, out, err = run(["stats", str(tv_resnet18_file), "--arch", "auto", "--init", "random",
+                          "--out", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0, err
+    layers = pd.read_csv(tmp_path / "layers.csv")
+    assert len(layers) == n_layers and layers.n_filters.sum() == n_filters
+    assert layers.layer.iloc[0] == "conv1" and layers.layer.iloc[-1] == "layer4.1.conv2"
+    filters = pd.read_csv(tmp_path / "filters.csv")
+    w = torch.load(tv_resnet18_file, weights_only=True)["layer2.0.conv1.weight"].double().flatten(1)
+    cos = w.sum(1) / (w.norm(dim=1) * w.shape[1] ** 0.5)  # eq. 1 of Gamba et al. 2020, by hand
+    got = filters[filters.layer == "layer2.0.conv1"].sort_values("filter").cos.to_numpy()
+    assert abs(got - cos.numpy()).max() < 1e-6
     code, _, err = run(["stats", str(tv_resnet18_file), "--arch", "resnet34", "--out", str(tmp_path / "x")], capsys)
     assert code == 1 and "layer1: 2 blocks, resnet34 has 3" in err and str(tv_resnet18_file) in err
-    code, _, err = run(["stats", str(tv_resnet18_file), "--init", "random", "--arch", "auto",
-                        "--out", str(tmp_path / "r")], capsys)  # fmt: skip
-    assert code == 0, err
+    code, _, err = run(["stats", str(tv_resnet18_file), "--arch", "resnet5O", "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "unknown architecture 'resnet5O'" in err
