@@ -68,6 +68,13 @@ def arrangement_regions(A: np.ndarray, b: np.ndarray | None = None, *, tol: floa
     agree within ``tol`` are one hyperplane. The count is Zaslavsky's, computed by the incremental recursion
     (each new hyperplane adds the number of pieces the earlier ones cut it into). ``budget`` bounds the number
     of recursive steps; beyond it :class:`BudgetExceeded` is raised.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> arrangement_regions(A), arrangement_regions(A, [0.0, 0.0, -1.0])  # concurrent lines: 6; general position: 7
+    (6, 7)
     """
     A = np.asarray(A.toarray() if hasattr(A, "toarray") else A, dtype=np.float64)
     if A.ndim != 2:
@@ -86,6 +93,13 @@ def layer_regions(layer: nn.Module, input_shape: Sequence[int], *, tol: float = 
     This is the number of linear regions of ``x -> relu(layer(x))`` (seed 003's R_{N,theta} for a one-layer
     network). For unpadded convolutions, Theorem 1 (i) of seed 003 (:func:`cnn_max_regions`) is the maximum
     over weights; :func:`relugeom.regions.formulas.cnn_formula_caveat` says when it is not attained.
+
+    Example
+    -------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> layer_regions(nn.Linear(2, 3), (2,))  # three random lines in the plane
+    7
     """
     from ..geometry.unroll import unroll
     from ..layers import as_affine, check_finite
