@@ -67,12 +67,17 @@ class ArchParam(click.ParamType):
             self.fail(str(e), param, ctx)
 
 
-def arch_help(verb: str) -> str:
+def arch_help(lead: str, auto: bool = False) -> str:
     """The help text of ``--arch``: every zoo name and the other forms."""
     from ..architectures import ARCHITECTURES
 
-    return (f"{verb}: {', '.join(sorted(ARCHITECTURES))}; or torchvision:NAME, timm:NAME (when installed), "
-            "package.module:factory (your own model).")
+    return (f"{lead}{'; auto (read off the keys)' if auto else ''}; zoo: {', '.join(sorted(ARCHITECTURES))}; "
+            "or torchvision:NAME, timm:NAME (when installed), package.module:factory (your own model).")
+
+
+def arch_option(lead: str = "Architecture of bare state dicts"):  # noqa: ANN201
+    """``--arch`` of the analysis verbs (``auto`` allowed; checked when the command line is parsed)."""
+    return click.option("--arch", type=ArchParam(allow_auto=True), default=None, help=arch_help(lead, auto=True))
 
 
 SEED_MAX = 2**63 - 1

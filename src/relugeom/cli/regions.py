@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
+from ._common import arch_option as _arch_option
 from ._common import echo_table, format_option, out_option, parse_shape, write_tables
 
 
@@ -87,7 +88,7 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
 
 # ------------------------------------------------------------------------------------------------- models
 source_arg = click.argument("source")
-arch_option = click.option("--arch", default=None, help="Architecture of a bare state dict.")
+arch_option = _arch_option("Architecture of a bare state dict")
 points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),

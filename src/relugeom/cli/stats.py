@@ -10,7 +10,7 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import ArchParam, arch_help, echo_table, format_option, out_option, write_tables
+from ._common import arch_option, echo_table, format_option, out_option, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -71,9 +71,7 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--init", "init", default=None,
               help="Initialisation to compare against: a checkpoint, or 'random' for a fresh Kaiming init "
                    "of --arch. A run folder's epoch 0 is used by default.")  # fmt: skip
-@click.option("--arch", type=ArchParam(allow_auto=True), default=None,
-              help=arch_help("Architecture of bare state dicts (gives stages and blocks); auto: inferred from the "
-                             "keys; or one of"))  # fmt: skip
+@arch_option("Architecture of bare state dicts (gives stages and blocks)")
 @click.option("--linear", is_flag=True, help="Also analyse the linear layers.")
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option

@@ -30,7 +30,7 @@ def _model_args(ctx: click.Context, param: click.Parameter, values: tuple[str, .
 
 @click.command("train")
 @click.option("--arch", type=ArchParam(), default=None,
-              help=arch_help("Architecture (resnet*_cifar: 3x3 stem, no max-pool, for small images)"))
+              help=arch_help("Architecture (resnet*_cifar: 3x3 stem, no max-pool, for small images)"))  # fmt: skip
 @click.option("--model-arg", "model_args", multiple=True, callback=_model_args, metavar="KEY=VALUE",
               help="A keyword argument of the architecture's factory, e.g. width=16 (ResNets), hidden=[64,64] (mlp); "
                    "repeatable.")  # fmt: skip
