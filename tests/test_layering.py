@@ -40,3 +40,22 @@ def test_the_contracts_catch_upward_imports(tmp_path):
     assert "relugeom.layers is not allowed to import relugeom.experiments.models" in flat
     assert "relugeom.experiments.train is not allowed to import relugeom" in flat
     assert "0 kept, 2 broken" in flat
+
+
+def test_every_module_sits_on_a_floor():
+    """A new module must be placed in the contract (pyproject.toml), else its imports go unchecked."""
+    import pkgutil
+
+    import pytest
+
+    import relugeom
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+
+    layers = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"][0]["layers"]
+    placed = [n.strip().strip("()") for layer in layers for n in layer.replace("|", ":").split(":")]
+    packages = {m.name for m in pkgutil.walk_packages(relugeom.__path__, "relugeom.") if m.ispkg}
+    loose = [m.name for m in pkgutil.walk_packages(relugeom.__path__, "relugeom.")
+             if m.name not in packages | {"relugeom.__main__"}
+             and not any(m.name == n or m.name.startswith(n + ".") for n in placed)]  # fmt: skip
+    assert not loose, f"modules on no floor of the layering contract in pyproject.toml: {loose}"

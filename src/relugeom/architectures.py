@@ -33,6 +33,7 @@ from torch import nn
 
 from .errors import ArchitectureError, RelugeomError, ShapeError
 from .zoo.mlp import mlp, mlp_kwargs
+from .zoo.mnist1d import mnist1d_cnn, mnist1d_kwargs
 from .zoo.resnet import DEPTHS, resnet_factory, resnet_kwargs, resnet_name, resnet_spec
 from .zoo.vgg import VGG_CFGS, alexnet, convnet_kwargs, vgg_factory
 
@@ -130,6 +131,7 @@ for _name in ("vgg9", "vgg11", "vgg13", "vgg16", "vgg19", "lenet"):
         register_architecture(f"{_name}_bn", vgg_factory(_name, True), infer=convnet_kwargs, meta_ok=True)
 register_architecture("alexnet", alexnet, infer=convnet_kwargs, meta_ok=True)
 register_architecture("mlp", mlp, infer=mlp_kwargs, meta_ok=True)
+register_architecture("mnist1d_cnn", mnist1d_cnn, infer=mnist1d_kwargs, meta_ok=True)
 for _depth in DEPTHS:
     for _cifar in (False, True):
         register_architecture(resnet_name(_depth, _cifar), resnet_factory(_depth, _cifar), infer=resnet_kwargs,

@@ -5,6 +5,7 @@
   under ``state_dict``, ``model``, ``model_state_dict``, ``net`` or ``weights`` (torchvision,
   Lightning, the authors' code), are accepted; a ``module.`` prefix (DataParallel/DDP) is removed.
 * ``.safetensors`` files are read with safetensors; relugeom's metadata rides in the header.
+* ``.mat`` files are MatConvNet models (:mod:`relugeom.matconvnet`), converted to torchvision's key names.
 * Every file relugeom writes goes through :func:`atomic_write`: temp file in the same folder,
   flush, fsync, rename. A crash leaves either the old file or the new one, never half of one.
 
@@ -144,6 +145,11 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint
         raise CheckpointError(f"{p}: is a folder; use checkpoint_series() for a run folder")
     if p.suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(p)
+    if p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
+        from .matconvnet import load_matconvnet
+
+        net = load_matconvnet(p)
+        return Checkpoint(p, net.state_dict, net.meta, {})
     sd, meta, extra = _unwrap(p, _torch_load(p, mmap))
     return Checkpoint(p, sd, meta, extra)
 

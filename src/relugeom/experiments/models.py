@@ -6,8 +6,10 @@ convs; N(0, 0.01) for linear layers; zero biases), ``kaiming_all`` (Kaiming norm
 for every weight, zero biases: seed 001 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
 standard deviation 0.01, zero biases: the failing initialisation of seed 001 sec. 3.2 / fig. 15.
 The VGG paper writes "10^-2 variance"; the seed's vanishing-gradient account matches a standard
-deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another).
-Batch-norm layers get weight 1 and bias 0.
+deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another),
+``torch`` (PyTorch's own default initialisation of every layer, ``reset_parameters()``: what models written
+without an explicit init use, e.g. the MNIST-1D CNN of Greydanus and Kobak 2020).
+Batch-norm layers get weight 1 and bias 0 (except under ``torch``, where they get PyTorch's defaults: the same).
 """
 
 from __future__ import annotations
@@ -29,15 +31,24 @@ from ..architectures import (  # noqa: F401  (re-exported: the registry's names,
 )
 from ..errors import ArchitectureError
 from ..zoo.mlp import MLP  # noqa: F401
+from ..zoo.mnist1d import MNIST1DCNN  # noqa: F401
 from ..zoo.vgg import VGG_CFGS, ConvNet  # noqa: F401
 
-INITS = ("kaiming", "kaiming_all", "normal001")
+INITS = ("kaiming", "kaiming_all", "normal001", "torch")
 
 
 def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, seed: int | None = None) -> nn.Module:
     """Re-initialise every conv/linear/BN layer of ``model`` in place (see the module docstring)."""
     if scheme not in INITS:
         raise ArchitectureError(f"unknown initialisation {scheme!r}; choose one of {', '.join(INITS)}")
+    if scheme == "torch":  # PyTorch's defaults, drawn from the global generator (seeded here when asked)
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for m in model.modules():
+                if hasattr(m, "reset_parameters") and m is not model:
+                    m.reset_parameters()
+        return model
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed)
@@ -90,10 +101,14 @@ def build_model(
 
 
 def fresh_init(
-    arch: str | None, state_dict: Mapping[str, torch.Tensor], *, init: str = "kaiming", seed: int | None = 0
+    arch: str | None, source: Mapping[str, torch.Tensor] | nn.Module, *, init: str = "kaiming", seed: int | None = 0
 ) -> nn.Module:
-    """A freshly initialised network of the architecture and sizes of ``state_dict`` (a baseline to compare
-    a trained network against: ``relugeom stats --init random``).
+    """A freshly initialised network of the architecture and sizes of ``source`` (a state dict or a module),
+    a baseline to compare a trained network against (``relugeom stats --init random``).
+
+    ``arch`` names the architecture (``None`` or ``"auto"``: inferred from the keys); a module given with
+    ``arch=None`` is itself copied and re-initialised (a network that no registered architecture builds,
+    such as one read from a MatConvNet file).
 
     Example
     -------
@@ -102,6 +117,12 @@ def fresh_init(
     >>> fresh.classifier[-1].out_features, torch.equal(fresh.features[0].weight, trained.features[0].weight)
     (7, False)
     """
+    if isinstance(source, nn.Module):
+        if arch is None:
+            import copy
+
+            return initialize(copy.deepcopy(source), init, seed=seed)
+        source = source.state_dict()
     if arch is None or arch.lower() == "auto":
-        arch = infer_architecture(state_dict)
-    return build_model(arch, **infer_kwargs(arch, state_dict), init=init, seed=seed)
+        arch = infer_architecture(source)
+    return build_model(arch, **infer_kwargs(arch, source), init=init, seed=seed)
