@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
 
@@ -57,17 +58,13 @@ class SourceItem:
             self._obj = ckpt.state_dict
         obj = self._obj
         arch = self._arch or self.meta.get("arch")
-        where = f"{self.path}: " if self.path else ""
-        if isinstance(obj, Mapping) and self._arch and ":" in self._arch:
-            # a user's model factory, named by the user (never imported because a file names it)
-            from .experiments.models import model_from_factory
-
-            kwargs = self.meta.get("model_kwargs")
-            obj = model_from_factory(self._arch, obj, kwargs if isinstance(kwargs, Mapping) else {}, where)
-        elif isinstance(obj, Mapping) and arch:
-            from .experiments.models import model_from_state_dict
-
-            obj = model_from_state_dict(str(arch), obj, where=where)
+        if isinstance(obj, Mapping) and arch:
+            where = f"{self.path}: " if self.path else ""
+            # the arguments it was built with, when recorded for this architecture (relugeom's own, or the
+            # user's factory a recorder noted: it is imported only because the user named it with --arch)
+            recorded = {str(self.meta.get(k)) for k in ("arch", "model_factory", "model_class") if self.meta.get(k)}
+            kwargs = self.meta.get("model_kwargs", {}) if str(arch) in recorded else {}
+            obj = model_from_state_dict(str(arch), obj, where=where, **(kwargs if isinstance(kwargs, Mapping) else {}))
         return obj
 
     def rebuild_hint(self) -> str:

@@ -430,7 +430,7 @@ def provenance_rows(runs: Sequence[RunTables], command: Sequence[str], now: str)
 
     import torch
 
-    from .. import __version__
+    from .._version import __version__
 
     rows = [("relugeom", __version__), ("torch", torch.__version__), ("python", platform.python_version()),
             ("generated", now), ("command", " ".join(command))]  # fmt: skip

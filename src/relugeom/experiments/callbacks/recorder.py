@@ -213,7 +213,7 @@ class Recorder:
 
     # -- the run folder -------------------------------------------------------------------------
     def _config_doc(self) -> dict[str, Any]:
-        from ... import __version__
+        from ..._version import __version__
 
         # the TrainConfig fields that are known (so that verbs reading the config find the data and model)
         config = {"arch": self.arch, "dataset": self.data, "data_dir": self.data_dir, "seed": self.seed,
