@@ -156,7 +156,8 @@ def training_figure(summary: pd.DataFrame, title: str | None = None) -> Figure:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel("regions per unit " + ("length" if kind == "line" else "area"))
         n = int(s["n"].max()) if "n" in s and s["n"].notna().any() else None
-        ax.set_title(f"{kind}s through data points" + (f" (mean +- s.e. over {n})" if n else ""), fontsize=9)
+        over = f" (mean +- s.e. over {n})" if n and n > 1 else f" (one {kind})" if n == 1 else ""
+        ax.set_title(f"{kind}s through data points{over}", fontsize=9)
         if "run" in s and s["run"].nunique() > 1:
             ax.legend(fontsize=7, frameon=False)
     fig.suptitle((title + ": " if title else "") + "exact activation regions over training (Hanin and Rolnick 2019)",
