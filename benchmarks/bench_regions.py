@@ -115,7 +115,7 @@ def dense_grid_count(P, n: int) -> int:  # noqa: ANN001
     Z = np.array(np.meshgrid(g1, g2)).reshape(2, -1).T
     keys = set()
     for chunk in np.array_split(Z, max(1, len(Z) // 50000)):
-        _, pats, _ = _forward_record(P.leaves, P.points(chunk))
+        _, pats, _ = _forward_record(P.graph, P.points(chunk))
         keys |= {b"|".join(np.asarray(p[i]).tobytes() for p in pats) for i in range(len(chunk))}
     return len(keys)
 

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from ..errors import ArchitectureError, ShapeError
+from ..modules import rule_for_module
 
 Cfg = Sequence[int | str]
 
@@ -197,8 +198,10 @@ def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, 
         normal_(t, math.sqrt(2.0 / fan_out))
 
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            is_conv = not isinstance(m, nn.Linear)
+        rule = rule_for_module(m)
+        role = rule.role if rule is not None else None
+        if role == "layer":
+            is_conv = rule.family != "linear"  # type: ignore[union-attr]
             if scheme == "normal001":
                 normal_(m.weight, std)
             elif scheme == "kaiming_all" or is_conv:
@@ -207,7 +210,7 @@ def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, 
                 normal_(m.weight, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        elif role == "norm" and m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return model

@@ -216,7 +216,7 @@ class _Cones:
             check_finite(la, where)
             if la.input_shape is None:
                 raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {tuple(input_shape)}")
-        self.links = layer_links(obj, self.layers, where) if len(self.layers) > 1 else []
+        self.links = layer_links(obj, self.layers, where, input_shape) if len(self.layers) > 1 else []
         bns: dict[str, nn.Module] = {}
         if fold_bn:
             for link in self.links:
