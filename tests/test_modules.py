@@ -175,3 +175,33 @@ def test_facts_for_the_measures():
 def test_supported_modules_doc_is_generated_from_the_registry():
     doc = Path(__file__).resolve().parents[1] / "docs" / "modules.md"
     assert doc.read_text() == modules_markdown(), "run: python -m relugeom.modules docs/modules.md"
+
+
+def test_every_migrated_analysis_names_a_module_without_a_rule():
+    import warnings
+
+    from relugeom.errors import SkippedWarning
+    from relugeom.experiments.reinit import reinit_accuracy
+    from relugeom.layers import find_layers
+    from relugeom.stats.cones import cone_states
+
+    net = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.ConvTranspose2d(2, 2, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(2, 2, 3, padding=1), nn.Flatten())
+    # the layer list can do without it: one warning naming it, never a silent drop
+    with pytest.warns(SkippedWarning, match=r"module '2' \(ConvTranspose2d\)"):
+        assert [la.name for la in find_layers(net)] == ["0", "4"]
+    # cones: the pair across it is skipped, and the reason names it
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        states = cone_states(net, (1, 4, 4))
+    assert states.reason.dropna().str.contains("ConvTranspose2d '2'").all()
+    # exact regions: refused with its name
+    with pytest.raises(UnsupportedLayerError, match=r"module '2' \(ConvTranspose2d\) is not supported"):
+        regions_on_segment(net, torch.zeros(1, 4, 4), torch.ones(1, 4, 4))
+    # re-initialization only evaluates the network: it works, the transposed conv is not among the layers reset
+    x = torch.randn(8, 1, 4, 4)
+    with torch.no_grad():
+        y = net(x).argmax(1)
+    with pytest.warns(SkippedWarning, match="ConvTranspose2d"):
+        df = reinit_accuracy(net, {0: net.state_dict()}, (x, y))
+    assert list(df.layer) == ["0", "4"] and (df["drop"] == 0).all()

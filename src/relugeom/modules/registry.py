@@ -38,7 +38,7 @@ def register_rule(key: type | Callable[..., Any] | str, rule: Rule, *, replace: 
     Example
     -------
     >>> from torch import nn
-    >>> from relugeom.modules import Rule, register_rule, rule_for_module
+    >>> from relugeom.modules import Rule, register_rule, rule_for_module, unregister_rule
     >>> class Halve(nn.Module):
     ...     def forward(self, x):
     ...         return x / 2
@@ -47,6 +47,7 @@ def register_rule(key: type | Callable[..., Any] | str, rule: Rule, *, replace: 
     >>> register_rule(Halve, HalveRule())
     >>> rule_for_module(Halve()).role
     'linear'
+    >>> unregister_rule(Halve)
     """
     if not isinstance(rule, Rule):
         raise TypeError(f"rule must be a relugeom.modules.Rule instance, got {type(rule).__name__}")

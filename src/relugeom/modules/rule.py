@@ -75,6 +75,8 @@ class Rule:
     >>> net = nn.Sequential(nn.Linear(1, 2), Double(), nn.ReLU(), nn.Linear(2, 1))
     >>> regions_on_segment(net, [-5.0], [5.0]).n_activation_regions <= 3
     True
+    >>> from relugeom.modules import unregister_rule
+    >>> unregister_rule(Double)
     """
 
     family: ClassVar[str] = "other"
