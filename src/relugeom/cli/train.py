@@ -6,16 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import RelugeomError
+from ..errors import ConfigError
 from ..experiments.data import DATASETS, NORMALIZATIONS
 from ..experiments.models import ARCHITECTURES, INITS
-from ._common import device_option, echo_table
-
-
-def check_fresh(out: Path) -> None:
-    """Refuse to write a run into a folder that already holds one."""
-    if (out / "config.json").exists() or (out / "checkpoints").exists():
-        raise RelugeomError(f"{out}: already holds a run; choose another --out (finished epochs are never overwritten)")
+from ._common import device_option, echo_table, seed_option
 
 
 @click.command("train")
@@ -26,10 +20,10 @@ def check_fresh(out: Path) -> None:
               help="Folder with the data set's files (not needed for digits).")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Epochs to train (with --resume: the new total).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the initialisation and data order.")
+@seed_option("Seeds the initialisation and data order.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Global batch size (split over the processes under torchrun).")  # fmt: skip
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Base learning rate.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Base learning rate (finite, >= 0).")
 @click.option("--schedule", default="step", show_default=True,
               help="step (x0.1 every 25 epochs), exp (x10^(-1/25) per epoch), step:EVERY:FACTOR, exp:FACTOR, none.")
 @click.option("--init", "init", type=click.Choice(INITS), default="kaiming_all", show_default=True,
@@ -71,12 +65,14 @@ def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, ini
                                          ("--out", out)) if v is None]  # fmt: skip
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR)")
-        check_fresh(out)
-        config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                             epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule, init=init,
-                             normalize=normalize, n_train=n_train, label_noise=label_noise,
-                             pixel_shuffle=pixel_shuffle, augment=False if no_augment else None,
-                             weight_decay=0.0 if no_weight_decay else 5e-4, image_size=image_size)  # fmt: skip
+        try:
+            config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+                                 epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule, init=init,
+                                 normalize=normalize, n_train=n_train, label_noise=label_noise,
+                                 pixel_shuffle=pixel_shuffle, augment=False if no_augment else None,
+                                 weight_decay=0.0 if no_weight_decay else 5e-4, image_size=image_size)  # fmt: skip
+        except ConfigError as e:  # a value given on the command line: a usage error
+            raise click.BadParameter(str(e), param_hint=f"--{(e.name or '').replace('_', '-')}") from None
         metrics = train(config, out, device=device)
     import os
 

@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..checkpoints import Run
 from ..errors import DataError, RelugeomError
-from .train import RESUME_FILE, TrainConfig, read_run_config
+from .train import TrainConfig, read_run_config
 
 VGG19_FIG7_PANELS = [list(range(7)), list(range(7, 16))]
 
@@ -143,18 +144,17 @@ def experiment_plan(name: str, *, data_dir: str | None = None, seeds: int = 3, s
 def _train_or_resume(config: TrainConfig, run_dir: Path, device: str) -> str:
     from .train import resume, train
 
-    if (run_dir / RESUME_FILE).is_file():
+    run = Run(run_dir)
+    if run.is_run():
         stored = read_run_config(run_dir)
         if replace(stored, epochs=config.epochs) != config:
             raise RelugeomError(f"{run_dir}: holds a run with another configuration; remove it or choose another --out")
-        metrics = pd.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
-        if metrics is not None and int(metrics.epoch.max()) >= config.epochs:
+        done = run.committed_epoch()
+        if done is not None and done >= config.epochs:
             return "done"
         resume(run_dir, epochs=config.epochs, device=device)
         return "resumed"
-    if (run_dir / "config.json").exists():
-        raise RelugeomError(f"{run_dir}: a run folder without {RESUME_FILE}; remove it to start again")
-    train(config, run_dir, device=device)
+    train(config, run_dir, device=device)  # refuses a folder that holds run files without a config
     return "trained"
 
 
@@ -178,6 +178,7 @@ def reproduce(
     from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..sources import run_labels
     from ..stats.projection import layer_summary, projection_stats, summary_over_runs
     from ..tables import write_table
     from .reinit import critical_vs_bias, reinit_run
@@ -208,7 +209,7 @@ def reproduce(
         written[f"{vname}/layers"] = write_table(summary, vdir / "layers", "csv")
         written[f"{vname}/layers_over_seeds"] = write_table(summary_over_runs(summary), vdir / "layers_over_seeds",
                                                             "csv")  # fmt: skip
-        metrics = pd.concat([pd.read_csv(Path(r) / "metrics.csv").assign(run=Path(r).name) for r in runs])
+        metrics = pd.concat([Run(r).metrics().assign(run=label) for r, label in zip(runs, run_labels(runs))])
         n_layers = summary.layer_index.nunique()
         panels = VGG19_FIG7_PANELS if n_layers == 16 else None
         fig = nl_over_epochs(summary, metrics, lr_drops=lr_drops(cfg.schedule, cfg.epochs), panels=panels,
