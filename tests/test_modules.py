@@ -205,3 +205,24 @@ def test_every_migrated_analysis_names_a_module_without_a_rule():
     with pytest.warns(SkippedWarning, match="ConvTranspose2d"):
         df = reinit_accuracy(net, {0: net.state_dict()}, (x, y))
     assert list(df.layer) == ["0", "4"] and (df["drop"] == 0).all()
+
+
+def test_exact_regions_through_dilated_ceil_mode_and_3d_max_pools():
+    # the windows above feed the exact counters: pieces checked against forward passes and sampling
+    from relugeom.regions.slice import partition_2d
+
+    torch.manual_seed(5)
+    net2 = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1, dilation=2, ceil_mode=True),
+                         nn.Flatten(), nn.Linear(2 * 3 * 3, 2)).double()
+    P = partition_2d(net2, torch.randn(1, 7, 7), torch.randn(1, 7, 7), torch.randn(1, 7, 7), (-1, 1, -1, 1))
+    assert P.n_regions > 1 and P.verify(n_points=300).loc[0, "ok"]
+    net3 = nn.Sequential(nn.Conv3d(1, 2, 2), nn.ReLU(), nn.MaxPool3d(2), nn.Flatten(), nn.Linear(2, 1)).double()
+    x0, x1 = torch.randn(1, 3, 3, 3), torch.randn(1, 3, 3, 3)
+    seg = regions_on_segment(net3, x0, x1)
+    t = np.linspace(0, 1, 4001)
+    X = x0.double()[None] + torch.from_numpy(t).reshape(-1, 1, 1, 1, 1) * (x1 - x0).double()[None]
+    with torch.no_grad():
+        out = net3(X).numpy().ravel()
+    for _, r in seg.pieces.iterrows():
+        m = (t > r.t_start) & (t < r.t_end)
+        np.testing.assert_allclose(r.value_at_0[0] + r.slope[0] * t[m], out[m], atol=1e-9)

@@ -44,7 +44,7 @@ def _prepare(model: nn.Module, x: torch.Tensor | None = None) -> Graph:
         raise UnsupportedLayerError(f"expected an nn.Module, got {type(model).__name__}")
     m = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval().requires_grad_(False)
     for pname, p in list(m.named_parameters()) + list(m.named_buffers()):
-        if p.is_floating_point() and not torch.isfinite(p).all():
+        if p.is_floating_point() and p.numel() and not (torch.isfinite(p.sum()) or torch.isfinite(p).all()):
             layer, _, what = pname.rpartition(".")
             raise UnsupportedLayerError(f"layer {layer!r}: {what} contains NaN or inf")
     try:
@@ -164,9 +164,60 @@ def _sign_cuts(verts: list[np.ndarray], Hs: np.ndarray, tol: float, k: int, budg
     return new_verts, parents
 
 
+def _segment_max_cuts(verts: list[np.ndarray], Hs: np.ndarray, members: np.ndarray, tol: float, budget: Budget
+                      ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:  # fmt: skip
+    """1D cells: every window's upper envelope of lines ``a + b t`` over the piece, all windows at once.
+
+    Moving right from the piece's start, the largest member of a window is overtaken first by the member with a
+    larger slope whose line crosses it earliest; at most ``window`` such steps per window give every break."""
+    new_verts, parents, sels = [], [], []
+    valid = members >= 0
+    safe = np.where(valid, members, 0)
+    rows = np.arange(len(members))
+    for i, V in enumerate(verts):
+        t0, t1 = sorted((float(V[0, 0]), float(V[1, 0])))
+        eps = tol * max(1.0, abs(t0), abs(t1))
+        b, a = Hs[i, :, 0][safe], Hs[i, :, 1][safe]  # slopes and offsets, (n_out, window)
+        scale = tol * (np.abs(a) + np.abs(b) * max(1.0, abs(t0), abs(t1))).max(initial=0.0)
+        v0 = np.where(valid, a + b * t0, -np.inf)
+        top = v0.max(1, keepdims=True)
+        cur = np.argmax(np.where(v0 >= top - scale, b, -np.inf), axis=1)  # the winner just right of t0
+        cur_t = np.full(len(members), t0)
+        live = np.ones(len(members), dtype=bool)
+        cuts = []
+        for _ in range(members.shape[1]):
+            bc, ac = b[rows, cur], a[rows, cur]
+            db = b - bc[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tc = np.where(valid & (db > 0), (ac[:, None] - a) / db, np.inf)
+            tc = np.where(tc > cur_t[:, None] + eps, tc, np.inf)
+            nxt = tc.min(1)
+            live &= nxt < t1 - eps
+            if not live.any():
+                break
+            cuts.append(nxt[live])
+            tied = tc <= nxt[:, None] + eps
+            cur = np.where(live, np.argmax(np.where(tied, b, -np.inf), axis=1), cur)
+            cur_t = np.where(live, nxt, cur_t)
+        pts = [t0]
+        for c in np.unique(np.concatenate(cuts)) if cuts else []:
+            if c - pts[-1] > eps and t1 - c > eps:
+                pts.append(float(c))
+                budget.tick("region partition")
+        pts.append(t1)
+        for lo, hi in zip(pts[:-1], pts[1:]):
+            mid = 0.5 * (lo + hi)
+            new_verts.append(np.array([[lo, 1.0], [hi, 1.0]]))
+            parents.append(i)
+            sels.append(np.argmax(np.where(valid, a + b * mid, -np.inf), axis=1).astype(np.int64))
+    return new_verts, parents, sels
+
+
 def _max_cuts(verts: list[np.ndarray], Hs: np.ndarray, members: np.ndarray, tol: float, k: int, budget: Budget
               ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:  # fmt: skip
     """Cut every cell until one member of every window is the largest on it; returns the arg-max per window."""
+    if k == 1:
+        return _segment_max_cuts(verts, Hs, members, tol, budget)
     new_verts, parents, sels = [], [], []
     valid = members >= 0
     safe = np.where(valid, members, 0)
@@ -305,10 +356,14 @@ class _Propagation:
         if y.dim() == 0 or y.shape[0] != n * k1:
             raise UnsupportedLayerError(f"{ANALYSIS}: {node.label} changes the batch dimension "
                                         f"({n * k1} in, {tuple(y.shape)} out)")  # fmt: skip
-        y = y.reshape(n, k1, *y.shape[1:])
         if not node.rule.bias_free:  # type: ignore[union-attr]
-            y = y.clone() if y._base is not None else y
+            shared = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            if y.untyped_storage().data_ptr() in shared:  # the operation returned (a view of) its input
+                y = y.clone()
+            y = y.reshape(n, k1, *y.shape[1:])
             y[:, : self.k] -= self._offset(b, node)
+        else:
+            y = y.reshape(n, k1, *y.shape[1:])
         b.values[node] = y
 
     def _offset(self, b: _Batch, node: Node) -> torch.Tensor:
