@@ -279,21 +279,24 @@ class Graph:
         return {n: tuple(v.shape[1:]) for n, v in values.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
 
     def levels(self, shapes: Mapping[Node, tuple[int, ...]] | None = None) -> dict[Node, int]:
-        """The resolution level of every node's output: 0 at the input, +1 wherever the spatial size shrinks
-        (a pooling, a strided convolution; Gamba et al. 2020's stages). With ``shapes`` (:meth:`shapes`) the
-        sizes decide; without, each rule's :meth:`~relugeom.modules.Rule.shrinks` (hyper-parameters)."""
+        """The resolution level of every node's output: 0 at the input, +1 wherever a node downsamples (a pooling
+        or a convolution with stride > 1, as each rule's :meth:`~relugeom.modules.Rule.shrinks` reads its
+        hyper-parameters; a convolution without padding that trims the border does not count). Where a rule
+        cannot tell (an adaptive pooling) or a node has no rule, the sizes in ``shapes`` (:meth:`shapes`)
+        decide; without shapes an adaptive pooling counts as shrinking."""
         level: dict[Node, int] = {}
         for node in self.nodes:
             ins = [i for i in node.inputs if i in level]
             base = max((level[i] for i in ins), default=0)
-            shrink = False
+            shrink: bool | None = False
             if node.op in ("module", "function", "method"):
-                if shapes is not None:
+                shrink = node.rule.shrinks(node) if node.rule is not None else None
+                if shrink is None and shapes is not None:  # the sizes decide
                     src = next((_spatial(shapes[i]) for i in ins if i in shapes), None)
                     dst = _spatial(shapes[node]) if node in shapes else None
                     shrink = src is not None and dst is not None and dst < src
-                elif node.rule is not None:
-                    shrink = bool(node.rule.shrinks(node))
+                elif shrink is None:  # an adaptive pooling usually shrinks; an operation without a rule, unknown
+                    shrink = node.rule is not None
             level[node] = base + int(shrink)
         return level
 

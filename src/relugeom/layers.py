@@ -8,11 +8,12 @@ of the layer-rule registry (:mod:`relugeom.modules`, role ``"layer"``); a module
 own that no rule covers (a transposed convolution, attention) is left out with a warning naming it.
 
 ``stage`` is the resolution level of the layer's output, read from the network's graph
-(:mod:`relugeom.graph`): 0 at the input, +1 wherever the spatial size shrinks (a pooling, a strided
-convolution), so a ResNet's ``layer1``..``layer4`` are four stages and the strided first convolution
-of a stage and its downsampling shortcut belong to the stage they produce. With ``input_shape`` the
-sizes themselves decide; without, each node's rule reads its hyper-parameters (stride > 1, an
-adaptive pooling counts as shrinking). When the model cannot be traced with ``torch.fx`` and no
+(:mod:`relugeom.graph`): 0 at the input, +1 wherever the network downsamples (a pooling or a
+convolution with stride > 1, read by each node's rule from its hyper-parameters; a convolution without
+padding that only trims the border does not count), so a ResNet's ``layer1``..``layer4`` are four
+stages and the strided first convolution of a stage and its downsampling shortcut belong to the stage
+they produce. An adaptive pooling counts where it shrinks the map: with ``input_shape`` the sizes
+decide, without it counts as shrinking. When the model cannot be traced with ``torch.fx`` and no
 ``input_shape`` is given, ``stage`` and ``block`` are unknown (NA), with a warning.
 
 From a bare state dict, conv vs. linear comes from the weight's rank (3, 4, 5 -> conv1d/2d/3d,
@@ -44,6 +45,12 @@ class AffineLayer:
 
     ``weight`` keeps the layer's own dtype and device; analyses convert (to float64 for geometry).
     Convolution hyper-parameters are ``None`` when the layer came from a bare state dict.
+
+    Example
+    -------
+    >>> conv = find_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))[0]
+    >>> conv.name, conv.kind, conv.out_channels, conv.filter_numel, conv.kernel_size
+    ('0', 'conv2d', 4, 27, (3, 3))
     """
 
     name: str
@@ -252,7 +259,18 @@ def check_finite(layer: AffineLayer, where: str = "") -> None:
 def layer_table(
     source: nn.Module | Mapping[str, torch.Tensor], *, input_shape: tuple[int, ...] | None = None, **select: bool
 ) -> pd.DataFrame:
-    """One row per affine layer: name, position, kind, shapes and conv hyper-parameters."""
+    """One row per affine layer: name, position, kind, shapes and conv hyper-parameters.
+
+    Example
+    -------
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3), nn.ReLU(),
+    ...                     nn.Flatten(), nn.Linear(8, 2))
+    >>> t = layer_table(net, input_shape=(1, 8, 8))
+    >>> t[["layer", "stage", "kind", "n_filters", "input_shape", "output_shape"]].values.tolist()
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [['0', 0, 'conv2d', 4, (1, 8, 8), (4, 6, 6)], ['3', 1, 'conv2d', 8, (4, 3, 3), (8, 1, 1)],
+     ['6', 1, 'linear', 2, (8,), (2,)]]
+    """
     rows = []
     for layer in find_layers(source, input_shape=input_shape, **select):
         rows.append(

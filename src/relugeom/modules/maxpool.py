@@ -44,9 +44,9 @@ class MaxPoolRule(Rule):
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "pool", f"{pool_name(node)} between the pair"
 
-    def shrinks(self, node: Node) -> bool:
+    def shrinks(self, node: Node) -> bool | None:
         if self.adaptive:
-            return True  # the usual case; with an input shape the sizes decide
+            return None  # the sizes decide (without them it counts as shrinking, the usual case)
         return any(s > 1 for s in params(node, self.nd, "max")["stride"])
 
 

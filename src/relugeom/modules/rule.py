@@ -26,8 +26,8 @@ What a rule states, by analysis:
 * **unrolled operator**: :meth:`Rule.unroll`, the exact sparse matrix of an affine node on a given input shape.
 * **cones**: :meth:`Rule.cone_role`, the node's role between two conv layers: ``"pass"``, ``"relu"``,
   ``"fold-bn"``, ``"pool"`` or ``"break"``, with a reason in words.
-* **resolution** (the ``stage`` column): :meth:`Rule.shrinks`, whether the node shrinks the spatial size, read
-  from its hyper-parameters when no input shape is known.
+* **resolution** (the ``stage`` column): :meth:`Rule.shrinks`, whether the node downsamples, read from its
+  hyper-parameters (None where only the sizes can tell, as for an adaptive pooling).
 * **measures**: the facts :attr:`Rule.homogeneous`, :attr:`Rule.piecewise_linear`, :attr:`Rule.parametrized`,
   and the extension points :meth:`Rule.kfac_patches`, :meth:`Rule.theta_tangent` and
   :meth:`Rule.pl_sq_norm`, which return ``NotImplemented`` until a rule fills them in.
@@ -173,8 +173,8 @@ class Rule:
     # ------------------------------------------------------------------ resolution (stage)
 
     def shrinks(self, node: Node) -> bool | None:
-        """Whether the node shrinks the spatial size, read from its hyper-parameters (None: cannot tell without
-        shapes). Used for ``stage`` when no input shape is known; with shapes the sizes themselves decide."""
+        """Whether the node downsamples (shrinks the spatial size by a stride or a pooling), read from its
+        hyper-parameters; None when only the sizes can tell (an adaptive pooling). Used for ``stage``."""
         return False
 
     # ------------------------------------------------------------------ extension points (measures)

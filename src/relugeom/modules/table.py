@@ -60,8 +60,8 @@ def modules_markdown() -> str:
         "are applied to a piece's affine coordinates; activations and max-pools split pieces); **cones**, the "
         "node's role between two conv layers (`pass`, `relu`, `fold-bn`: folded into the layer before; "
         "`pool`: the pair is a stage boundary; `break`: the pair is skipped with the reason); **stage**, when the "
-        "node shrinks the spatial size (the resolution level, `stage`, then increases; with an input shape the "
-        "sizes themselves decide); **unroll**, an "
+        "node downsamples (the resolution level, `stage`, then increases; an adaptive pooling where the sizes "
+        "show it shrinks the map); **unroll**, an "
         "exact sparse operator on a given input shape; **K-FAC** and **tangent**, per-layer rules of the "
         "measures (empty: the measure's own code decides).",
         "",
