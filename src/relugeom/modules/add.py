@@ -5,7 +5,7 @@ computed out of place so that no value another node still reads is overwritten."
 from __future__ import annotations
 
 import operator
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,6 +29,37 @@ class AddRule(Rule):
 
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "break", "an addition (residual connection) between the pair"
+
+    @staticmethod
+    def _operands(node: Node) -> tuple[Any, Any, Any]:
+        other = node.args[1] if len(node.args) > 1 else node.kwargs.get("other")
+        return node.args[0], other, node.kwargs.get("alpha", 1)
+
+    def _sums_nodes(self, node: Node) -> bool:
+        from ..graph import Node as GraphNode
+
+        a, b, _ = self._operands(node)
+        return isinstance(a, GraphNode) and isinstance(b, GraphNode)
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        a, b, alpha = self._operands(node)
+        ta, tb = tangents.get(a), tangents.get(b)  # a constant has no tangent
+        if tb is not None and alpha != 1:
+            tb = alpha * tb
+        if ta is None or tb is None:
+            return ta if tb is None else tb
+        return ta + tb
+
+    def param_degree(self, node: Node) -> int | str:
+        if not self._sums_nodes(node):
+            return f"{node.label} adds a constant"
+        return 0  # the measure checks that both sides have one degree
+
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        if not self._sums_nodes(node):
+            return NotImplemented  # a constant term: no path from the input
+        alpha = abs(float(kwargs.get("alpha", 1))) ** p
+        return args[0] + (args[1] if len(args) > 1 else kwargs["other"]) * alpha
 
 
 ADD = AddRule()

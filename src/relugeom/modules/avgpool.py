@@ -5,13 +5,14 @@ non-batch dimensions (a common ResNet head)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._pool import params, pool_name
+from ._pool import _axis, adaptive_windows, params, pool_name, windows
 from .registry import register_rule
 from .rule import Rule
 
@@ -38,6 +39,26 @@ class AvgPoolRule(Rule):
             return None  # the sizes decide (without them it counts as shrinking, the usual case)
         return any(s > 1 for s in params(node, self.nd, "avg")["stride"])
 
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        """Every output is ``c_o`` times the sum of its window's entries inside the input (``c_o`` = 1/divisor,
+        whatever the padding, ``count_include_pad`` or ``divisor_override``): ``c_o^(p-1)`` times the output."""
+        out = self.forward(node, args, kwargs)
+        if p == 1:
+            return out
+        x = args[0]
+        shape = tuple(int(s) for s in x.shape[1:])
+        if self.adaptive:
+            members = adaptive_windows(node, shape, self.nd)
+        else:
+            q = params(node, self.nd, "avg")
+            members = windows([_axis(shape[1 + i], q["kernel_size"][i], q["stride"][i], q["padding"][i], 1,
+                                     q["ceil_mode"]) for i in range(self.nd)], shape)  # fmt: skip
+        if members.shape[0] != out[0].numel():
+            return NotImplemented
+        count = torch.as_tensor((members >= 0).sum(1), dtype=out.dtype, device=out.device).reshape(out.shape[1:])
+        ones = self.forward(node, [torch.ones_like(x[:1]), *args[1:]], kwargs)[0]  # count_o / divisor_o
+        return out * (ones / count) ** (p - 1)
+
 
 class MeanRule(Rule):
     family = "average pool"
@@ -59,6 +80,11 @@ class MeanRule(Rule):
 
     def shrinks(self, node: Node) -> bool:
         return True
+
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        out = self.forward(node, args, kwargs)
+        n = args[0][0].numel() // max(out[0].numel(), 1)  # entries averaged by each output
+        return out / n ** (p - 1)
 
 
 for _nd, _cls, _fn, _acls, _afn in ((1, nn.AvgPool1d, F.avg_pool1d, nn.AdaptiveAvgPool1d, F.adaptive_avg_pool1d),

@@ -6,7 +6,7 @@ reproduces: the analyses refuse it with the module's name."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,6 +66,42 @@ class BatchNormRule(Rule):
 
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "fold-bn", f"batch norm {node.module_name!r}"
+
+    @staticmethod
+    def _inv_std(bn: nn.Module, dim: int) -> torch.Tensor:
+        """``1 / sqrt(running_var + eps)`` shaped to broadcast over a batch of rank ``dim``."""
+        return torch.rsqrt(bn.running_var + bn.eps).reshape(1, -1, *([1] * (dim - 2)))
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        # out = gamma (x - mean) / std + beta is linear in (gamma, beta): its tangent along theta is out itself
+        bn = node.module
+        t = tangents.get(node.inputs[0])
+        lin = None
+        if t is not None:
+            scale = self._inv_std(bn, t.dim())
+            lin = t * (scale * bn.weight.reshape(scale.shape) if bn.affine else scale)  # type: ignore[union-attr]
+        if not bn.affine:  # type: ignore[union-attr]
+            return lin
+        return out if lin is None else lin + out
+
+    def pl_sq_norm(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        # d f / d gamma_c = sum_p delta[c, p] (x - mean_c)[p] / std_c; along z: the tangent of x in place of x;
+        # d f / d beta_c = sum_p delta[c, p] does not move inside a region
+        bn = node.module
+        b = tangent.shape[0]
+        if bn.weight is None:  # type: ignore[union-attr]
+            return tangent.new_zeros(b)
+        per = (signal * tangent * self._inv_std(bn, tangent.dim())).reshape(b, tangent.shape[1], -1).sum(2)
+        return (per**2).sum(1)
+
+    def param_degree(self, node: Node) -> int | str:
+        bn = node.module
+        shift = bn.running_mean.detach().abs().max() > 0  # type: ignore[union-attr]
+        if bn.affine:  # type: ignore[union-attr]
+            shift = shift or bn.bias.detach().abs().max() > 0  # type: ignore[union-attr]
+        if bool(shift):
+            return f"batch norm {node.module_name!r} subtracts its running mean or adds a shift (an affine map)"
+        return 1 if bn.affine else 0  # type: ignore[union-attr]
 
 
 BATCHNORM = BatchNormRule()

@@ -3,7 +3,8 @@ linear map of its inputs (DenseNet and Inception blocks)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -27,6 +28,9 @@ class CatRule(Rule):
 
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "break", "a concatenation between the pair"
+
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        return self.forward(node, args, kwargs)  # every coefficient is 0 or 1
 
 
 CAT = CatRule()

@@ -39,6 +39,9 @@ class IdentityRule(Rule):
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "pass", node.module_name or node.label
 
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        return self.forward(node, args, kwargs)  # every coefficient is 0 or 1
+
 
 IDENTITY = IdentityRule()
 for _key in (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,

@@ -5,10 +5,11 @@ on each part the output is the chosen entry, an affine map."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -48,6 +49,24 @@ class MaxPoolRule(Rule):
         if self.adaptive:
             return None  # the sizes decide (without them it counts as shrinking, the usual case)
         return any(s > 1 for s in params(node, self.nd, "max")["stride"])
+
+    def indices(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        """The arg-max of every window of a batch ``x``, as flat indices into each channel's map (torch's
+        ``return_indices``)."""
+        if self.adaptive:
+            fn = (F.adaptive_max_pool1d, F.adaptive_max_pool2d, F.adaptive_max_pool3d)[self.nd - 1]
+            return fn(x, self.arg(node, 1, "output_size"), return_indices=True)[1]
+        fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[self.nd - 1]
+        p = params(node, self.nd, "max")
+        return fn(x, p["kernel_size"], p["stride"], p["padding"], p["dilation"], ceil_mode=p["ceil_mode"],
+                  return_indices=True)[1]  # fmt: skip
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        t = tangents.get(node.inputs[0])
+        if t is None:
+            return None
+        idx = self.indices(node, values[node.inputs[0]])
+        return t.flatten(2).gather(2, idx.flatten(2)).reshape(out.shape)
 
 
 for _nd, _cls, _fn, _acls, _afn in ((1, nn.MaxPool1d, F.max_pool1d, nn.AdaptiveMaxPool1d, F.adaptive_max_pool1d),

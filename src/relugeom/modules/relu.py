@@ -10,7 +10,7 @@ Registered: ``nn.ReLU``, ``F.relu``, ``F.relu_``, ``torch.relu``, ``torch.relu_`
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -40,6 +40,14 @@ class ReLURule(Rule):
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "relu", "ReLU" if node.module is None else f"ReLU {node.module_name!r}"
 
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        t = tangents.get(node.inputs[0])
+        if t is None:
+            return None
+        slope = float(self.negative_slope(node, ()))
+        inp = values[node.inputs[0]]
+        return t * (inp > 0) if slope == 0.0 else torch.where(inp > 0, t, slope * t)
+
 
 class LeakyReLURule(ReLURule):
     cone = "break"
@@ -67,6 +75,12 @@ class PReLURule(LeakyReLURule):
 
     def forward(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any]) -> Any:
         return node.call(args, kwargs)
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        return NotImplemented  # the learned slope moves too: the measures take their generic route
+
+    def param_degree(self, node: Node) -> int | str:
+        return f"{node.label} has a learned negative slope, in which it is not positively homogeneous"
 
     def negative_slope(self, node: Node, shape: Sequence[int]) -> float | np.ndarray:
         a = node.module.weight.detach().cpu().double().numpy()  # type: ignore[union-attr]

@@ -5,7 +5,8 @@ dimension. A reshape that mixes the batch dimension (``torch.flatten(x)`` from d
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +37,9 @@ class ReshapeRule(Rule):
         if node.op == "module":
             return "break", f"reshape {node.module_name!r} between the pair"
         return "break", f"reshape {node.label} between the pair"
+
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        return self.forward(node, args, kwargs)  # every coefficient is 0 or 1
 
 
 class SliceRule(ReshapeRule):

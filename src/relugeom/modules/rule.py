@@ -28,9 +28,20 @@ What a rule states, by analysis:
   ``"fold-bn"``, ``"pool"`` or ``"break"``, with a reason in words.
 * **resolution** (the ``stage`` column): :meth:`Rule.shrinks`, whether the node downsamples, read from its
   hyper-parameters (None where only the sizes can tell, as for an adaptive pooling).
-* **measures**: the facts :attr:`Rule.homogeneous`, :attr:`Rule.piecewise_linear`, :attr:`Rule.parametrized`,
-  and the extension points :meth:`Rule.kfac_patches`, :meth:`Rule.theta_tangent` and
-  :meth:`Rule.pl_sq_norm`, which return ``NotImplemented`` until a rule fills them in.
+* **measures** (:mod:`relugeom.measures`): the facts :attr:`Rule.homogeneous`, :attr:`Rule.piecewise_linear`,
+  :attr:`Rule.parametrized`, and one method per measure that needs the node's own part:
+
+  - :meth:`Rule.kfac_patches`, :meth:`Rule.kfac_grads`: K-FAC's input and output-gradient rows of a layer
+    (Martens and Grosse 2015; Grosse and Martens 2016);
+  - :meth:`Rule.theta_tangent`: the Fisher-Rao norm's tangent ``J_theta f . theta`` carried through the node;
+  - :meth:`Rule.pl_sq_norm`: the node's share of the piecewise-linear tangent sensitivity (Daróczy 2020);
+  - :meth:`Rule.param_degree`: the degree of positive homogeneity in the parameters the node adds (the
+    Fisher-Rao identity of Liang et al. 2019);
+  - :meth:`Rule.path_map`: the node's map with its coefficients raised to the power ``p`` (path norms,
+    Neyshabur et al. 2015).
+
+  Each returns ``NotImplemented`` where the rule cannot give it: the measure then takes its generic route or
+  says which node stopped it (never a silently wrong number).
 
 A rule that cannot treat one configuration of its module exactly (a max-pool returning indices, a batch norm
 without running statistics) says why in :meth:`Rule.check`; the analyses turn that into
@@ -40,7 +51,7 @@ without running statistics) says why in :meth:`Rule.check`; the analyses turn th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
@@ -177,25 +188,74 @@ class Rule:
         hyper-parameters; None when only the sizes can tell (an adaptive pooling). Used for ``stage``."""
         return False
 
-    # ------------------------------------------------------------------ extension points (measures)
+    # ------------------------------------------------------------------ measures
 
     def kfac_patches(self, node: Node, x: torch.Tensor) -> Any:
-        """K-FAC (Martens and Grosse 2015; convolutions: Grosse and Martens 2016): the layer's input ``x`` as
-        ``(B, T, in)`` rows, one per output position ``t``, so that the factor ``A = E[(1/T) sum_t a_t a_t^T]``
-        and the gradient ``grad_W l = sum_t g_t a_t^T``. ``NotImplemented`` until a rule provides it."""
+        """K-FAC (Martens and Grosse 2015; convolutions: Grosse and Martens 2016): a layer's input ``x`` as rows
+        ``(B, T, G, K)``, one per output position ``t`` and group ``g`` (groups of a convolution have their own
+        inputs and outputs), so that group ``g``'s output at ``t`` is ``W_g a_{t,g} + b_g`` with ``W_g`` its
+        ``(out/G, K)`` block of ``weight.reshape(out, -1)``. The factor ``A_g = E[(1/T) sum_t a a^T]``.
+        ``NotImplemented`` for nodes that are not such layers."""
         return NotImplemented
 
-    def theta_tangent(self, node: Node, inp: torch.Tensor, out: torch.Tensor, t: torch.Tensor | None) -> Any:
-        """The tangent ``J_theta f . theta`` carried through the node: given the tangent ``t`` of its input
-        (None: zero), the tangent of ``out`` (``J_x o . t + o`` for a layer linear in its own parameters, ``t``
-        mapped like the input for parameter-free modules). ``NotImplemented`` until a rule provides it."""
+    def kfac_grads(self, node: Node, g: torch.Tensor) -> Any:
+        """K-FAC's other factor: the gradient ``g`` with respect to the layer's output as rows ``(B, T, G, out/G)``
+        in the positions and groups of :meth:`kfac_patches`, so that ``G_g = E[sum_t g g^T]``."""
         return NotImplemented
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        """The tangent ``J_theta f . theta`` (the direction is the parameters themselves) carried through the node.
+
+        ``values`` holds the value of every input node, ``tangents`` their tangents (None: zero), ``out`` is the
+        node's output. Returns the output's tangent (None: zero), or ``NotImplemented``. A node linear in its own
+        parameters (Linear, Conv, batch norm) returns ``J_x o . t + o``; a parameter-free node maps the tangent
+        by its Jacobian. The default serves the parameter-free linear maps without offset (``bias_free``): the
+        node's own map applied to the tangents.
+        """
+        if self.role != "linear" or not self.bias_free or self.parametrized:
+            return NotImplemented
+        return self._map_tangents(node, values, tangents)
 
     def pl_sq_norm(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> Any:
-        """Piecewise-linear tangent sensitivity (Daróczy 2020, Lemma 3.1): per sample, the squared norm of the
-        node's parameter block of ``S(x) z`` from the input tangent ``J a z`` and the back-propagated
-        ``signal``. ``NotImplemented`` until a rule provides it."""
+        """Piecewise-linear tangent sensitivity (Daróczy 2020, Lemma 3.1): per sample ``(B,)``, the squared norm
+        of the node's parameter block of ``S(x) z``, from the tangent ``J a z`` of the node's input along ``z``
+        and the back-propagated ``signal = d f / d out`` (constant on an activation region). ``NotImplemented``
+        for nodes without parameters or without a rule for theirs."""
         return NotImplemented
+
+    def param_degree(self, node: Node) -> int | str:
+        """Fisher-Rao identity (Liang et al. 2019, Theorem 3.1): the degree of positive homogeneity in the
+        parameters that the node adds to its inputs' (1 for a bias-free layer, 0 for a homogeneous map without
+        parameters), or, as a string, why the node is not positively homogeneous in the parameters."""
+        if self.homogeneous and not self.parametrized:
+            return 0
+        return f"{node.label} is not positively homogeneous in the parameters"
+
+    def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
+        """Path norms (Neyshabur et al. 2015): the node's output on non-negative inputs when every coefficient
+        ``c`` of its (parameter-free, piecewise-linear) map is replaced by ``|c|^p`` (max-pools keep the maximum,
+        as in Jiang et al. 2020's code); ``NotImplemented`` where the rule does not say. The default serves the
+        activations (the identity on non-negative inputs) and max-pools."""
+        if self.role in ("activation", "max") and not self.parametrized:
+            return self.forward(node, args, kwargs)
+        return NotImplemented
+
+    def _map_tangents(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any]) -> Any:
+        """The node's own map applied to its inputs' tangents (zeros where None; sizes and other non-tensor values
+        as they are); None when every tangent is zero."""
+        subst: dict[Node, Any] = {}
+        moving = False
+        for i in node.inputs:
+            v = values[i]
+            if isinstance(v, torch.Tensor) and v.is_floating_point():
+                t = tangents.get(i)
+                moving = moving or t is not None
+                subst[i] = torch.zeros_like(v) if t is None else t.reshape(v.shape)
+            else:
+                subst[i] = v
+        if not moving:
+            return None
+        return self.forward(node, *node.bind(subst))
 
     # ------------------------------------------------------------------ helpers for subclasses
 

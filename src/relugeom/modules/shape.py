@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from .registry import register_rule
 from .rule import Rule
@@ -25,6 +26,9 @@ class ShapeRule(Rule):
 
     def cone_role(self, node: Node) -> tuple[str, str]:
         return "pass", node.label
+
+    def theta_tangent(self, node: Node, values: Mapping[Node, Any], tangents: Mapping[Node, Any], out: Any) -> Any:
+        return None  # a size carries no tangent
 
 
 SHAPE = ShapeRule()
