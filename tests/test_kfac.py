@@ -194,8 +194,9 @@ def test_residual_network_blocks_against_per_sample_autograd():
     # a conv inside a residual block (its gradient flows through the skip connections): G by autograd
     conv = net.layer2[0].conv2
     G = torch.zeros(4, 4, dtype=torch.float64)
+    kept: list = []
     for n in range(3):
-        kept = []
+        kept.clear()
         h = conv.register_forward_hook(lambda _m, _a, o: kept.append(o))
         loss = F.cross_entropy(net(X[n : n + 1]), ys[n : n + 1])
         h.remove()

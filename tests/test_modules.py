@@ -165,11 +165,45 @@ def test_facts_for_the_measures():
     assert bn.parametrized and not bn.homogeneous and conv.parametrized
     assert rule_for_module(nn.MaxPool2d(2)).homogeneous and rule_for_module(nn.Flatten()).homogeneous
     assert rule_for_module(nn.PReLU()).parametrized and rule_for_module(nn.PReLU()).homogeneous
-    # the extension points say they are not filled in yet, not a wrong number
+    # where a rule cannot give a measure its part it says so, never a wrong number
     x = torch.zeros(1, 1, 2, 2)
-    node = walk(nn.Sequential(nn.Conv2d(1, 1, 1))).operations[0]
-    assert node.rule.kfac_patches(node, x) is NotImplemented
-    assert node.rule.theta_tangent(node, x, x, None) is NotImplemented
+    node = walk(nn.Sequential(nn.ReLU())).operations[0]
+    assert node.rule.kfac_patches(node, x) is NotImplemented and node.rule.pl_sq_norm(node, x, x) is NotImplemented
+    prelu = walk(nn.Sequential(nn.PReLU())).operations[0]
+    assert prelu.rule.theta_tangent(prelu, {}, {}, x) is NotImplemented
+    assert isinstance(prelu.rule.param_degree(prelu), str) and prelu.rule.path_map(prelu, [x], {}, 1) is NotImplemented
+
+
+def test_kfac_rows_of_a_grouped_3d_conv_reproduce_its_output():
+    torch.manual_seed(3)
+    conv = nn.Conv3d(4, 6, 2, padding=1, groups=2, padding_mode="circular").double()
+    node = walk(nn.Sequential(conv)).operations[0]
+    x = torch.randn(2, 4, 3, 3, 3, dtype=torch.float64)
+    a = node.rule.kfac_patches(node, x)  # (B, T, G, K): W_g a_{t,g} + b_g is the output at t
+    y = torch.einsum("btgk,gok->bgot", a, conv.weight.reshape(2, 3, -1)).reshape(2, 6, -1) + conv.bias[:, None]
+    torch.testing.assert_close(y, conv(x).reshape(2, 6, -1).detach(), rtol=1e-12, atol=1e-12)
+    rows = node.rule.kfac_grads(node, conv(x).detach())
+    assert rows.shape == (2, a.shape[1], 2, 3)
+    torch.testing.assert_close(rows[:, :, 1, 2], conv(x).detach().reshape(2, 6, -1)[:, 5], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("module,shape", [
+    (nn.AvgPool2d(3, 2, 1), (2, 5, 5)),
+    (nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False), (2, 6, 6)),
+    (nn.AvgPool2d(2, divisor_override=3), (1, 4, 4)),
+    (nn.AvgPool1d(3, 2, 1, ceil_mode=True), (2, 6)),
+    (nn.AvgPool3d(2, 1), (1, 3, 3, 3)),
+    (nn.AdaptiveAvgPool2d((2, 3)), (2, 5, 4)),
+    (nn.Flatten(), (2, 2, 2)),
+])  # fmt: skip
+def test_path_norm_coefficients_against_the_unrolled_operator(module, shape):
+    # independent truth: the squared entries of the exact operator (unroll evaluates the map on unit vectors)
+    node = walk(nn.Sequential(module.double())).operations[0]
+    A, _ = node.rule.unroll(node, shape)
+    x = torch.rand((3, *shape), dtype=torch.float64)
+    for p in (1, 2):
+        got = node.rule.path_map(node, [x], {}, p).reshape(3, -1).numpy()
+        np.testing.assert_allclose(got, x.reshape(3, -1).numpy() @ abs(A.T).power(p).toarray(), rtol=1e-12)
 
 
 def test_supported_modules_doc_is_generated_from_the_registry():

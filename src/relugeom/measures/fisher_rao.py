@@ -76,10 +76,9 @@ def _quadratic(out: torch.Tensor, u: torch.Tensor, y: torch.Tensor, fisher: str)
 
 def _degrees(graph: Graph) -> tuple[int | None, list[str]]:
     """The degree of positive homogeneity of the output in the parameters, from the graph (see the module
-    docstring), and why it has none (the reasons, every one found)."""
-    reasons: list[str] = []
-    unknown: list[str] = []
-    degree: dict[Node, int | None] = {}  # None: no tensor value (sizes), or not homogeneous
+    docstring), and why it has none: one line per reason, naming the nodes."""
+    found: dict[str, list[str]] = {}
+    degree: dict[Node, int | None] = {}  # None: no tensor value (sizes)
     params = {n for n, _ in graph.model.named_parameters()}
     for node in graph.nodes:
         if node.op == "input":
@@ -87,30 +86,30 @@ def _degrees(graph: Graph) -> tuple[int | None, list[str]]:
             continue
         if node.op == "attribute":
             if str(node.target) in params:
-                reasons.append(f"the parameter {node.target!r} is read outside a layer")
+                found.setdefault("a parameter read outside a layer", []).append(repr(node.target))
             degree[node] = None
             continue
-        ins = [degree[i] for i in node.inputs if degree.get(i) is not None]
-        if node.op == "output":
-            degree[node] = ins[0] if ins else None
+        ins = sorted({degree[i] for i in node.inputs if degree.get(i) is not None})  # type: ignore[type-var]
+        if node.op == "output" or (node.rule is not None and node.rule.role == "shape"):
+            degree[node] = ins[0] if ins and node.op == "output" else None
             continue
         if node.rule is None:
-            unknown.append(node.label)
-            degree[node] = None
-            continue
-        if node.rule.role == "shape":
-            degree[node] = None
-            continue
-        why = node.rule.check(node)
-        own = node.rule.param_degree(node) if why is None else why
-        if isinstance(own, str):
-            reasons.append(own)
-        if len(set(ins)) > 1:
-            reasons.append(f"{node.label} joins paths of unequal depth ({' and '.join(map(str, sorted(set(ins))))} "
-                           "weight layers): f is not positively homogeneous in theta and no single L fits")
-        degree[node] = ins[0] + own if ins and len(set(ins)) == 1 and isinstance(own, int) else None
-    if unknown:
-        reasons.append(", ".join(unknown) + f" without a layer rule ({HOW_TO})")
+            found.setdefault(f"no layer rule ({HOW_TO})", []).append(node.label)
+            own: int | str = 1 if node.op == "module" and any(True for _ in node.module.parameters()) else 0
+        else:
+            why = node.rule.check(node)
+            own = node.rule.param_degree(node) if why is None else why
+            if isinstance(own, str):
+                found.setdefault(own, []).append(node.label)
+                own = int(node.rule.parametrized)  # its nominal degree, to go on looking for unequal depths
+        if len(ins) > 1:
+            found.setdefault("paths of unequal depth meet (f is not positively homogeneous in theta: no single L "
+                             "fits)", []).append(f"{node.label} ({' and '.join(map(str, ins))} weight layers)")
+        degree[node] = (ins[-1] if ins else 0) + own
+    reasons = []
+    for why, labels in found.items():
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        reasons.append(f"{why}: {', '.join(labels[:3])}{more}")
     depth = degree[graph.output]
     if depth is None and not reasons:
         reasons.append("the output does not depend on the input through the graph")

@@ -52,7 +52,7 @@ class AddRule(Rule):
 
     def param_degree(self, node: Node) -> int | str:
         if not self._sums_nodes(node):
-            return f"{node.label} adds a constant"
+            return "adds a constant"
         return 0  # the measure checks that both sides have one degree
 
     def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:

@@ -100,7 +100,7 @@ class BatchNormRule(Rule):
         if bn.affine:  # type: ignore[union-attr]
             shift = shift or bn.bias.detach().abs().max() > 0  # type: ignore[union-attr]
         if bool(shift):
-            return f"batch norm {node.module_name!r} subtracts its running mean or adds a shift (an affine map)"
+            return "a batch norm with a running mean or a shift (an affine map)"
         return 1 if bn.affine else 0  # type: ignore[union-attr]
 
 

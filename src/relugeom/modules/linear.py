@@ -52,7 +52,7 @@ def layer_degree(node: Node) -> int | str:
     """An affine layer's degree in its own parameters: 1 when its bias is absent or zero, else why not."""
     bias = node.module.bias  # type: ignore[union-attr]
     if bias is not None and bool(bias.detach().abs().max() > 0):
-        return f"non-zero bias in {node.label}"
+        return "a non-zero bias"
     return 1
 
 

@@ -80,7 +80,7 @@ class PReLURule(LeakyReLURule):
         return NotImplemented  # the learned slope moves too: the measures take their generic route
 
     def param_degree(self, node: Node) -> int | str:
-        return f"{node.label} has a learned negative slope, in which it is not positively homogeneous"
+        return "a learned negative slope (not positively homogeneous in it)"
 
     def negative_slope(self, node: Node, shape: Sequence[int]) -> float | np.ndarray:
         a = node.module.weight.detach().cpu().double().numpy()  # type: ignore[union-attr]

@@ -226,10 +226,11 @@ class Rule:
     def param_degree(self, node: Node) -> int | str:
         """Fisher-Rao identity (Liang et al. 2019, Theorem 3.1): the degree of positive homogeneity in the
         parameters that the node adds to its inputs' (1 for a bias-free layer, 0 for a homogeneous map without
-        parameters), or, as a string, why the node is not positively homogeneous in the parameters."""
+        parameters), or, as a string, why the node is not positively homogeneous in the parameters (the measure
+        names the node)."""
         if self.homogeneous and not self.parametrized:
             return 0
-        return f"{node.label} is not positively homogeneous in the parameters"
+        return "not positively homogeneous"
 
     def path_map(self, node: Node, args: Sequence[Any], kwargs: dict[str, Any], p: int) -> Any:
         """Path norms (Neyshabur et al. 2015): the node's output on non-negative inputs when every coefficient
