@@ -23,6 +23,7 @@ import re
 import socket
 import struct
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,7 +100,9 @@ def _torch_load(path: Path, mmap: bool, verify: bool | None = None) -> Any:
         mmap = mmap and kind == "zip" and name is not None  # legacy files cannot be memory-mapped
         try:
             f.seek(0)
-            return torch.load(f if name is None else name, map_location="cpu", weights_only=True, mmap=mmap)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols and the like: the error says it
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(f if name is None else name, map_location="cpu", weights_only=True, mmap=mmap)
         except pickle.UnpicklingError as e:
             lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
             first = next((ln for ln in lines if re.search(r"GLOBAL|[Uu]nsupported|allowed", ln)), _first_line(e))
@@ -115,6 +118,16 @@ def _torch_load(path: Path, mmap: bool, verify: bool | None = None) -> Any:
             raise CheckpointError(
                 f"{path}: cannot be read as a PyTorch checkpoint, it may be truncated ({_first_line(e)})"
             ) from None
+
+
+def load_tensors(path: str | os.PathLike) -> Any:
+    """What a torch file holds (a tensor, or a dict/list of them), read as safely as a checkpoint:
+    ``weights_only=True`` after the same file checks, each tensor checked against its storage."""
+    p = Path(path)
+    obj = _torch_load(p, mmap=False)
+    found = {"": obj} if isinstance(obj, torch.Tensor) else obj if isinstance(obj, Mapping) else {}
+    check_tensors(p, {str(k): v for k, v in found.items() if isinstance(v, torch.Tensor) and not v.is_complex()})
+    return obj
 
 
 def _whole(path: Path | None, key: str, value: Any, *, minimum: int | None = 0) -> int:

@@ -101,7 +101,7 @@ def check_config(config: TrainConfig) -> None:
     whole("split_seed", 0, SEED_MAX)
     whole("batch_size", 1)
     whole("n_train", 1, none=True)
-    whole("image_size", 1, none=True)
+    whole("image_size", 1, 4096, none=True)
     real("lr", 0.0)
     real("momentum", 0.0)
     real("weight_decay", 0.0)
