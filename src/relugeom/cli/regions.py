@@ -49,15 +49,18 @@ def _show(df: pd.DataFrame) -> None:
 @click.option("--method", type=click.Choice(["auto", "search", "profile", "flow", "literal"]), default="auto",
               show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=10**6, show_default=True,
-              help="Stop (with an error) after this many search steps instead of running for hours.")
-def formula(input_shape, kernel, stride, filters, layers, widths, method, budget) -> None:  # noqa: ANN001
+              help="Stop (with an error) after this many steps instead of running for hours; it bounds all the "
+                   "work (search, programmes, big-integer sums, the exact cross-check).")
+@click.option("--no-exact", is_flag=True, help="Skip the exact count of random weights printed beside Theorem 1.")
+def formula(input_shape, kernel, stride, filters, layers, widths, method, budget, no_exact) -> None:  # noqa: ANN001
     """Print the published counts exactly (big integers): Theorem 1 for --input/--kernel/--filters,
     Theorems 2-3 for --input/--layers, the fully connected results for --widths."""
+    from ..errors import BudgetExceeded
     from ..regions.formulas import cnn_formula_caveat, cnn_max_regions, cnn_region_bounds, fc_region_bounds
 
     did = False
     if widths:
-        _show(fc_region_bounds(list(_ints(widths))))
+        _show(fc_region_bounds(list(_ints(widths)), budget=budget))
         did = True
     if input_shape and layers:
         specs = []
@@ -74,26 +77,35 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         k = k[0] if len(k) == 1 else k
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
-        if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
-            from torch import nn
-
-            from ..regions.arrangement import layer_regions
-
-            torch.manual_seed(0)
-            conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
-            nn.init.normal_(conv.weight)
-            nn.init.normal_(conv.bias)
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                real = layer_regions(conv, shape)
-            rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost every "
-                                                                  "weight; docs/regions.md)"))  # fmt: skip
+        if not no_exact and cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
+            try:
+                real = _exact_random_count(shape, k, stride, filters, budget)
+                rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost "
+                                                                      "every weight; docs/regions.md)"))  # fmt: skip
+            except BudgetExceeded:
+                rows.append(("exact_count_random_weights", "-", f"not computed: more than --budget {budget} steps "
+                                                                "(raise it, or pass --no-exact)"))  # fmt: skip
         echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))
         did = True
     if not did:
         raise click.UsageError("give --widths, or --input with --kernel and --filters, or --input with --layers")
+
+
+def _exact_random_count(shape: tuple[int, ...], k, stride: int, filters: int, budget: int) -> int:  # noqa: ANN001
+    """Regions of one conv layer with Gaussian weights (seed 0), counted exactly within ``budget``."""
+    import warnings
+
+    from torch import nn
+
+    from ..regions.arrangement import layer_regions
+
+    torch.manual_seed(0)
+    conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
+    nn.init.normal_(conv.weight)
+    nn.init.normal_(conv.bias)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return layer_regions(conv, shape, budget=budget)
 
 
 # ------------------------------------------------------------------------------------------------- models
