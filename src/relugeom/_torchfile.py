@@ -197,8 +197,25 @@ def _data_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + n + m
 
 
+_CHECKED: set[tuple[int, int, int, int]] = set()  # (device, inode, size, mtime_ns) of files whose layout passed
+
+
 def check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool = False) -> None:
-    """Check a zip-format torch checkpoint's records against its pickle (see the module docstring)."""
+    """Check a zip-format torch checkpoint's records against its pickle (see the module docstring).
+
+    A file whose layout passed is remembered by device, inode, size and modification time, so that the
+    metadata pass and the loading pass of a series check it once; ``verify`` reads every CRC each time."""
+    st = os.fstat(f.fileno())
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key in _CHECKED and not verify:
+        return
+    _check_zip(path, f, size, verify=verify)
+    if len(_CHECKED) > 4096:
+        _CHECKED.clear()
+    _CHECKED.add(key)
+
+
+def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> None:
     try:
         zf = zipfile.ZipFile(f)
         infos = {i.filename: i for i in zf.infolist()}

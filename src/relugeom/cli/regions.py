@@ -166,9 +166,9 @@ def _check_fits(item, shape: tuple[int, ...]) -> None:  # noqa: ANN001
     if not isinstance(model, nn.Module):
         return
     param = next(model.parameters(), None)
-    if math.prod(shape) * 4 > 2**31:
-        raise click.BadParameter(f"{shape} has {math.prod(shape)} values per input; far too many for exact region "
-                                 "counts (use the model's own input size)", param_hint="--input-shape")  # fmt: skip
+    if math.prod(shape) > 2**20:
+        raise click.BadParameter(f"{shape} has {math.prod(shape)} values per input, more than the 2^20 that exact "
+                                 "region counts take; use the model's own input size", param_hint="--input-shape")
     try:
         with torch.no_grad():
             model.eval()(torch.zeros((1, *shape), dtype=param.dtype if param is not None else torch.float32))

@@ -54,13 +54,16 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
     from ..experiments.reinit import critical_vs_bias, reinit_run
     from ..report import save_figure
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..sources import dedupe_sources, run_labels
     from ..stats.projection import layer_summary, projection_stats
 
     out = writable_folder(out or Path("relugeom-reinit"))
     chosen = parse_epochs(epochs)
+    runs = [Path(r) for r in dedupe_sources(runs)]
+    labels = run_labels(runs)  # the labels projection_stats gives the same runs
     drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                  batch_size=batch_size, reuse=not naive, device=device) for r in runs],
-                      ignore_index=True)  # fmt: skip
+                                  batch_size=batch_size, reuse=not naive, device=device, label=label)
+                       for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

@@ -189,6 +189,7 @@ def reinit_run(
     reuse: bool = True,
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
+    label: str | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
 
@@ -197,7 +198,8 @@ def reinit_run(
     never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
-    left out; the table gains ``run`` and ``seed`` columns.
+    left out; the table gains ``run`` (``label``, default the folder's name; see
+    :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns.
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
@@ -237,7 +239,7 @@ def reinit_run(
         data = Batches(part, batch_size, resize=splits.resize)
     df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
     df.insert(0, "seed", config.seed)
-    df.insert(0, "run", run.name)
+    df.insert(0, "run", label or run.name)
     df["trained_epoch"] = final
     return df
 
