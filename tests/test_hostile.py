@@ -259,7 +259,7 @@ def test_two_runs_with_the_same_folder_name_stay_apart_and_duplicates_count_once
     alone = projection_stats(lenet_run)
     both = projection_stats([tmp_path / "seedA" / "run", tmp_path / "seedB" / "run"])
     assert sorted(both.run.unique()) == ["seedA/run", "seedB/run"]
-    for label, part in both.groupby("run"):
+    for _, part in both.groupby("run"):
         pd.testing.assert_series_equal(part.cos.reset_index(drop=True), alone.cos.reset_index(drop=True),
                                        check_names=False)  # fmt: skip
     with pytest.warns(RelugeomWarning, match="given twice"):
@@ -515,7 +515,8 @@ def _png_header(width: int, height: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def test_a_decompression_bomb_in_an_image_folder(tmp_path, capsys):

@@ -5,6 +5,7 @@
   under ``state_dict``, ``model``, ``model_state_dict``, ``net`` or ``weights`` (torchvision,
   Lightning, the authors' code), are accepted; a ``module.`` prefix (DataParallel/DDP) is removed.
 * ``.safetensors`` files are read with safetensors; relugeom's metadata rides in the header.
+* ``.mat`` files are MatConvNet models (:mod:`relugeom.matconvnet`), converted to torchvision's key names.
 * Every file relugeom writes goes through :func:`atomic_write`: temp file in the same folder,
   flush, fsync, rename. A crash leaves either the old file or the new one, never half of one.
 
@@ -191,6 +192,12 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True, verify: bool 
     p = Path(path)
     if p.suffix == SAFETENSORS_SUFFIX:
         ckpt = _load_safetensors(p)
+    elif p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
+        from .matconvnet import load_matconvnet
+
+        os.close(open_regular(p))  # missing, a folder, a FIFO or a device: refused before the reader opens it
+        net = load_matconvnet(p)
+        ckpt = Checkpoint(p, net.state_dict, net.meta, {})
     else:
         sd, meta, extra = _unwrap(p, _torch_load(p, mmap, verify))
         ckpt = Checkpoint(p, sd, meta, extra)

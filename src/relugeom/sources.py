@@ -44,6 +44,12 @@ class SourceItem:
 
     def load(self) -> nn.Module | Mapping[str, torch.Tensor]:
         """The module or state dict (loaded from ``path`` on first use; built as ``arch`` if given)."""
+        if self._obj is None and self.path is not None and self.path.suffix.lower() == ".mat":
+            from .matconvnet import load_matconvnet  # a MatConvNet model: the network is built from the file
+
+            net = load_matconvnet(self.path)
+            self.meta = {**net.meta, **self.meta}
+            self._obj = net.model
         if self._obj is None:
             assert self.path is not None
             ckpt = load_checkpoint(self.path)

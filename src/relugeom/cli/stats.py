@@ -14,12 +14,17 @@ from ._common import echo_table, format_option, out_option, writable_folder, wri
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
-    """A random (torchvision-style Kaiming) init of the architecture of the first source."""
-    from ..experiments.models import build_model, infer_kwargs
+    """A random (torchvision-style Kaiming) init of the architecture of the first source: the source's own
+    network re-initialised when it loads as one (a MatConvNet file), else ``arch`` built afresh."""
+    import copy
 
-    item = next(iter_sources(list(sources)))
-    arch = arch or item.meta.get("arch")
+    from ..experiments.models import build_model, infer_kwargs, initialize
+
+    item = next(iter_sources(list(sources), arch=arch))
     obj = item.load()
+    arch = arch or item.meta.get("arch")
+    if item.meta.get("source") == "matconvnet":
+        return initialize(copy.deepcopy(obj), "kaiming", seed=0)
     if arch is None:
         raise RelugeomError("--init random needs --arch (the architecture to initialise)")
     sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
@@ -80,7 +85,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: ANN001
     """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
 
-    SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
+    SOURCES are checkpoint files, run folders (every epoch), MatConvNet .mat models (compared with one random
+    initialization, as in Gamba et al. 2020, figs. 13-14) or several of those. Writes
     filters.FMT (one row per filter), layers.FMT (one row per layer and epoch), histograms.png
     (trained vs. initialization) and, for a series, nl_epochs.png (n_l over epochs, with the
     training curves when the run folder has metrics.csv) into --out (default ./relugeom-stats).
@@ -98,6 +104,8 @@ def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: 
                                + ("" if pointwise else ", --pointwise for 1x1 convolutions")))  # fmt: skip
     summary = layer_summary(df)
     init_df = None
+    if init is None and len(sources) == 1 and Path(sources[0]).suffix.lower() == ".mat":
+        init = "random"  # a pretrained model without its initialization: one random init for reference (figs. 9-14)
     if init == "random":
         init_df = projection_stats(_random_init(sources, arch), linear=linear, pointwise=pointwise)
     elif init is not None:

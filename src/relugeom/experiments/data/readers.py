@@ -1,11 +1,15 @@
-"""Readers of the standard on-disk formats: scikit-learn digits, CIFAR python pickles, MNIST idx files.
+"""Readers of the standard on-disk formats: scikit-learn digits, CIFAR python pickles, MNIST idx files, and the
+MNIST-1D generator (Greydanus and Kobak 2020, the ``mnist1d`` package).
 
-Each returns ``(x_train, y_train, x_test, y_test)`` as numpy arrays, pixels in [0, 1]."""
+Each returns ``(x_train, y_train, x_test, y_test)`` as numpy arrays, pixels in [0, 1] (MNIST-1D: the
+package's values, already standardised by the package)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
+import random
 import struct
 import zlib
 from pathlib import Path
@@ -148,3 +152,36 @@ def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
             raise DataError(f"{data_dir}: MNIST labels run up to {y.max()}, outside 0..9")
     return (xtr[:, None].astype(np.float32) / 255.0, ytr.astype(np.int64),
             xte[:, None].astype(np.float32) / 255.0, yte.astype(np.int64))  # fmt: skip
+
+
+MNIST1D_HOW = "install it with `pip install mnist1d` (or `pip install relugeom[mnist1d]`)"
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The default MNIST-1D data set, generated offline by the package (cached for the process).
+
+    ``mnist1d.data.make_dataset(get_dataset_args())``: the package's templates, default arguments and
+    seed 42, 4000 training and 1000 test signals of length 40, the data set of the paper (its
+    ``get_dataset`` would download a pickle instead; relugeom never calls it). ``make_dataset`` seeds
+    the global ``random`` and ``numpy.random`` states; they are restored afterwards.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError(f"the mnist1d data set needs the mnist1d package: {MNIST1D_HOW}") from None
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002 (the package seeds them)
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002
+    x, xte = np.asarray(d["x"]), np.asarray(d["x_test"])
+    return x, np.asarray(d["y"]), xte, np.asarray(d["y_test"])
+
+
+def _read_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D as (N, 1, 40) float32 signals and int64 labels (see :func:`_mnist1d_arrays`)."""
+    x, y, xte, yte = _mnist1d_arrays()
+    return (x[:, None].astype(np.float32), y.astype(np.int64),
+            xte[:, None].astype(np.float32), yte.astype(np.int64))  # fmt: skip
