@@ -214,7 +214,7 @@ def straight(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("where", ["before-metrics", "before-resume", "inside-resume"])
+@pytest.mark.parametrize("where", ["before-resume", "inside-resume"])
 def test_sigkill_at_the_commit_point_then_resume_loses_no_metrics_row(tmp_path, capsys, straight, where):
     out = tmp_path / "run"
     p = subprocess.run([sys.executable, "-c", KILL, str(out), where], env=ENV, capture_output=True, text=True,

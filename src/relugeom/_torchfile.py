@@ -234,7 +234,8 @@ def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> None:
     except CheckpointError:
         raise
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError) as e:
-        raise CheckpointError(f"{path}: a damaged zip archive, not a readable checkpoint ({_first_line(e)})") from None
+        raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint, a damaged or truncated zip archive "
+                              f"({_first_line(e)})") from None
     try:
         refs = storages(pkl)
     except (ValueError, IndexError, KeyError, TypeError) as e:
