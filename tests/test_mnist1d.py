@@ -15,8 +15,8 @@ import torch
 
 from _cli import run
 from relugeom.errors import DataError
-from relugeom.experiments.data import Augment, load_dataset, validation_split
-from relugeom.experiments.data.readers import _mnist1d_arrays
+from relugeom.experiments.data import Augment, load_dataset, readers, validation_split
+from relugeom.experiments.data.readers import _generate_mnist1d, _mnist1d_arrays, mnist1d_cache_file
 from relugeom.experiments.models import MNIST1DCNN, build_model, infer_kwargs, model_from_state_dict
 from relugeom.regions.segment import regions_on_segment
 from relugeom.stats.projection import layer_summary, projection_stats
@@ -42,15 +42,41 @@ def test_generated_offline_without_touching_the_global_rngs(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
-    _mnist1d_arrays.cache_clear()
     np.random.seed(123)
     random.seed(7)
     before_np, before_py = np.random.get_state()[1].copy(), random.getstate()
-    x, y, xte, yte = _mnist1d_arrays()
+    x, y, xte, yte = _generate_mnist1d()
     assert np.array_equal(np.random.get_state()[1], before_np) and random.getstate() == before_py
     # the published layout: 4000 training and 1000 test signals of length 40, 500 per class before the split
     assert x.shape == (4000, 40) and xte.shape == (1000, 40)
     assert np.array_equal(np.bincount(y, minlength=10) + np.bincount(yte, minlength=10), np.full(10, 500))
+
+
+def test_the_cache_file_is_reused_and_a_bad_one_regenerated(tmp_path, monkeypatch):
+    calls = []
+    small = (np.arange(12.0).reshape(3, 4), np.array([0, 1, 2]), np.ones((2, 4)), np.array([1, 0]))
+
+    def fake():
+        calls.append(1)
+        return small
+
+    monkeypatch.setattr(readers, "_generate_mnist1d", fake)
+    monkeypatch.setenv("RELUGEOM_CACHE", str(tmp_path))
+    _mnist1d_arrays.cache_clear()
+    try:
+        first = _mnist1d_arrays()
+        path = mnist1d_cache_file()
+        assert path.parent == tmp_path and path.is_file() and len(calls) == 1
+        _mnist1d_arrays.cache_clear()
+        again = _mnist1d_arrays()  # a new process would read the file, not generate
+        assert len(calls) == 1 and all(np.array_equal(a, b) for a, b in zip(first, again))
+        path.write_bytes(b"not an npz file")
+        _mnist1d_arrays.cache_clear()
+        assert all(np.array_equal(a, b) for a, b in zip(_mnist1d_arrays(), small)) and len(calls) == 2
+        monkeypatch.setenv("RELUGEOM_CACHE", "off")
+        assert mnist1d_cache_file() is None
+    finally:
+        _mnist1d_arrays.cache_clear()
 
 
 def test_loader_equals_the_packages_arrays(package_arrays):

@@ -11,9 +11,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: F401
 
 _EXPORTS: dict[str, tuple[str, ...]] = {
+    ".architectures": ("get_architecture", "infer_architecture", "register_architecture"),
     ".checkpoints": ("Checkpoint", "Run", "checkpoint_series", "load_checkpoint", "save_checkpoint"),
     ".errors": ("RelugeomError", "RelugeomWarning"),
     ".experiments.models": ("build_model", "model_from_state_dict"),
@@ -58,7 +59,9 @@ __all__ = [
     "fisher_rao_norm",
     "fold_batchnorm",
     "general_position_regions",
+    "get_architecture",
     "hessian_trace",
+    "infer_architecture",
     "kfac",
     "KFAC",
     "layer_regions",
@@ -78,6 +81,7 @@ __all__ = [
     "preimage_through",
     "projection_stats",
     "region_counts",
+    "register_architecture",
     "regions_on_segment",
     "regions_over_training",
     "reinit_accuracy",

@@ -50,7 +50,16 @@ _META_KEY = "relugeom_meta"
 @dataclass(frozen=True)
 class Checkpoint:
     """A loaded checkpoint: its state dict, relugeom metadata (empty for foreign files) and the
-    remaining top-level entries (optimizer, scheduler, RNG states, ... for resuming)."""
+    remaining top-level entries (optimizer, scheduler, RNG states, ... for resuming).
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/net.pt", {"w": torch.ones(2, 3)}, {"epoch": 4, "arch": "mlp"})
+    >>> ckpt = load_checkpoint(path)
+    >>> ckpt.epoch, ckpt.meta["arch"], ckpt.state_dict["w"].shape
+    (4, 'mlp', torch.Size([2, 3]))
+    """
 
     path: Path | None
     state_dict: dict[str, torch.Tensor] = field(repr=False)
@@ -188,6 +197,14 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True, verify: bool 
     Raises :class:`CheckpointError` naming the file when it is missing, not a regular file, not a
     checkpoint, refused (its pickle would run code), truncated or damaged, holds no state dict, or
     carries metadata that is not relugeom's (see :func:`check_meta`).
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> path = f"{tempfile.mkdtemp()}/resnet.pth"
+    >>> torch.save({"state_dict": {"module.fc.weight": torch.zeros(10, 4)}}, path)  # a DataParallel script's file
+    >>> list(load_checkpoint(path).state_dict)  # unwrapped, "module." stripped
+    ['fc.weight']
     """
     p = Path(path)
     if p.suffix == SAFETENSORS_SUFFIX:
@@ -377,6 +394,15 @@ def save_checkpoint(
     ``.safetensors`` paths store the tensors with safetensors and ``meta`` as JSON in the header
     (``extra`` is not allowed there); any other suffix uses ``torch.save`` of
     ``{"relugeom": 1, "state_dict", "meta", **extra}``, loadable with ``weights_only=True``.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> save_checkpoint(f"{folder}/w.safetensors", {"w": torch.eye(2)}, {"epoch": 1}).suffix
+    '.safetensors'
+    >>> load_checkpoint(f"{folder}/w.safetensors").meta
+    {'epoch': 1}
     """
     p = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
@@ -466,6 +492,15 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     epochs, the files are taken in (natural) name order and numbered 0, 1, 2, ... with a warning
     saying so. Unreadable files and files without any epoch are reported as warnings and left out;
     a folder with no usable checkpoint is an error.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> run = tempfile.mkdtemp()
+    >>> for e in (10, 2, 0):
+    ...     _ = save_checkpoint(f"{run}/checkpoints/epoch_{e:04d}.pt", {"w": torch.full((1,), float(e))}, {"epoch": e})
+    >>> [(s.epoch, s.path.name) for s in checkpoint_series(run)]
+    [(0, 'epoch_0000.pt'), (2, 'epoch_0002.pt'), (10, 'epoch_0010.pt')]
     """
     run = Path(run_dir)
     if not run.is_dir():

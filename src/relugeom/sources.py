@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
 
@@ -58,10 +59,10 @@ class SourceItem:
         obj = self._obj
         arch = self._arch or self.meta.get("arch")
         if isinstance(obj, Mapping) and arch:
-            from .experiments.models import model_from_state_dict
-
             where = f"{self.path}: " if self.path else ""
-            obj = model_from_state_dict(str(arch), obj, where=where)
+            same = str(arch) == str(self.meta.get("arch"))  # the arguments it was built with, when recorded
+            kwargs = self.meta.get("model_kwargs", {}) if same else {}
+            obj = model_from_state_dict(str(arch), obj, where=where, **kwargs)
         return obj
 
 

@@ -15,8 +15,8 @@ import warnings
 
 import click
 
-from .. import __version__
 from .._progress import set_quiet
+from .._version import __version__
 from ..errors import RelugeomError, RelugeomWarning, SkippedWarning
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_INTERNAL = 1, 2, 3, 130, 70

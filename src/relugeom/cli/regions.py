@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
+from ._common import arch_option as _arch_option
 from ._common import echo_table, format_option, out_option, parse_shape, seed_option, writable_folder, write_tables
 
 
@@ -78,8 +79,10 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
         if not no_exact and cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
+            from ..regions.arrangement import random_layer_regions
+
             try:
-                real = _exact_random_count(shape, k, stride, filters, budget)
+                real = random_layer_regions(shape, k, stride, filters, seed=0, budget=budget)
                 rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost "
                                                                       "every weight; docs/regions.md)"))  # fmt: skip
             except BudgetExceeded:
@@ -91,31 +94,14 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         raise click.UsageError("give --widths, or --input with --kernel and --filters, or --input with --layers")
 
 
-def _exact_random_count(shape: tuple[int, ...], k, stride: int, filters: int, budget: int) -> int:  # noqa: ANN001
-    """Regions of one conv layer with Gaussian weights (seed 0), counted exactly within ``budget``."""
-    import warnings
-
-    from torch import nn
-
-    from ..regions.arrangement import layer_regions
-
-    torch.manual_seed(0)
-    conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
-    nn.init.normal_(conv.weight)
-    nn.init.normal_(conv.bias)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return layer_regions(conv, shape, budget=budget)
-
-
 # ------------------------------------------------------------------------------------------------- models
 source_arg = click.argument("source")
-arch_option = click.option("--arch", default=None, help="Architecture of a bare state dict.")
+arch_option = _arch_option("Architecture of a bare state dict")
 points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
     click.option("--dataset", default=None, help="Take data points from this data set's validation split "
-                                                 "(digits, mnist, cifar10, ...)."),
+                                                 "(digits, mnist1d, mnist, cifar10, ...)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
     click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
     seed_option("Which points are drawn."),

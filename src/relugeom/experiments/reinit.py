@@ -84,6 +84,19 @@ def reinit_accuracy(
     or an iterable of batches. ``layers`` defaults to every conv layer. Returns one row per
     (layer, epoch) with ``layer``, ``layer_index``, ``epoch``, ``acc_trained``, ``acc_reset``,
     ``drop`` = (acc_trained - acc_reset) / acc_trained. The model is restored afterwards.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    >>> X = torch.randn(32, 1, 4, 4)
+    >>> y = net(X).argmax(1)  # labels the model gets all right
+    >>> zero = {"0.weight": torch.zeros(2, 1, 3, 3), "0.bias": torch.zeros(2)}  # a dead layer: constant output
+    >>> df = reinit_accuracy(net, {1: {k: v.clone() for k, v in net.state_dict().items()}, 0: zero}, (X, y))
+    >>> df[["layer", "epoch", "acc_trained", "drop"]].values.tolist()[0]  # reset to its own weights: no drop
+    ['0', 1, 1.0, 0.0]
+    >>> bool(df.acc_reset.iloc[1] == (y == net(torch.zeros(1, 1, 4, 4)).argmax(1)).float().mean())
+    True
     """
     model = model.to(device).eval()
     found = {la.name: la for la in find_layers(model, linear=False)}
@@ -200,6 +213,23 @@ def reinit_run(
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
     left out; the table gains ``run`` (``label``, default the folder's name; see
     :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from relugeom.checkpoints import Run
+    >>> from relugeom.experiments.models import build_model
+    >>> run = Run(tempfile.mkdtemp())  # a run folder with epochs 0 and 1, as `relugeom train` writes it
+    >>> nets = [build_model("lenet", in_channels=1, image_size=8, seed=e) for e in (0, 1)]
+    >>> with run.lock():
+    ...     _ = run.write_config({"config": {"arch": "lenet", "dataset": "digits", "epochs": 1}, "data": {},
+    ...                           "lr_drops": []})
+    ...     for e, net in enumerate(nets):
+    ...         run.commit_epoch(e, net.state_dict(), {"epoch": e, "arch": "lenet"}, [{"epoch": e}], {"epoch": e})
+    >>> X = torch.randn(32, 1, 8, 8)
+    >>> df = reinit_run(run.path, data=(X, nets[1].eval()(X).argmax(1)))
+    >>> df.layer.nunique(), float(df[df.epoch == 1]["drop"].abs().max())  # 6 conv layers; the trained epoch's weights
+    (6, 0.0)
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
@@ -262,6 +292,14 @@ def critical_vs_bias(drops: pd.DataFrame, summary: pd.DataFrame) -> CriticalBias
     ``drops``: :func:`reinit_accuracy` / :func:`reinit_run` rows (the mean over the checkpoint epochs,
     random init excluded, and over runs is each layer's drop); ``summary``: ``layer_summary`` of the
     trained checkpoints (the last epoch of each run is used). Layers are matched by name.
+
+    Example
+    -------
+    >>> drops = pd.DataFrame({"layer": ["a", "b", "c"], "layer_index": [0, 1, 2], "epoch": 0, "drop": [0.1, 0.5, 0.9]})
+    >>> summary = pd.DataFrame({"layer": ["a", "b", "c"], "n_neg": [0.2, 0.5, 0.7]})
+    >>> cb = critical_vs_bias(drops, summary)
+    >>> cb.rho, cb.rho_bias, cb.table["bias"].round(2).tolist()  # ranks of |2 n_l - 1| = 0.6, 0, 0.4 vs 1, 2, 3
+    (1.0, -0.5, [0.6, 0.0, 0.4])
     """
     from scipy.stats import spearmanr
 

@@ -35,8 +35,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import __version__
 from .._progress import progress
+from .._version import __version__
 from ..checkpoints import Run
 from ..errors import ConfigError, DataError, RelugeomError, warn
 from .data import Batches, DataSplits, FolderSplit, corrupt, load_dataset, subset
@@ -374,10 +374,9 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if len(data.train) == 0:
         raise DataError(f"{config.dataset}: the training split is empty")
     torch.manual_seed(config.seed)
-    net = build_model(
-        config.arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-        init=config.init, seed=config.seed, **config.model_kwargs,
-    )  # fmt: skip
+    build_kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size,
+                    **config.model_kwargs}  # fmt: skip
+    net = build_model(config.arch, init=config.init, seed=config.seed, **build_kwargs)
     if ckpt is not None:
         load_state_dict_into(net, ckpt.state_dict, f"{run.resume_path}: ")
     net = net.to(device)
@@ -403,7 +402,8 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if writer:
         _write_config(run, config, data)
     meta_base = {"seed": config.seed, "arch": config.arch, "dataset": data.name,
-                 "input_shape": list(data.input_shape), "num_classes": data.num_classes}  # fmt: skip
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "model_kwargs": build_kwargs}  # fmt: skip
     rows: list[dict[str, Any]] = []
     start = 0
     if ckpt is not None:

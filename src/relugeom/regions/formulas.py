@@ -53,6 +53,11 @@ def general_position_regions(n: int, d: int, *, budget: int | Budget | None = No
 
     Each binomial follows from the previous one (``C(n, i) = C(n, i-1) (n-i+1) / i``, exact). ``budget``
     (steps, each ``OPS_PER_STEP`` words of big-integer arithmetic) stops a sum too large to finish.
+
+    Example
+    -------
+    >>> general_position_regions(3, 2)  # three lines in general position cut the plane into 7 regions
+    7
     """
     n, d = _nonneg_int(n, "n"), _nonneg_int(d, "d")
     bud = None if budget is None else as_budget(budget, _HINT)
@@ -104,6 +109,12 @@ def fc_region_bounds(widths: Sequence[int], *, budget: int | None = None) -> pd.
     * serra2018_upper: see :func:`_serra_upper`; never larger than montufar2017_upper.
 
     ``budget`` (steps) bounds all the big-integer work (BudgetExceeded past it); None: unbounded.
+
+    Example
+    -------
+    >>> df = fc_region_bounds([2, 3])  # 3 ReLUs on R^2: 1 + 3 + 3 regions, and every bound agrees
+    >>> dict(zip(df.bound, df.value))
+    {'one_layer_exact': 7, 'montufar2014_lower': 7, 'montufar2017_upper': 7, 'serra2018_upper': 7}
     """
     w = [_nonneg_int(x, "width") for x in widths]
     if len(w) < 2 or any(x == 0 for x in w):
@@ -161,6 +172,11 @@ def cnn_max_regions(
     For shapes where the published value is provably not attained by any weights (see
     :func:`cnn_formula_caveat`) a :class:`RelugeomWarning` says so (``warn_caveat=False`` silences it); the
     published value is still returned, as published.
+
+    Example
+    -------
+    >>> cnn_max_regions((1, 5), 2, 1, 2)  # 1 channel of length 5, kernel 2, stride 1, 2 filters: 8 neurons on R^5
+    200
     """
     c = _conv(input_shape, kernel, stride, filters)
     if c.filters == 0:
@@ -268,6 +284,12 @@ def cnn_region_bounds(
       number of parameters (equal widths), Serra et al. 2018 upper bound.
 
     ``budget`` (steps) bounds all of it together: the Theorem 1 counts, the binomial sums and the powers.
+
+    Example
+    -------
+    >>> df = cnn_region_bounds([(2, 1, 2), (2, 1, 2)], (1, 6))
+    >>> df.set_index("quantity").loc[["theorem2_lower", "theorem2_upper"], "value"].tolist()
+    [6400, 179075]
     """
     bud = as_budget(budget, _HINT)
     specs = _specs(layers)

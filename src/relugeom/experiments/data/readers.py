@@ -157,9 +157,8 @@ def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
 MNIST1D_HOW = "install it with `pip install mnist1d` (or `pip install relugeom[mnist1d]`)"
 
 
-@functools.lru_cache(maxsize=1)
-def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The default MNIST-1D data set, generated offline by the package (cached for the process).
+def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The default MNIST-1D data set, generated offline by the package.
 
     ``mnist1d.data.make_dataset(get_dataset_args())``: the package's templates, default arguments and
     seed 42, 4000 training and 1000 test signals of length 40, the data set of the paper (its
@@ -180,8 +179,66 @@ def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x, np.asarray(d["y"]), xte, np.asarray(d["y_test"])
 
 
+def mnist1d_cache_file() -> Path | None:
+    """Where the generated MNIST-1D arrays are kept between processes: ``$RELUGEOM_CACHE`` (``off``: nowhere),
+    else ``$XDG_CACHE_HOME/relugeom`` or ``~/.cache/relugeom``; the name carries the package's version and a
+    hash of its default arguments, so another version or other defaults generate afresh."""
+    import hashlib
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = os.environ.get("RELUGEOM_CACHE")
+    if env is not None and env.strip().lower() in ("", "0", "off", "none"):
+        return None
+    try:
+        from mnist1d.data import get_dataset_args
+
+        args = {k: v for k, v in get_dataset_args(as_dict=True).items() if k != "url"}
+        ver = version("mnist1d")
+    except (ImportError, PackageNotFoundError):
+        return None
+    key = hashlib.sha256(repr(sorted(args.items())).encode()).hexdigest()[:12]
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relugeom"
+    return base / f"mnist1d-{ver}-{key}.npz"
+
+
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_generate_mnist1d`, kept for the process and in :func:`mnist1d_cache_file` (written atomically,
+    read with ``allow_pickle=False``; an unreadable or malformed cache file is generated again)."""
+    path = mnist1d_cache_file()
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = tuple(np.asarray(f[k]) for k in _MNIST1D_KEYS)
+            x, y, xte, yte = arrays
+            if x.ndim == 2 and xte.ndim == 2 and len(x) == len(y) and len(xte) == len(yte) and x.shape[1] == \
+                    xte.shape[1] and y.dtype.kind in "iu" and yte.dtype.kind in "iu":  # fmt: skip
+                return arrays  # type: ignore[return-value]
+        except (OSError, ValueError, KeyError, EOFError):
+            pass
+    arrays = _generate_mnist1d()
+    if path is not None:
+        import io
+
+        from ...checkpoints import atomic_write
+        from ...errors import RelugeomError
+
+        buf = io.BytesIO()
+        np.savez(buf, **dict(zip(_MNIST1D_KEYS, arrays)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: f.write(buf.getvalue()))
+        except (OSError, RelugeomError):  # a cache that cannot be written only costs time
+            pass
+    return arrays
+
+
 def _read_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """MNIST-1D as (N, 1, 40) float32 signals and int64 labels (see :func:`_mnist1d_arrays`)."""
+    """MNIST-1D as (N, 1, 40) float32 signals and int64 labels (see :func:`_generate_mnist1d`)."""
     x, y, xte, yte = _mnist1d_arrays()
     return (x[:, None].astype(np.float32), y.astype(np.int64),
             xte[:, None].astype(np.float32), yte.astype(np.int64))  # fmt: skip
