@@ -46,7 +46,7 @@ def cli(quiet: bool, verify: bool) -> None:
 
 # One module per verb under relugeom/cli/, each defining ``command`` (a click command or group).
 VERBS: tuple[str, ...] = (
-    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures",
+    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures", "report",
 )
 
 

@@ -122,7 +122,7 @@ def _load_model(source: str, arch: str | None):  # noqa: ANN202
     item = next(iter_sources(source, arch=arch))
     obj = item.load()
     if not isinstance(obj, nn.Module):
-        raise ArchitectureError(f"{source}: a bare state dict; pass --arch so that the network can be evaluated")
+        raise ArchitectureError(f"{source}: a bare state dict; {item.rebuild_hint()} and evaluated")
     return obj, item
 
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 
-from ..errors import ConfigError
+from ..errors import ConfigError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS
 from ..experiments.models import INITS
 from ._common import ArchParam, arch_help, device_option, echo_table, seed_option
@@ -26,6 +27,41 @@ def _model_args(ctx: click.Context, param: click.Parameter, values: tuple[str, .
         except (ValueError, SyntaxError):
             out[key.strip()] = raw.strip()
     return out
+
+
+def epoch_line(row: dict, summary, epochs: int | None) -> str:  # noqa: ANN001
+    """One line per epoch for a log file: loss, accuracy, n_l over the layers (min/mean/max), time."""
+    def f(key: str, fmt: str = "{:.4f}") -> str:
+        v = row.get(key)
+        return "-" if v is None or v != v else fmt.format(v)
+
+    total = f"/{epochs}" if epochs else ""
+    text = (f"epoch {int(row['epoch'])}{total}  train loss {f('train_loss')} acc {f('train_acc')}  "
+            f"val loss {f('val_loss')} acc {f('val_acc')}")  # fmt: skip
+    if summary is not None and len(summary) and summary["n_neg"].notna().any():
+        nl = summary["n_neg"].dropna()
+        text += f"  n_l min/mean/max {nl.min():.2f}/{nl.mean():.2f}/{nl.max():.2f} ({len(nl)} layers)"
+    if row.get("seconds"):
+        text += f"  {row['seconds']:.1f}s"
+    return text
+
+
+def print_epoch(epochs: int | None):  # noqa: ANN201
+    """The ``on_epoch`` hook of ``train()``: print :func:`epoch_line` to stdout and flush it, so that a run
+    under nohup or a batch scheduler shows its progress in the log as it goes."""
+    from ..experiments.callbacks.recorder import live_stats
+    from ..stats.projection import layer_summary
+
+    def hook(row: dict, model) -> None:  # noqa: ANN001
+        try:
+            stats = live_stats(model)
+            summary = layer_summary(stats) if len(stats) else None
+        except RelugeomError:  # a NaN layer: the line still reports the losses
+            summary = None
+        click.echo(epoch_line(row, summary, epochs))
+        sys.stdout.flush()
+
+    return hook
 
 
 @click.command("train")
@@ -87,7 +123,7 @@ def command(arch, model_args, dataset, data_dir, epochs, seed, batch_size, lr, s
         if given:
             raise click.UsageError(f"--resume reuses the run's config.json; drop {', '.join(given)} "
                                    "(only --epochs and --device apply)")  # fmt: skip
-        metrics = resume(resume_dir, epochs=epochs, device=device)
+        metrics = resume(resume_dir, epochs=epochs, device=device, on_epoch=print_epoch(epochs))
         out = resume_dir
     else:
         missing = [name for name, v in (("--arch", arch), ("--dataset", dataset), ("--epochs", epochs),
@@ -105,7 +141,7 @@ def command(arch, model_args, dataset, data_dir, epochs, seed, batch_size, lr, s
                                  model_kwargs=model_args)  # fmt: skip
         except ConfigError as e:  # a value given on the command line: a usage error
             raise click.BadParameter(str(e), param_hint=f"--{(e.name or '').replace('_', '-')}") from None
-        metrics = train(config, out, device=device)
+        metrics = train(config, out, device=device, on_epoch=print_epoch(epochs))
     import os
 
     if os.environ.get("RANK", "0") == "0":

@@ -15,7 +15,7 @@ Batch-norm layers get weight 1 and bias 0 (except under ``torch``, where they ge
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -126,3 +126,36 @@ def fresh_init(
     if arch is None or arch.lower() == "auto":
         arch = infer_architecture(source)
     return build_model(arch, **infer_kwargs(arch, source), init=init, seed=seed)
+
+
+def import_factory(ref: str) -> Callable[..., nn.Module]:
+    """The class or function named ``module:QualName`` (``mypkg.nets:SmallNet``), through the architecture registry
+    (:func:`relugeom.architectures.get_architecture`).
+
+    Importing runs the module's code, so relugeom calls this only for a name the user gave (``--arch
+    module:QualName``, ``arch=``), never for one read from a file.
+    """
+    if not is_factory_reference(ref):
+        raise ArchitectureError(f"{ref!r} is not a model factory reference like mypkg.models:Net")
+    return get_architecture(ref).factory
+
+
+def is_factory_reference(arch: str | None) -> bool:
+    """Whether ``arch`` names a user's model factory (``module:QualName``) rather than a relugeom architecture."""
+    return arch is not None and ":" in arch
+
+
+def model_from_factory(
+    ref: str, state_dict: Mapping[str, torch.Tensor], kwargs: Mapping[str, Any] | None = None, where: str = ""
+) -> nn.Module:
+    """Build the user's model ``ref`` (``module:QualName``) with ``kwargs`` and load ``state_dict``
+    into it (strict, clear errors). For runs recorded from a user's training loop: their checkpoints
+    carry ``model_kwargs``; the user names the factory (see :func:`import_factory`)."""
+    factory = import_factory(ref)
+    try:
+        model = factory(**dict(kwargs or {}))
+    except Exception as e:  # the user's constructor: any failure is reported, not a relugeom bug
+        raise ArchitectureError(f"{where}{ref}(**{dict(kwargs or {})}) failed: {type(e).__name__}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ArchitectureError(f"{where}{ref} returned a {type(model).__name__}, not an nn.Module")
+    return load_state_dict_into(model, state_dict, where).eval()

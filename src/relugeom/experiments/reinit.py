@@ -202,6 +202,7 @@ def reinit_run(
     reuse: bool = True,
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
+    arch: str | None = None,
     label: str | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
@@ -212,7 +213,10 @@ def reinit_run(
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
     left out; the table gains ``run`` (``label``, default the folder's name; see
-    :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns.
+    :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns. ``arch`` overrides the run's
+    architecture; for a run recorded from your own training loop with your own model, name its class or
+    factory as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
+    the factory's own, seeded with ``seed``).
 
     Example
     -------
@@ -233,7 +237,7 @@ def reinit_run(
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
-    from .models import build_model, infer_kwargs, model_from_state_dict
+    from .models import build_model, import_factory, infer_kwargs, model_from_factory, model_from_state_dict
     from .train import prepare_data, read_run_config
 
     run = Run(run_dir)
@@ -250,12 +254,31 @@ def reinit_run(
     if not states:
         raise RelugeomError(f"{run_dir}: no readable checkpoint")
     final = max(states)
-    model = model_from_state_dict(config.arch, states[final], where=f"{run_dir}: ")
+    arch = arch or config.arch
+    where = f"{run_dir}: "
+    if arch is None:
+        recorded = next((e.meta.get("model_factory") or e.meta.get("model_class") for e in series
+                         if e.meta.get("model_class")), None)  # fmt: skip
+        hint = f"pass --arch {recorded}" if recorded else "pass --arch"
+        raise RelugeomError(f"{run_dir}: the run names no relugeom architecture; {hint} to rebuild its model "
+                            "(relugeom imports only code you name)")  # fmt: skip
+    factory = ":" in arch
+    if factory:
+        kwargs = next((e.meta["model_kwargs"] for e in reversed(series) if isinstance(e.meta.get("model_kwargs"),
+                                                                                       dict)), {})  # fmt: skip
+        model = model_from_factory(arch, states[final], kwargs, where)
+    else:
+        model = model_from_state_dict(arch, states[final], where=where)
     chosen = _select(sorted(states), epochs, run_dir)
     refs = {e: states[e] for e in chosen}
     if random:
-        seed = config.seed + 1000 if seed is None else seed
-        fresh = build_model(config.arch, **infer_kwargs(config.arch, states[final]), init=config.init, seed=seed)
+        seed = (config.seed or 0) + 1000 if seed is None else seed
+        if factory:
+            with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
+                torch.manual_seed(seed)
+                fresh = import_factory(arch)(**kwargs)
+        else:
+            fresh = build_model(arch, **infer_kwargs(arch, states[final]), init=config.init or "kaiming", seed=seed)
         refs[RANDOM_EPOCH] = fresh.state_dict()
     if data is None:
         if split not in ("test", "val"):
@@ -268,7 +291,7 @@ def reinit_run(
 
         data = Batches(part, batch_size, resize=splits.resize)
     df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
-    df.insert(0, "seed", config.seed)
+    df.insert(0, "seed", pd.array([config.seed] * len(df), dtype="Int64"))
     df.insert(0, "run", label or run.name)
     df["trained_epoch"] = final
     return df

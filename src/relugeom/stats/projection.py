@@ -38,20 +38,23 @@ def filter_sums(layer: AffineLayer) -> tuple[np.ndarray, np.ndarray]:
     """Per filter, ``sum(w)`` and ``||w||_2`` in float64 (exact conversion of the stored weights,
     float64 accumulation), in one cache-blocked pass over the weight.
 
+    Live weights on a GPU are summed there (float64) and only the per-filter results are copied back.
     A NaN or inf anywhere in a filter makes its sum or norm non-finite (finite float32/float16
     values cannot overflow a float64 sum of squares), which :func:`filter_cosines` uses as its
     finiteness check.
     """
     w = layer.filters()
+    if w.device.type not in ("cpu", "cuda"):  # MPS and others have no float64: sum on the CPU
+        w = w.cpu()
     n = w.shape[1]
-    ones = torch.ones(n, 1, dtype=torch.float64)
+    ones = torch.ones(n, 1, dtype=torch.float64, device=w.device)
     rows = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
     sums, norms = [], []
     for chunk in torch.split(w, rows):
         c64 = chunk.to(torch.float64)
         sums.append((c64 @ ones)[:, 0])
         norms.append(torch.linalg.vector_norm(c64, dim=1))
-    return torch.cat(sums).numpy(), torch.cat(norms).numpy()
+    return torch.cat(sums).cpu().numpy(), torch.cat(norms).cpu().numpy()
 
 
 def filter_cosines(layer: AffineLayer, where: str = "") -> np.ndarray:
