@@ -27,11 +27,18 @@ def _same(model, x):
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_walker_reproduces_every_zoo_model(arch):
-    size = 64 if arch == "alexnet" else 32
-    model = build_model(arch, num_classes=10, in_channels=3, image_size=size, seed=0, hidden=32)
+    if arch.startswith("resnet"):
+        size, shape, kw = 32, (3, 32, 32), {"width": 8}
+    elif arch == "mnist1d_cnn":
+        size, shape, kw = 40, (1, 40), {}
+    else:
+        size = 64 if arch == "alexnet" else 32
+        shape, kw = (3, size, size), {"hidden": 32}
+    model = build_model(arch, num_classes=10, in_channels=shape[0], image_size=size, seed=0, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _same(model, torch.randn(2, 3, size, size))
+        g = _same(randomize_bn(model), torch.randn(2, *shape))
+    assert all(n.rule is not None for n in g.operations), [n.label for n in g.operations if n.rule is None]
 
 
 @pytest.mark.parametrize("cifar", [False, True])
