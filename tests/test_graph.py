@@ -27,11 +27,18 @@ def _same(model, x):
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_walker_reproduces_every_zoo_model(arch):
-    size = 64 if arch == "alexnet" else 32
-    model = build_model(arch, num_classes=10, in_channels=3, image_size=size, seed=0, hidden=32)
+    if arch.startswith("resnet"):
+        size, shape, kw = 32, (3, 32, 32), {"width": 8}
+    elif arch == "mnist1d_cnn":
+        size, shape, kw = 40, (1, 40), {}
+    else:
+        size = 64 if arch == "alexnet" else 32
+        shape, kw = (3, size, size), {"hidden": 32}
+    model = build_model(arch, num_classes=10, in_channels=shape[0], image_size=size, seed=0, **kw)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        _same(model, torch.randn(2, 3, size, size))
+        g = _same(randomize_bn(model), torch.randn(2, *shape))
+    assert all(n.rule is not None for n in g.operations), [n.label for n in g.operations if n.rule is None]
 
 
 @pytest.mark.parametrize("cifar", [False, True])
@@ -115,3 +122,26 @@ def test_fallback_inserts_the_flatten_a_forward_does_implicitly():
     assert torch.allclose(g.run(x), net(x))
     with pytest.raises(UnsupportedLayerError, match="does not reproduce"):
         walk(_Flat(relu=True), x)  # the functional ReLU is invisible to module order
+
+
+@pytest.mark.parametrize("arch,stem", [("resnet18", 1), ("resnet18_cifar", 0)])
+def test_resnet_stages_are_its_layer_groups(arch, stem):
+    # stage = resolution level: every conv of layerK (the strided first conv and the downsampling shortcut
+    # included) shares one stage, layer1..layer4 are consecutive stages; with and without an input shape
+    from relugeom.layers import find_layers
+
+    side = 64 if arch == "resnet18" else 32  # layer4's map is 2x2 or 4x4: the final average pooling shrinks it
+    model = build_model(arch, num_classes=10, image_size=side, width=4, seed=0)
+    for shape in (None, (3, side, side)):
+        layers = find_layers(model, input_shape=shape)
+        stage = {la.name: la.stage for la in layers}
+        groups = {}
+        for name, s in stage.items():
+            groups.setdefault(name.split(".")[0], set()).add(s)
+        assert groups["conv1"] == {stem}
+        # the imagenet stem's max-pool halves the map once more before layer1
+        first = stem + (1 if arch == "resnet18" else 0)
+        assert [groups[f"layer{i}"] for i in range(1, 5)] == [{first}, {first + 1}, {first + 2}, {first + 3}]
+        assert stage["fc"] == first + 4  # the adaptive average pooling to 1x1 shrinks the map
+        blocks = [la.block for la in layers if la.name.startswith("layer2")]
+        assert blocks == list(range(len(blocks)))

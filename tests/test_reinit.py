@@ -141,3 +141,31 @@ def test_reuse_on_a_resnet_matches_full_reevaluation_of_rebuilt_models():
         assert row.acc_reset == pytest.approx(acc, abs=1e-12), row.layer
     assert 0 < df.acc_trained.iloc[0] < 1 and (df.acc_reset != df.acc_trained).any()
     pd.testing.assert_frame_equal(df, reinit_accuracy(trained, states, (x, y), batch_size=16, reuse=False))
+
+
+def test_reinit_run_of_a_resnet_run(tmp_path):
+    # a ResNet run written by `relugeom train`: the reuse path equals rebuilt models evaluated in full, and the
+    # CLI writes the table
+    out = tmp_path / "run"
+    train(TrainConfig(arch="resnet18_cifar", dataset="digits", epochs=1, batch_size=64, seed=0, n_train=128,
+                      model_kwargs={"width": 4}), out)  # fmt: skip
+    d = load_dataset("digits")
+    x, y = d.test.x[:200], d.test.y[:200]
+    df = reinit_run(out, data=(x, y))
+    assert df.layer.nunique() == 20 and set(df.epoch) == {0, 1}
+    final = load_checkpoint(out / "checkpoints" / "epoch_0001.pt").state_dict
+    first = load_checkpoint(out / "checkpoints" / "epoch_0000.pt").state_dict
+    for _, row in df[df.epoch == 0].iloc[::4].iterrows():
+        sd = {k: v.clone() for k, v in final.items()}
+        sd[f"{row.layer}.weight"] = first[f"{row.layer}.weight"]
+        model = model_from_state_dict("resnet18_cifar", sd)
+        assert row.acc_reset == pytest.approx(evaluate(model, [(x, y)])[1], abs=1e-12)
+    assert (df[df.epoch == 1]["drop"] == 0).all()
+    try:
+        main(["-q", "reinit", str(out), "--epochs", "0,1", "--out", str(tmp_path / "ri")])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    assert code == 0
+    cli = pd.read_csv(tmp_path / "ri" / "reinit.csv")
+    assert cli.layer.nunique() == 20 and (tmp_path / "ri" / "reinit.png").stat().st_size > 0

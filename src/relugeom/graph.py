@@ -256,17 +256,17 @@ class Graph:
         """
         model = self.model
         values: dict[Node, Any] = {}
+        was_training = model.training
+        model.eval()  # shapes do not depend on the mode; a batch norm in training mode refuses one 1x1 sample
         try:
             meta = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
             torch.func.functional_call(_Runner(self, values), {f"model.{k}": v for k, v in meta.items()},
                                        (torch.empty((1, *input_shape), device="meta"),))  # fmt: skip
-        except (NotImplementedError, RuntimeError) as meta_error:
+        except (NotImplementedError, RuntimeError, ValueError, TypeError) as meta_error:
             values.clear()
             first = next(model.parameters(), None)
             dtype = first.dtype if first is not None else torch.float32
             device = first.device if first is not None else "cpu"
-            was_training = model.training
-            model.eval()
             try:
                 with torch.no_grad():
                     self.run(torch.zeros((1, *input_shape), dtype=dtype, device=device), values=values)
@@ -274,8 +274,8 @@ class Graph:
                 raise ShapeError(
                     f"input shape {tuple(input_shape)} does not fit the model: {e}".split("\n")[0]
                 ) from meta_error
-            finally:
-                model.train(was_training)
+        finally:
+            model.train(was_training)
         return {n: tuple(v.shape[1:]) for n, v in values.items() if isinstance(v, torch.Tensor) and v.dim() > 0}
 
     def levels(self, shapes: Mapping[Node, tuple[int, ...]] | None = None) -> dict[Node, int]:
