@@ -18,6 +18,8 @@ from ._common import (
     format_option,
     note,
     out_option,
+    seed_option,
+    writable_folder,
     write_tables,
 )
 
@@ -62,7 +64,7 @@ def _parse_measures(text: str) -> tuple[str, ...]:
               help="Samples for the costly measures (sharpness, Hessian trace, tangent).")  # fmt: skip
 @click.option("--fisher", type=click.Choice(["empirical", "model"]), default="empirical", show_default=True)
 @arch_option()
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every stochastic estimator.")
+@seed_option("Seeds every stochastic estimator.")
 @device_option
 @out_option
 @format_option
@@ -78,7 +80,7 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     from ..report.measures import measures_over_epochs
 
     names = _parse_measures(measures)
-    out = out or Path("relugeom-measures")
+    out = writable_folder(out or Path("relugeom-measures"))
     data = load_dataset(dataset, data_dir, normalize=normalize, augment=False) if dataset else _run_data(sources)
     if data is None:
         raise RelugeomError("no data: pass --data (and --data-dir), or point at a run folder with its config.json")

@@ -10,7 +10,16 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import arch_option, describe_sources, echo_table, figure_options, format_option, out_option, write_tables
+from ._common import (
+    arch_option,
+    describe_sources,
+    echo_table,
+    figure_options,
+    format_option,
+    out_option,
+    writable_folder,
+    write_tables,
+)
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -91,7 +100,7 @@ def command(sources, init, arch, linear, pointwise, out, fmt, figures) -> None: 
     """
     from ..report.projection import cos_histograms, nl_over_epochs
 
-    out = out or Path("relugeom-stats")
+    out = writable_folder(out or Path("relugeom-stats"))
     src = list(sources) if len(sources) > 1 else sources[0]
     df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
     if df.empty:
