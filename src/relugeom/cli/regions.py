@@ -128,7 +128,8 @@ def _with_points(f):  # noqa: ANN001, ANN202
 
 
 def _load_model(source: str, arch: str | None):  # noqa: ANN202
-    """The model of a checkpoint, or of a run folder's last checkpoint (the trained network)."""
+    """The model of a checkpoint, or of a run folder's last checkpoint (the trained network), and the line
+    that says which checkpoint of a run it is (shown once the data points are read too), or None."""
     from torch import nn
 
     from ..sources import iter_sources
@@ -138,9 +139,8 @@ def _load_model(source: str, arch: str | None):  # noqa: ANN202
     obj = item.load()
     if not isinstance(obj, nn.Module):
         raise ArchitectureError(f"{source}: a bare state dict; {item.rebuild_hint()} and evaluated")
-    if len(items) > 1:
-        note(f"model: {Path(source).name} at epoch {item.epoch} (its last checkpoint)")
-    return obj, item
+    which = f"model: {Path(source).name} at epoch {item.epoch} (its last checkpoint)" if len(items) > 1 else None
+    return obj, item, which
 
 
 def _points(points, dataset, data_dir, input_shape, seed, n, item=None, run=None) -> torch.Tensor:  # noqa: ANN001
@@ -244,8 +244,10 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
     from ..report.regions import segment_figure
 
     out = writable_folder(out or Path("relugeom-regions"))
-    model, item = _load_model(source, arch)
+    model, item, which = _load_model(source, arch)
     a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item, find_run(source)), 2, seed)
+    if which:
+        note(which)
     d = b - a
     seg = regions_on_segment(model, a - extend * d, b + extend * d)
     pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
@@ -281,8 +283,10 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     from ..report.regions import slice_figure
 
     out = writable_folder(out or Path("relugeom-regions"))
-    model, item = _load_model(source, arch)
+    model, item, which = _load_model(source, arch)
     a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(source)), 3, seed)
+    if which:
+        note(which)
     box = None
     if bounds:
         try:
