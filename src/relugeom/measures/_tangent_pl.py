@@ -96,23 +96,32 @@ def _patch_sq_norm(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bop,bkp->bok", delta, patches).pow(2).sum((1, 2))
 
 
-def sq_norms(model: nn.Module, x: torch.Tensor, z: torch.Tensor, signals: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``||S(x) z||^2`` per sample (output "sum"), with ``signals`` from :func:`output_signals`."""
+def terms(
+    model: nn.Module, x: torch.Tensor, z: torch.Tensor, signals: dict[str, torch.Tensor], *, sums: bool = False
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+    """``||S(x) z||^2`` per sample (output "sum"), with ``signals`` from :func:`output_signals`; with ``sums``
+    also ``sum_x S(x) z`` over the batch, per parameter name (weights and batch-norm scales; biases are 0)."""
     tangents = _input_tangents(model, x, z)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    acc: dict[str, torch.Tensor] | None = {} if sums else None
     for name, mod in _layers(model):
         if name not in tangents:
             continue
         t, delta = tangents[name], signals[name]
         b = t.shape[0]
+        key = f"{name}.weight" if name else "weight"
         if isinstance(mod, NORMS):
             if mod.weight is None:
                 continue
             scale = torch.rsqrt(mod.running_var + mod.eps).reshape(1, -1, *([1] * (t.dim() - 2)))
-            total += ((delta * t * scale).reshape(b, t.shape[1], -1).sum(2) ** 2).sum(1)
-        elif isinstance(mod, nn.Linear):
-            total += _patch_sq_norm(delta.reshape(b, -1, mod.out_features).transpose(1, 2),
-                                    t.reshape(b, -1, mod.in_features).transpose(1, 2))  # fmt: skip
+            per = (delta * t * scale).reshape(b, t.shape[1], -1).sum(2)  # (B, C)
+            total += (per**2).sum(1)
+            if acc is not None:
+                acc[key] = per.sum(0)
+            continue
+        if isinstance(mod, nn.Linear):
+            d_ = delta.reshape(b, -1, mod.out_features).transpose(1, 2)
+            patches = t.reshape(b, -1, mod.in_features).transpose(1, 2)
         else:
             one_d = isinstance(mod, nn.Conv1d)
             t4 = t.unsqueeze(2) if one_d else t
@@ -120,5 +129,13 @@ def sq_norms(model: nn.Module, x: torch.Tensor, z: torch.Tensor, signals: dict[s
             kernel, dil, stride = ((1, *v) if one_d else v for v in (mod.kernel_size, mod.dilation, mod.stride))
             pad = (0, *pad) if one_d else pad
             patches = F.unfold(t4, kernel, dilation=dil, padding=pad, stride=stride)
-            total += _patch_sq_norm(delta.reshape(b, mod.out_channels, -1), patches)
-    return total
+            d_ = delta.reshape(b, mod.out_channels, -1)
+        total += _patch_sq_norm(d_, patches)
+        if acc is not None:
+            acc[key] = torch.einsum("bop,bkp->ok", d_, patches)  # the weight's layout (out, in * kernel)
+    return total, acc
+
+
+def sq_norms(model: nn.Module, x: torch.Tensor, z: torch.Tensor, signals: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``||S(x) z||^2`` per sample (output "sum"), with ``signals`` from :func:`output_signals`."""
+    return terms(model, x, z, signals)[0]
