@@ -139,7 +139,11 @@ def test_demo_end_to_end(tmp_path, capsys):
     for name in ("filters.csv", "layers.csv", "histograms.png", "nl_epochs.png", "run/metrics.csv",
                  "run/checkpoints/epoch_0002.pt"):
         assert (tmp_path / name).exists()
-    code, _, _ = run(["demo", "--epochs", "1", "--out", str(tmp_path)], capsys)  # rerunning replaces the demo run
+    before = (tmp_path / "run/metrics.csv").read_bytes()
+    code, _, err = run(["demo", "--epochs", "1", "--out", str(tmp_path)], capsys)  # a rerun does not replace it...
+    assert code == 1 and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "run/metrics.csv").read_bytes() == before
+    code, _, _ = run(["demo", "--epochs", "1", "--out", str(tmp_path), "--overwrite"], capsys)  # ...unless asked
     assert code == 0 and not (tmp_path / "run/checkpoints/epoch_0002.pt").exists()
 
 

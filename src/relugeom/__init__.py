@@ -3,7 +3,7 @@
 The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
 """
 
-from .checkpoints import Checkpoint, checkpoint_series, load_checkpoint, save_checkpoint
+from .checkpoints import Checkpoint, Run, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
@@ -85,6 +85,7 @@ __all__ = [
     "reinit_run",
     "RelugeomError",
     "RelugeomWarning",
+    "Run",
     "save_checkpoint",
     "SegmentRegions",
     "state_distribution",

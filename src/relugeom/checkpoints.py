@@ -5,6 +5,7 @@
   under ``state_dict``, ``model``, ``model_state_dict``, ``net`` or ``weights`` (torchvision,
   Lightning, the authors' code), are accepted; a ``module.`` prefix (DataParallel/DDP) is removed.
 * ``.safetensors`` files are read with safetensors; relugeom's metadata rides in the header.
+* ``.mat`` files are MatConvNet models (:mod:`relugeom.matconvnet`), converted to torchvision's key names.
 * Every file relugeom writes goes through :func:`atomic_write`: temp file in the same folder,
   flush, fsync, rename. A crash leaves either the old file or the new one, never half of one.
 
@@ -14,20 +15,26 @@ relugeom checkpoints are ``{"relugeom": 1, "state_dict": ..., "meta": {...}}`` w
 
 from __future__ import annotations
 
+import errno
 import json
+import math
 import os
 import pickle
 import re
+import socket
 import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
-from .errors import CheckpointError, SkippedWarning, warn
+from .errors import CheckpointError, RelugeomError, RunLockedError, SkippedWarning, WriteError, warn
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TORCH_SUFFIXES = (".pt", ".pth", ".tar", ".ckpt", ".bin")
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -121,6 +128,11 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint
         raise CheckpointError(f"{p}: is a folder; use checkpoint_series() for a run folder")
     if p.suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(p)
+    if p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
+        from .matconvnet import load_matconvnet
+
+        net = load_matconvnet(p)
+        return Checkpoint(p, net.state_dict, net.meta, {})
     sd, meta, extra = _unwrap(p, _torch_load(p, mmap))
     return Checkpoint(p, sd, meta, extra)
 
@@ -175,31 +187,82 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+class _RecordingWriter:
+    """A file object that remembers the OSError of a failed write: ``torch.save`` replaces it with an
+    opaque ``inline_container.cc`` message, the user needs "No space left on device"."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+def write_error(path: Path, err: BaseException) -> WriteError:
+    """The one-line :class:`WriteError` for a failed write of ``path`` (full or read-only disk, no
+    permission, a folder where the file goes)."""
+    if isinstance(err, IsADirectoryError) or path.is_dir():
+        return WriteError(f"{path}: is a folder, so the file cannot be written; remove it or choose another --out")
+    if isinstance(err, OSError):
+        reason = err.strerror or str(err)
+        hint = {errno.ENOSPC: "free some space or choose another --out",
+                errno.EDQUOT: "free some space or choose another --out",
+                errno.EFBIG: "the file is larger than this system allows (ulimit -f)",
+                errno.EROFS: "choose another --out", errno.EACCES: "choose another --out",
+                errno.EPERM: "choose another --out"}.get(err.errno or 0, "")  # fmt: skip
+        return WriteError(f"cannot write {path}: {reason}" + (f"; {hint}" if hint else ""))
+    return WriteError(f"cannot write {path}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else err!r}")
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
     """Write a file through ``write(fileobj)`` atomically: temp file, flush, fsync, rename.
 
     The temp file lives in the target's folder under a hidden name (``.NAME.tmp-*``), so it is
     never mistaken for a finished file; on any error it is removed and the target is untouched. The
     finished file has the usual permissions (0666 less the umask), not the temp file's 0600.
+
+    Raises :class:`~relugeom.errors.WriteError` naming the file when the disk is full or read-only,
+    permission is missing, or a folder stands where the file goes.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
+    tmp: str | None = None
+    recorder: _RecordingWriter | None = None
     try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.tmp-", dir=p.parent)
         # mkstemp makes the file private (0600); a finished file gets the mode open() would give it
         umask = os.umask(0)
         os.umask(umask)
         os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
-            write(f)
+            recorder = _RecordingWriter(f)
+            write(recorder)  # type: ignore[arg-type]
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, p)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+    except BaseException as e:
+        if tmp is not None:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        if recorder is not None and recorder.error is not None:
+            raise write_error(p, recorder.error) from None
+        if isinstance(e, OSError):
+            raise write_error(p, e) from None
+        if isinstance(e, RuntimeError) and ("inline_container" in str(e) or "PytorchStreamWriter" in str(e)):
+            raise write_error(p, e) from None
         raise
     _fsync_dir(p.parent)
     return p
@@ -288,7 +351,7 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     entries: dict[int, SeriesEntry] = {}
     from_names: list[str] = []
     for p in checkpoint_files(run):
-        if p.name == "resume.pt":
+        if p.name == Run.RESUME_FILE:
             continue
         try:
             meta = read_meta(p)
@@ -313,3 +376,380 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     if not entries:
         raise CheckpointError(f"{run}: no readable checkpoint ({', '.join(SUFFIXES)}) in this folder")
     return [entries[e] for e in sorted(entries)]
+
+
+# ---------------------------------------------------------------------------------------------
+# run folders
+
+_RUN_CHECKPOINT = re.compile(r"^epoch_(\d+)\.pt$")
+_STALE_TEMP = re.compile(r"^\.(?:config\.json|metrics\.csv|resume\.pt|epoch_\d+\.pt)\.tmp-[A-Za-z0-9_]+$")
+METRIC_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds")
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run folder written by ``relugeom train``: one place that knows its layout.
+
+    ::
+
+        config.json                the training config, the data set's spec, the lr drops, versions
+        metrics.csv                one row per finished epoch (lr, losses, accuracies, seconds)
+        checkpoints/epoch_NNNN.pt  the weights after each epoch (0 = the initialisation), with metadata
+        resume.pt                  optimizer, scheduler and RNG states: the commit point
+        .relugeom.lock             who writes the run now (see :meth:`lock`)
+
+    **Commit protocol.** :meth:`commit_epoch` writes epoch ``e``'s checkpoint, then ``metrics.csv``,
+    then ``resume.pt``, each atomically. ``resume.pt`` is the commit point: epoch ``e`` is finished
+    when ``resume.pt`` says so. A crash anywhere before that leaves the previous commit intact; files
+    of the unfinished epoch are relugeom's own and are rewritten when the run is resumed.
+    :meth:`metrics` returns the rows up to the commit point, rebuilding any missing row from its
+    checkpoint's metadata (runs written before this protocol could lose one).
+
+    **One writer.** :meth:`lock` holds an exclusive lock on ``.relugeom.lock`` (``flock``) for a
+    writer's lifetime; a second writer gets :class:`~relugeom.errors.RunLockedError` naming the first
+    one's PID. The kernel frees the lock when its process dies, so a crash never blocks a run: the
+    next writer takes it over and warns.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> run = Run(tempfile.mkdtemp())
+    >>> with run.lock():
+    ...     _ = run.write_config({"config": {"arch": "mlp"}, "data": {"num_classes": 2}, "lr_drops": [25]})
+    ...     run.commit_epoch(0, {"w": torch.zeros(2, 2)}, {"epoch": 0}, [{"epoch": 0, "train_loss": 0.7}],
+    ...                      {"step": 0})
+    >>> run.config["arch"], run.lr_drops, run.committed_epoch(), [e.epoch for e in run.checkpoints()]
+    ('mlp', [25], 0, [0])
+    """
+
+    path: Path
+
+    CONFIG_FILE = "config.json"
+    METRICS_FILE = "metrics.csv"
+    RESUME_FILE = "resume.pt"
+    CHECKPOINT_DIR = "checkpoints"
+    LOCK_FILE = ".relugeom.lock"
+    RUN_FILES = (CONFIG_FILE, METRICS_FILE, RESUME_FILE, CHECKPOINT_DIR)
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    # -- layout ---------------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / self.CONFIG_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / self.METRICS_FILE
+
+    @property
+    def resume_path(self) -> Path:
+        return self.path / self.RESUME_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / self.CHECKPOINT_DIR
+
+    def checkpoint_path(self, epoch: int) -> Path:
+        """Where relugeom writes epoch ``epoch``'s checkpoint."""
+        return self.checkpoint_dir / f"epoch_{epoch:04d}.pt"
+
+    def run_files(self) -> list[Path]:
+        """The run files present (``config.json``, ``metrics.csv``, ``resume.pt``, ``checkpoints/``)."""
+        return [self.path / n for n in self.RUN_FILES if os.path.lexists(self.path / n)]
+
+    def is_run(self) -> bool:
+        """Whether the folder holds a ``config.json`` (a run folder, finished or not)."""
+        return self.config_path.is_file()
+
+    def foreign_files(self) -> list[Path]:
+        """Files in the folder that relugeom's training does not write (empty for a pure run folder)."""
+        if not self.path.is_dir():
+            return []
+        known = {*self.RUN_FILES, self.LOCK_FILE}
+        out = [p for p in self.path.iterdir() if p.name not in known and not _STALE_TEMP.match(p.name)]
+        if self.checkpoint_dir.is_dir():
+            out += [p for p in self.checkpoint_dir.iterdir()
+                    if not _RUN_CHECKPOINT.match(p.name) and not _STALE_TEMP.match(p.name)]  # fmt: skip
+        return sorted(out)
+
+    # -- config ---------------------------------------------------------------------------------
+    def read_config(self) -> dict[str, Any]:
+        """The whole ``config.json`` document (``config``, ``data``, ``lr_drops``, ``versions``)."""
+        p = self.config_path
+        if not p.is_file():
+            raise CheckpointError(f"{self.path}: no {self.CONFIG_FILE}, so not a run folder of `relugeom train`")
+        try:
+            doc = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"{p}: not a relugeom training config ({str(e)[:120]})") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict):
+            raise CheckpointError(f"{p}: not a relugeom training config (no 'config' section)")
+        return doc
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The training config (``TrainConfig`` as a dict)."""
+        return dict(self.read_config()["config"])
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The data set's spec: name, input shape, classes, split sizes, normalisation, augmentation."""
+        data = self.read_config().get("data", {})
+        return dict(data) if isinstance(data, dict) else {}
+
+    @property
+    def lr_drops(self) -> list[int]:
+        """Epochs after which the learning rate drops (the red ticks of Gamba et al. 2020's figures)."""
+        drops = self.read_config().get("lr_drops", [])
+        return [int(d) for d in drops] if isinstance(drops, list) else []
+
+    def write_config(self, doc: Mapping[str, Any]) -> Path:
+        """Write ``config.json`` atomically."""
+        return atomic_write_text(self.config_path, json.dumps(dict(doc), indent=2))
+
+    # -- checkpoints and metrics ----------------------------------------------------------------
+    def checkpoints(self) -> list[SeriesEntry]:
+        """The run's checkpoints in epoch order (see :func:`checkpoint_series`)."""
+        return checkpoint_series(self.path)
+
+    def checkpoint_epochs(self) -> dict[int, Path]:
+        """``{epoch: path}`` of the checkpoints relugeom wrote (``checkpoints/epoch_NNNN.pt``), by name."""
+        if not self.checkpoint_dir.is_dir():
+            return {}
+        found = {}
+        for p in self.checkpoint_dir.iterdir():
+            m = _RUN_CHECKPOINT.match(p.name)
+            if m and p.is_file():
+                found[int(m.group(1))] = p
+        return dict(sorted(found.items()))
+
+    def metrics(self, upto: int | None = None) -> pd.DataFrame:
+        """The per-epoch metrics up to epoch ``upto`` (default: the commit point, else every epoch).
+
+        A row missing from ``metrics.csv`` whose checkpoint exists is rebuilt from that checkpoint's
+        metadata (with a warning). Rows are sorted by epoch, one per epoch.
+        """
+        import pandas as pd
+
+        if upto is None:
+            try:
+                upto = self.committed_epoch()
+            except CheckpointError:  # an analysis still gets the table; resuming checks resume.pt itself
+                upto = None
+        table = pd.DataFrame(columns=list(METRIC_COLUMNS))
+        if self.metrics_path.is_file():
+            try:
+                table = pd.read_csv(self.metrics_path)
+            except (OSError, ValueError) as e:
+                raise CheckpointError(f"{self.metrics_path}: cannot be read as a table ({str(e)[:120]})") from None
+            if "epoch" not in table:
+                raise CheckpointError(f"{self.metrics_path}: no 'epoch' column, so not relugeom's metrics")
+            table = table[pd.to_numeric(table["epoch"], errors="coerce").notna()]
+            table = table.astype({"epoch": "int64"}).drop_duplicates("epoch", keep="last")
+        have = set(table["epoch"].tolist())
+        columns = list(table.columns) if len(table.columns) else list(METRIC_COLUMNS)
+        rebuilt = []
+        for epoch, path in self.checkpoint_epochs().items():
+            if epoch in have or (upto is not None and epoch > upto):
+                continue
+            try:
+                meta = read_meta(path)
+            except CheckpointError:
+                continue
+            if meta.get("epoch") == epoch:
+                rebuilt.append({c: meta.get(c, math.nan) for c in columns})
+        if rebuilt:
+            warn(f"{self.metrics_path}: rebuilt the rows of epoch(s) {', '.join(str(r['epoch']) for r in rebuilt)} "
+                 "from their checkpoints' metadata")  # fmt: skip
+            table = pd.concat([table, pd.DataFrame(rebuilt, columns=columns)], ignore_index=True)
+        if upto is not None:
+            table = table[table["epoch"] <= upto]
+        return table.sort_values("epoch", kind="stable").reset_index(drop=True)
+
+    # -- resume state ---------------------------------------------------------------------------
+    def load_resume(self, *, mmap: bool = False) -> Checkpoint:
+        """``resume.pt``, checked: its ``epoch`` is a whole number >= 0 whose checkpoint is present."""
+        ckpt = load_checkpoint(self.resume_path, mmap=mmap)
+        epoch = ckpt.extra.get("epoch")
+        if isinstance(epoch, torch.Tensor) and epoch.numel() == 1 and not epoch.is_floating_point():
+            epoch = int(epoch)
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+            raise CheckpointError(f"{self.resume_path}: its epoch {epoch!r} is not a finished epoch "
+                                  "(a whole number >= 0); not a relugeom resume file, or a tampered one")  # fmt: skip
+        if not self.checkpoint_path(epoch).is_file():
+            present = list(self.checkpoint_epochs())
+            shown = f"epochs {present[0]}-{present[-1]}" if present else "none"
+            raise CheckpointError(f"{self.resume_path}: says epoch {epoch} is finished, but "
+                                  f"{self.checkpoint_path(epoch)} is missing (checkpoints present: {shown}); "
+                                  "this run cannot be resumed safely")  # fmt: skip
+        return ckpt
+
+    def committed_epoch(self) -> int | None:
+        """The last finished epoch (the commit point in ``resume.pt``), or None before the first."""
+        if not self.resume_path.is_file():
+            return None
+        return int(self.load_resume(mmap=True).extra["epoch"])
+
+    def commit_epoch(
+        self,
+        epoch: int,
+        state_dict: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any],
+        metrics: pd.DataFrame | list[dict[str, Any]],
+        resume_state: Mapping[str, Any],
+    ) -> None:
+        """Record a finished epoch: its checkpoint, ``metrics.csv`` (every row so far), then
+        ``resume.pt`` (``resume_state`` plus ``epoch``), the commit point. Hold :meth:`lock`."""
+        import pandas as pd
+
+        table = metrics if isinstance(metrics, pd.DataFrame) else pd.DataFrame(metrics)
+        save_checkpoint(self.checkpoint_path(epoch), state_dict, {**meta, "epoch": epoch})
+        atomic_write_text(self.metrics_path, table.to_csv(index=False))
+        save_checkpoint(self.resume_path, state_dict, {**meta, "epoch": epoch},
+                        extra={**resume_state, "epoch": epoch})  # fmt: skip
+
+    def remove_stale_temps(self) -> list[Path]:
+        """Remove the temporary files (``.NAME.tmp-*``) that an interrupted writer of this run left;
+        only relugeom's own names are touched. Hold :meth:`lock`. Returns what was removed."""
+        removed = []
+        for folder in (self.path, self.checkpoint_dir):
+            if not folder.is_dir():
+                continue
+            for p in folder.iterdir():
+                if _STALE_TEMP.match(p.name) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+        return removed
+
+    def remove(self) -> None:
+        """Delete the run (its run files only), refusing when the folder holds anything else."""
+        foreign = self.foreign_files()
+        if foreign:
+            shown = ", ".join(str(p.relative_to(self.path)) for p in foreign[:3])
+            raise RelugeomError(f"{self.path}: holds files relugeom did not write ({shown}); nothing was deleted")
+        with self.lock():
+            for p in self.checkpoint_epochs().values():
+                p.unlink()
+            self.remove_stale_temps()
+            for name in (self.METRICS_FILE, self.RESUME_FILE, self.CONFIG_FILE):
+                (self.path / name).unlink(missing_ok=True)
+            if self.checkpoint_dir.is_dir():
+                self.checkpoint_dir.rmdir()
+            (self.path / self.LOCK_FILE).unlink(missing_ok=True)
+        self.path.rmdir()
+
+    # -- lock -----------------------------------------------------------------------------------
+    def lock(self) -> RunLock:
+        """An exclusive lock on the run for one writer (a context manager; see :class:`RunLock`)."""
+        return RunLock(self)
+
+
+class RunLock:
+    """The exclusive lock of a run folder, held by one process for a writer's lifetime.
+
+    ``acquire`` creates the folder (checking that it is writable) and ``.relugeom.lock``, takes an
+    ``flock`` on it and writes ``PID HOST`` into it. A second process (or a second lock in this
+    one) gets :class:`~relugeom.errors.RunLockedError` naming the holder's PID at once. The kernel
+    releases the lock of a process that dies; its PID stays in the file, so the next holder warns
+    that it took the lock over. ``release`` empties the file and unlocks (and removes the folder again
+when ``acquire`` created it and nothing else was written).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.path = run.path / Run.LOCK_FILE
+        self._fd: int | None = None
+        self._created = False
+
+    def acquire(self) -> RunLock:
+        try:
+            self._created = not self.run.path.exists()
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise write_error(self.path, e) from None
+        try:
+            held = _try_lock(fd)
+        except OSError as e:
+            os.close(fd)
+            raise write_error(self.path, e) from None
+        holder = _read_holder(fd)
+        if not held:
+            os.close(fd)
+            who = f"PID {holder[0]}" + (f" on {holder[1]}" if holder[1] and holder[1] != socket.gethostname() else "")
+            raise RunLockedError(f"{self.run.path}: another relugeom process ({who if holder[0] else 'PID unknown'}) "
+                                 "is writing this run; wait for it to finish or stop it, then retry")  # fmt: skip
+        if holder[0] and holder[0] != str(os.getpid()):
+            warn(f"{self.run.path}: took over the lock left by process {holder[0]}, which ended without releasing "
+                 "it (killed or crashed); its finished epochs are kept")  # fmt: skip
+        try:
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+            os.fsync(fd)
+        except OSError as e:
+            os.close(fd)
+            raise write_error(self.path, e) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.ftruncate(fd, 0)
+            if self._created and [p.name for p in self.run.path.iterdir()] == [Run.LOCK_FILE]:
+                self.path.unlink()  # nothing was written: leave no empty folder behind
+                self.run.path.rmdir()
+        except OSError:
+            pass
+        os.close(fd)  # closing the descriptor releases the flock
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _try_lock(fd: int) -> bool:
+    """Take an exclusive, non-blocking lock on ``fd``; False when another holder has it."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+            return True
+        except OSError:
+            return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
+def _read_holder(fd: int) -> tuple[str, str]:
+    try:
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 200).decode("utf-8", "replace").split()
+    except OSError:
+        return "", ""
+    pid = text[0] if text and text[0].isdigit() else ""
+    return pid, text[1] if len(text) > 1 else ""

@@ -28,6 +28,22 @@ class ArchitectureError(RelugeomError):
     """A state dict does not fit the requested architecture, or an architecture is unknown."""
 
 
+class ConfigError(RelugeomError):
+    """A setting that cannot work (a NaN learning rate, a zero-epoch schedule step); ``name`` is the setting."""
+
+    def __init__(self, message: str, name: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class RunLockedError(RelugeomError):
+    """Another process holds a run folder's lock (it is training or resuming that run)."""
+
+
+class WriteError(RelugeomError):
+    """An output file cannot be written: read-only or full disk, no permission, a folder in the way."""
+
+
 class DataError(RelugeomError):
     """A data set is missing, incomplete or malformed."""
 

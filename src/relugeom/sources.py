@@ -44,6 +44,12 @@ class SourceItem:
 
     def load(self) -> nn.Module | Mapping[str, torch.Tensor]:
         """The module or state dict (loaded from ``path`` on first use; built as ``arch`` if given)."""
+        if self._obj is None and self.path is not None and self.path.suffix.lower() == ".mat":
+            from .matconvnet import load_matconvnet  # a MatConvNet model: the network is built from the file
+
+            net = load_matconvnet(self.path)
+            self.meta = {**net.meta, **self.meta}
+            self._obj = net.model
         if self._obj is None:
             assert self.path is not None
             ckpt = load_checkpoint(self.path)
@@ -63,31 +69,85 @@ def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, Mapping) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
+def run_labels(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """Distinct labels of run folders (or files) given together: each path relative to their deepest
+    common folder, so ``seedA/run`` and ``seedB/run`` stay apart; a lone path is labelled by its name.
+
+    >>> run_labels(["exp/seedA/run", "exp/seedB/run"])
+    ['seedA/run', 'seedB/run']
+    >>> run_labels(["exp/seedA/run"])
+    ['run']
+    """
+    full = [Path(os.path.abspath(p)) for p in paths]
+    if len(full) == 1:
+        return [full[0].name or str(full[0])]
+    common = Path(os.path.commonpath(full))
+    return [p.relative_to(common).as_posix() if p != common else (p.name or str(p)) for p in full]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.abspath(a) == os.path.abspath(b)
+
+
+def dedupe_sources(sources: Sequence[Any], *, quiet: bool = False) -> list[Any]:
+    """The sources with paths given twice (the same file or folder, by any name) kept once, with a
+    warning unless ``quiet``."""
+    kept: list[Any] = []
+    paths: list[Path] = []
+    for s in sources:
+        if isinstance(s, (str, os.PathLike)):
+            p = Path(s)
+            twin = next((q for q in paths if _same_file(p, q)), None)
+            if twin is not None:
+                if not quiet:
+                    warn(f"{p}: given twice (as {twin} too); analysed once")
+                continue
+            paths.append(p)
+        kept.append(s)
+    return kept
+
+
+def _path_items(p: Path, *, run: str | None, arch: str | None, in_series: bool) -> Iterator[SourceItem]:
+    if p.is_dir():
+        for e in checkpoint_series(p):
+            seed = e.meta.get("seed")
+            yield SourceItem(
+                label=str(e.path), path=e.path, epoch=e.epoch, run=run or p.name,
+                seed=None if seed is None else int(seed), meta=dict(e.meta), in_series=True, _arch=arch,
+            )  # fmt: skip
+    else:
+        yield SourceItem(label=str(p), path=p, run=run, in_series=in_series, _arch=arch)
+
+
 def iter_sources(source: Source, *, arch: str | None = None, _in_series: bool = False) -> Iterator[SourceItem]:
     """Resolve ``source`` to :class:`SourceItem` s (see the module docstring).
 
     ``arch`` builds each state dict into that architecture (so that stages and input shapes are
-    known); relugeom checkpoints name their own architecture and are built the same way.
+    known); relugeom checkpoints name their own architecture and are built the same way. In a list,
+    every path is labelled with :func:`run_labels` (the ``run`` column), and a path given twice is
+    analysed once (with a warning).
     """
     if isinstance(source, nn.Module):
         yield SourceItem(label=type(source).__name__, _obj=source, in_series=_in_series, _arch=arch)
     elif _is_state_dict(source):
         yield SourceItem(label="state_dict", _obj=source, in_series=_in_series, _arch=arch)  # type: ignore[arg-type]
     elif isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if p.is_dir():
-            entries = checkpoint_series(p)
-            for e in entries:
-                seed = e.meta.get("seed")
-                yield SourceItem(
-                    label=str(e.path), path=e.path, epoch=e.epoch, run=p.name,
-                    seed=None if seed is None else int(seed), meta=dict(e.meta), in_series=True, _arch=arch,
-                )  # fmt: skip
-        else:
-            yield SourceItem(label=str(p), path=p, in_series=_in_series, _arch=arch)
+        yield from _path_items(Path(source), run=None, arch=arch, in_series=_in_series)
     elif isinstance(source, Sequence) and not isinstance(source, (bytes, str)):
-        for s in source:
-            yield from iter_sources(s, arch=arch, _in_series=True)
+        items = dedupe_sources(source)
+        paths = [Path(s) for s in items if isinstance(s, (str, os.PathLike))]
+        labels = dict(zip(map(id, paths), run_labels(paths))) if len(paths) > 1 else {}
+        k = 0
+        for s in items:
+            if isinstance(s, (str, os.PathLike)):
+                p = paths[k]
+                k += 1
+                yield from _path_items(p, run=labels.get(id(p)), arch=arch, in_series=True)
+            else:
+                yield from iter_sources(s, arch=arch, _in_series=True)
     else:
         raise TypeError(
             f"cannot analyse a {type(source).__name__}: give an nn.Module, a state dict, a checkpoint path, "

@@ -46,6 +46,36 @@ device_option = click.option(
 )  # fmt: skip
 
 
+SEED_MAX = 2**63 - 1
+
+
+def seed_option(help_text: str = "Random seed."):  # noqa: ANN201
+    """``--seed``: a whole number from 0 to 2^63 - 1 (what torch, numpy and JSON all take)."""
+    return click.option("--seed", type=click.IntRange(0, SEED_MAX), default=0, show_default=True, help=help_text)
+
+
+def writable_folder(out: Path) -> Path:
+    """Create ``out`` if needed and check that a file can be written in it, before any computing.
+
+    Raises :class:`~relugeom.errors.WriteError` (one line, exit 1) for a read-only or full disk, a
+    missing permission, or a file where the folder should be.
+    """
+    import tempfile
+
+    from ..checkpoints import write_error
+    from ..errors import WriteError
+
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"{out}: is a file, not a folder; choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        raise write_error(out, e) from None
+    return out
+
+
 def write_tables(out: Path, tables: dict[str, pd.DataFrame], fmt: str) -> list[Path]:
     """Write each table as ``out/NAME.FMT`` (atomically); return the paths."""
     return [write_table(df, out / name, fmt) for name, df in tables.items()]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -15,16 +14,15 @@ from ._common import device_option, echo_table, format_option, out_option, write
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
     """The data set of the first run folder's config.json (same split and normalisation), or None."""
-    from ..experiments.train import TrainConfig, prepare_data
+    from ..checkpoints import Run
+    from ..experiments.train import prepare_data, read_run_config
 
     for s in sources:
-        cfg = Path(s) / "config.json"
-        if cfg.is_file():
+        if Run(s).is_run():
             try:
-                doc = json.loads(cfg.read_text())
-                return prepare_data(TrainConfig(**doc["config"]))
-            except (OSError, ValueError, KeyError, TypeError) as e:
-                raise DataError(f"{cfg}: cannot rebuild the run's data set ({e}); pass --data") from None
+                return prepare_data(read_run_config(s))
+            except RelugeomError as e:
+                raise DataError(f"cannot rebuild the run's data set ({e}); pass --data") from None
     return None
 
 

@@ -114,7 +114,7 @@ points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
     click.option("--dataset", default=None, help="Take data points from this data set's validation split "
-                                                 "(digits, mnist, cifar10, ...)."),
+                                                 "(digits, mnist1d, mnist, cifar10, ...)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
     click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
     click.option("--seed", type=int, default=0, show_default=True, help="Which points are drawn."),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -15,12 +14,17 @@ from ._common import echo_table, format_option, out_option, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
-    """A random (torchvision-style Kaiming) init of the architecture of the first source."""
-    from ..experiments.models import build_model, infer_kwargs
+    """A random (torchvision-style Kaiming) init of the architecture of the first source: the source's own
+    network re-initialised when it loads as one (a MatConvNet file), else ``arch`` built afresh."""
+    import copy
 
-    item = next(iter_sources(list(sources)))
-    arch = arch or item.meta.get("arch")
+    from ..experiments.models import build_model, infer_kwargs, initialize
+
+    item = next(iter_sources(list(sources), arch=arch))
     obj = item.load()
+    arch = arch or item.meta.get("arch")
+    if item.meta.get("source") == "matconvnet":
+        return initialize(copy.deepcopy(obj), "kaiming", seed=0)
     if arch is None:
         raise RelugeomError("--init random needs --arch (the architecture to initialise)")
     sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
@@ -28,18 +32,26 @@ def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
 
 
 def _run_metrics(sources: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[int]]:
+    """The metrics of the run folders among ``sources`` (labelled as in the statistics) and the
+    learning-rate drops of the first of them."""
+    from ..checkpoints import Run
+    from ..errors import CheckpointError
+    from ..sources import dedupe_sources, run_labels
+
+    unique = [Path(s) for s in dedupe_sources(sources, quiet=True)]
+    labels = run_labels(unique)
     frames, drops = [], []
-    for s in sources:
-        p = Path(s)
-        if (p / "metrics.csv").is_file():
-            m = pd.read_csv(p / "metrics.csv")
-            m.insert(0, "run", p.name)
-            frames.append(m)
-        if (p / "config.json").is_file():
-            try:
-                drops = json.loads((p / "config.json").read_text()).get("lr_drops", drops)
-            except (OSError, ValueError):
-                pass
+    for path, label in zip(unique, labels):
+        run = Run(path)
+        if not run.is_run():
+            continue
+        try:
+            m = run.metrics()
+            drops = drops or run.lr_drops
+        except CheckpointError:
+            continue
+        if len(m):
+            frames.append(m.assign(run=label)[["run", *m.columns]])
     return (pd.concat(frames, ignore_index=True) if frames else None), drops
 
 
@@ -54,7 +66,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
         step = (len(epochs) - 1) / (max_epochs - 1)
         epochs = sorted({epochs[round(i * step)] for i in range(max_epochs)})
     sel = summary[summary["epoch"].isin(epochs)]
-    wide = sel.pivot_table(index=["layer_index", "layer"], columns="epoch", values="n_neg", aggfunc="mean")
+    index = (["run"] if "run" in sel and sel["run"].nunique() > 1 else []) + ["layer_index", "layer"]
+    wide = sel.pivot_table(index=index, columns="epoch", values="n_neg", aggfunc="first")
     wide.columns = [f"n_l@{int(e)}" for e in wide.columns]
     return wide.reset_index()
 
@@ -72,7 +85,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: ANN001
     """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
 
-    SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
+    SOURCES are checkpoint files, run folders (every epoch), MatConvNet .mat models (compared with one random
+    initialization, as in Gamba et al. 2020, figs. 13-14) or several of those. Writes
     filters.FMT (one row per filter), layers.FMT (one row per layer and epoch), histograms.png
     (trained vs. initialization) and, for a series, nl_epochs.png (n_l over epochs, with the
     training curves when the run folder has metrics.csv) into --out (default ./relugeom-stats).
@@ -83,8 +97,15 @@ def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: 
     out = out or Path("relugeom-stats")
     src = list(sources) if len(sources) > 1 else sources[0]
     df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
+    if df.empty:
+        what = "conv or linear layers" if linear else "conv layers with a kernel larger than 1"
+        raise RelugeomError(f"{', '.join(sources)}: no {what} to analyse"
+                            + ("" if linear else " (an MLP?); pass --linear to analyse its linear layers"
+                               + ("" if pointwise else ", --pointwise for 1x1 convolutions")))  # fmt: skip
     summary = layer_summary(df)
     init_df = None
+    if init is None and len(sources) == 1 and Path(sources[0]).suffix.lower() == ".mat":
+        init = "random"  # a pretrained model without its initialization: one random init for reference (figs. 9-14)
     if init == "random":
         init_df = projection_stats(_random_init(sources, arch), linear=linear, pointwise=pointwise)
     elif init is not None:

@@ -6,16 +6,10 @@ from pathlib import Path
 
 import click
 
-from ..errors import RelugeomError
+from ..errors import ConfigError
 from ..experiments.data import DATASETS, NORMALIZATIONS
 from ..experiments.models import ARCHITECTURES, INITS
-from ._common import device_option, echo_table
-
-
-def check_fresh(out: Path) -> None:
-    """Refuse to write a run into a folder that already holds one."""
-    if (out / "config.json").exists() or (out / "checkpoints").exists():
-        raise RelugeomError(f"{out}: already holds a run; choose another --out (finished epochs are never overwritten)")
+from ._common import device_option, echo_table, seed_option
 
 
 @click.command("train")
@@ -26,34 +20,42 @@ def check_fresh(out: Path) -> None:
               help="Folder with the data set's files (not needed for digits).")  # fmt: skip
 @click.option("--epochs", type=click.IntRange(min=0), default=None,
               help="Epochs to train (with --resume: the new total).")  # fmt: skip
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds the initialisation and data order.")
+@seed_option("Seeds the initialisation and data order.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True,
               help="Global batch size (split over the processes under torchrun).")  # fmt: skip
-@click.option("--lr", type=float, default=0.01, show_default=True, help="Base learning rate.")
+@click.option("--lr", type=float, default=0.01, show_default=True, help="Base learning rate (finite, >= 0).")
 @click.option("--schedule", default="step", show_default=True,
               help="step (x0.1 every 25 epochs), exp (x10^(-1/25) per epoch), step:EVERY:FACTOR, exp:FACTOR, none.")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam"]), default="sgd", show_default=True,
+              help="sgd: momentum 0.9 (Gamba et al. 2020); adam: Greydanus and Kobak's MNIST-1D recipe.")
 @click.option("--init", "init", type=click.Choice(INITS), default="kaiming_all", show_default=True,
               help="Initialisation (kaiming_all is the paper's sec. 3.1; normal001 the failing one of fig. 15).")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="standard", show_default=True,
               help="Pixels: per-channel standardisation, [-1, 1] (pm1) or [0, 1] (unit).")  # fmt: skip
 @click.option("--label-noise", type=click.FloatRange(0, 1), default=0.0, show_default=True,
               help="Replace each training label with probability P by another class (fig. 6: 1.0).")  # fmt: skip
+@click.option("--label-noise-rule", type=click.Choice(["shift", "uniform"]), default="shift", show_default=True,
+              help="shift: a different class, y + k mod C (the authors' code); uniform: a class drawn uniformly from "
+                   "all C, which may be the old one (Zhang et al. 2017).")
 @click.option("--pixel-shuffle", is_flag=True, help="Shuffle each training image's pixels, fixed per image (fig. 20).")
 @click.option("--no-augment", is_flag=True, help="No data augmentation (shifts, flips, random crops).")
 @click.option("--no-weight-decay", is_flag=True, help="Weight decay 0 instead of 5e-4.")
 @click.option("--image-size", type=click.IntRange(min=1), default=None,
               help="Upscale images to this size (AlexNet on CIFAR: 224), or the crop size of a folder data set.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, max_open=True), default=0.1, show_default=True,
+              help="Share of the training set held out for validation (0: train on all of it).")
 @click.option("--n-train", type=click.IntRange(min=1), default=None, help="Use only the first N training samples.")
 @device_option
 @click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None, help="Run folder.")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Continue the run in this folder from its last complete epoch (its config is reused).")
-def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, init, normalize, label_noise,
-            pixel_shuffle, no_augment, no_weight_decay, image_size, n_train, device, out, resume_dir) -> None:  # noqa: ANN001  # fmt: skip
+def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, optimizer, init, normalize, label_noise,
+            label_noise_rule, pixel_shuffle, no_augment, no_weight_decay, image_size, val_fraction, n_train, device,
+            out, resume_dir) -> None:  # noqa: ANN001  # fmt: skip
     """Train a network with the paper's recipe, keeping a checkpoint per epoch (epoch 0 = init).
 
-    SGD, momentum 0.9, weight decay 5e-4, cross-entropy; writes OUT/config.json, OUT/metrics.csv and
-    OUT/checkpoints/epoch_NNNN.pt. Analyse the run with `relugeom stats OUT`. Under
+    SGD, momentum 0.9, weight decay 5e-4, cross-entropy (or --optimizer adam); writes OUT/config.json,
+    OUT/metrics.csv and OUT/checkpoints/epoch_NNNN.pt. Analyse the run with `relugeom stats OUT`. Under
     `torchrun --nproc_per_node=N -m relugeom train ...` it trains with DistributedDataParallel.
     """
     from ..experiments.train import TrainConfig, resume, train
@@ -71,15 +73,21 @@ def command(arch, dataset, data_dir, epochs, seed, batch_size, lr, schedule, ini
                                          ("--out", out)) if v is None]  # fmt: skip
         if missing:
             raise click.UsageError(f"missing {', '.join(missing)} (or pass --resume RUN_DIR)")
-        check_fresh(out)
-        config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
-                             epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule, init=init,
-                             normalize=normalize, n_train=n_train, label_noise=label_noise,
-                             pixel_shuffle=pixel_shuffle, augment=False if no_augment else None,
-                             weight_decay=0.0 if no_weight_decay else 5e-4, image_size=image_size)  # fmt: skip
+        try:
+            config = TrainConfig(arch=arch, dataset=dataset, data_dir=None if data_dir is None else str(data_dir),
+                                 epochs=epochs, seed=seed, batch_size=batch_size, lr=lr, schedule=schedule,
+                                 optimizer=optimizer, init=init, normalize=normalize, n_train=n_train,
+                                 val_fraction=val_fraction, label_noise=label_noise,
+                                 label_noise_rule=label_noise_rule,
+                                 pixel_shuffle=pixel_shuffle, augment=False if no_augment else None,
+                                 weight_decay=0.0 if no_weight_decay else 5e-4, image_size=image_size)  # fmt: skip
+        except ConfigError as e:  # a value given on the command line: a usage error
+            raise click.BadParameter(str(e), param_hint=f"--{(e.name or '').replace('_', '-')}") from None
         metrics = train(config, out, device=device)
     import os
 
     if os.environ.get("RANK", "0") == "0":
-        echo_table(metrics[["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]].tail(5))
+        cols = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc"]
+        cols += [c for c in ("test_loss", "test_acc") if c in metrics and metrics[c].notna().any()]
+        echo_table(metrics[cols].tail(5))
         click.echo(f"\nrun written to {out} ({len(metrics)} checkpoints)")

@@ -9,13 +9,18 @@
   120-84-C (seed 000; seed 001 sec. A.7).
 * ``vgg9``: [64, 64, M, 128, 128, M, 256, 256, M], classifier 512-512-C (seed 000).
 * ``mlp``: a fully connected ReLU network ``in -> hidden... -> C``.
+* ``mnist1d_cnn``: the CNN of Greydanus and Kobak (2020) for MNIST-1D (their ``ConvBase``): three
+  Conv1d layers of 25 channels (kernels 5, 3, 3, stride 2, padding 1), each followed by a ReLU, then
+  one linear layer on the flattened 25 x 5 features; their key names (``conv1..3``, ``linear``).
 
 Initialisations (:func:`initialize`): ``kaiming`` (torchvision's: Kaiming normal, fan_out, for
 convs; N(0, 0.01) for linear layers; zero biases), ``kaiming_all`` (Kaiming normal with fan_out
 for every weight, zero biases: seed 001 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
 standard deviation 0.01, zero biases: the failing initialisation of seed 001 sec. 3.2 / fig. 15.
 The VGG paper writes "10^-2 variance"; the seed's vanishing-gradient account matches a standard
-deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another).
+deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another),
+``torch`` (PyTorch's own default initialisation of every layer, ``reset_parameters()``: what models written
+without an explicit init use, e.g. the MNIST-1D CNN of Greydanus and Kobak 2020).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ VGG_CFGS: dict[str, list[int | str]] = {
               512, 512, 512, 512, "M"],
     "lenet": [6, 6, "M", 16, 16, "M", 64, 64, "M"],
 }  # fmt: skip
-INITS = ("kaiming", "kaiming_all", "normal001")
+INITS = ("kaiming", "kaiming_all", "normal001", "torch")
 
 
 class ConvNet(nn.Module):
@@ -156,6 +161,49 @@ def _mlp(*, num_classes: int, in_channels: int, image_size: int, hidden: Sequenc
     return MLP(in_channels * image_size * image_size, widths, num_classes)
 
 
+class MNIST1DCNN(nn.Module):
+    """The MNIST-1D CNN (Greydanus and Kobak 2020, ``ConvBase``), with its parameter names, so that a state
+    dict of the authors' model loads. Takes signals (N, C, L) or (N, L).
+
+    Example
+    -------
+    >>> MNIST1DCNN()(torch.zeros(2, 1, 40)).shape
+    torch.Size([2, 10])
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, length: int = 40, channels: int = 25) -> None:
+        super().__init__()
+        out_len = _mnist1d_out_len(length)
+        if out_len < 1:
+            raise ShapeError(f"mnist1d_cnn: signals of length {length} are too short (at least 4 samples)")
+        self.conv1 = nn.Conv1d(in_channels, channels, 5, stride=2, padding=1)
+        self.relu1 = nn.ReLU()
+        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.relu2 = nn.ReLU()
+        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
+        self.relu3 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.linear = nn.Linear(channels * out_len, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 2:
+            x = x[:, None]
+        x = self.relu1(self.conv1(x))
+        x = self.relu2(self.conv2(x))
+        x = self.relu3(self.conv3(x))
+        return self.linear(self.flatten(x))
+
+
+def _mnist1d_out_len(length: int) -> int:
+    for k in (5, 3, 3):
+        length = (length + 2 - k) // 2 + 1
+    return length
+
+
+def _mnist1d_cnn(*, num_classes: int, in_channels: int, image_size: int, channels: int = 25, **_: Any) -> MNIST1DCNN:
+    return MNIST1DCNN(num_classes=num_classes, in_channels=in_channels, length=image_size, channels=channels)
+
+
 def _vgg_builder(arch: str, batch_norm: bool) -> Callable[..., nn.Module]:
     def build(*, num_classes: int, in_channels: int, image_size: int, hidden: int | None = None,
               dropout: float = 0.5, pool: int | None = None) -> ConvNet:  # fmt: skip
@@ -170,6 +218,7 @@ ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     **{f"{name}_bn": _vgg_builder(name, True) for name in ("vgg9", "vgg11", "vgg13", "vgg16", "vgg19")},
     "alexnet": _alexnet,
     "mlp": _mlp,
+    "mnist1d_cnn": _mnist1d_cnn,
 }
 
 
@@ -184,6 +233,14 @@ def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, 
     """Re-initialise every conv/linear/BN layer of ``model`` in place (see the module docstring)."""
     if scheme not in INITS:
         raise ArchitectureError(f"unknown initialisation {scheme!r}; choose one of {', '.join(INITS)}")
+    if scheme == "torch":  # PyTorch's defaults, drawn from the global generator (seeded here when asked)
+        with torch.random.fork_rng(enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            for m in model.modules():
+                if hasattr(m, "reset_parameters") and m is not model:
+                    m.reset_parameters()
+        return model
     gen = None
     if seed is not None:
         gen = torch.Generator().manual_seed(seed)
@@ -253,6 +310,16 @@ def infer_kwargs(arch: str, state_dict: Mapping[str, torch.Tensor]) -> dict[str,
         in_features = int(linears[0][1].shape[1])
         kw.update(in_channels=in_features, image_size=1)
         return kw
+    if key == "mnist1d_cnn":
+        conv1, lin = state_dict.get("conv1.weight"), state_dict.get("linear.weight")
+        if conv1 is None or lin is None or conv1.dim() != 3:
+            raise ArchitectureError(f"{arch}: the state dict has no Conv1d conv1.weight / linear.weight")
+        channels = int(conv1.shape[0])
+        out_len = int(lin.shape[1]) // max(channels, 1)
+        # the shortest signal length with that many features after the three strided convs (40 -> 5)
+        length = 40 if _mnist1d_out_len(40) == out_len else next(
+            (n for n in range(4, 8 * out_len + 8) if _mnist1d_out_len(n) == out_len), 40)
+        return {**kw, "in_channels": int(conv1.shape[1]), "image_size": length, "channels": channels}
     if not convs:
         raise ArchitectureError(f"{arch}: the state dict has no convolution, so it is not a {arch}")
     kw["in_channels"] = int(convs[0].shape[1])

@@ -199,14 +199,14 @@ def reinit_run(
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
     left out; the table gains ``run`` and ``seed`` columns.
     """
-    from ..checkpoints import checkpoint_series, load_checkpoint
+    from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
     from .models import build_model, infer_kwargs, model_from_state_dict
     from .train import prepare_data, read_run_config
 
-    run_dir = Path(run_dir)
-    config = read_run_config(run_dir)
-    series = checkpoint_series(run_dir)
+    run = Run(run_dir)
+    config = read_run_config(run.path)
+    series = run.checkpoints()
     states: dict[int, dict[str, torch.Tensor]] = {}
     for entry in series:
         if entry.epoch is None or (epochs is not None and entry.epoch not in epochs and entry is not series[-1]):
@@ -237,7 +237,7 @@ def reinit_run(
         data = Batches(part, batch_size, resize=splits.resize)
     df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
     df.insert(0, "seed", config.seed)
-    df.insert(0, "run", run_dir.name)
+    df.insert(0, "run", run.name)
     df["trained_epoch"] = final
     return df
 

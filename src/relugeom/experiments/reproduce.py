@@ -23,8 +23,9 @@ from typing import Any
 
 import pandas as pd
 
+from ..checkpoints import Run
 from ..errors import DataError, RelugeomError
-from .train import RESUME_FILE, TrainConfig, read_run_config
+from .train import TrainConfig, read_run_config
 
 VGG19_FIG7_PANELS = [list(range(7)), list(range(7, 16))]
 
@@ -47,6 +48,8 @@ class Experiment:
     variants: Callable[[str, str | None], list[Variant]] = field(repr=False)
     reinit: bool = False
     first_layer_only: bool = False
+    needs_data: bool = True  # False: an embedded data set (no --data-dir at full scale)
+    region_epochs: int = 0  # > 0: exact region counts on lines through data points every this many epochs (seed 0)
 
 
 def _imagenet_dir(data_dir: str | None) -> str | None:
@@ -98,6 +101,17 @@ def _schedules(scale: str, data_dir: str | None) -> list[Variant]:
     ]  # fmt: skip
 
 
+def _mnist1d(scale: str, data_dir: str | None) -> list[Variant]:
+    """The MNIST-1D CNN with Greydanus and Kobak's recipe (2020; their train.py): Adam, learning rate 0.01, batch
+    100, no weight decay, no schedule, PyTorch's default init, 8000 steps = 200 epochs of the 4000 training signals
+    (no validation split). Tiny: 3 epochs on 512 signals."""
+    cfg = TrainConfig(arch="mnist1d_cnn", dataset="mnist1d", epochs=200, batch_size=100, lr=0.01, optimizer="adam",
+                      schedule="none", weight_decay=0.0, init="torch", val_fraction=0.0)  # fmt: skip
+    if scale != "full":
+        cfg = replace(cfg, epochs=3, n_train=512)
+    return [Variant("mnist1d-cnn", cfg)]
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("alexnet-imagenet", "4, 5, 18", "AlexNet on ImageNet: cos histograms, n_l over epochs, re-init",
                _single("alexnet-imagenet", arch="alexnet", dataset="folder", epochs=90, batch_size=256),
@@ -122,6 +136,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                _first_layers, first_layer_only=True),
     Experiment("schedules", "22, 24", "Step vs. exponential schedule, VGG19 on CIFAR-10 and ImageNet",
                _schedules, reinit=True),
+    Experiment("mnist1d", "-", "MNIST-1D CNN (Greydanus and Kobak 2020): n_l per layer over training, regions "
+               "on lines", _mnist1d, needs_data=False, region_epochs=20),
 ]}  # fmt: skip
 
 
@@ -134,7 +150,7 @@ def experiment_plan(name: str, *, data_dir: str | None = None, seeds: int = 3, s
         raise RelugeomError(f"scale must be full or tiny, got {scale!r}")
     if seeds < 1:
         raise RelugeomError(f"--seeds must be at least 1, got {seeds}")
-    if scale == "full" and data_dir is None:
+    if scale == "full" and data_dir is None and EXPERIMENTS[name].needs_data:
         raise DataError(f"{name} at full scale needs --data-dir (relugeom downloads nothing); see docs/experiments.md")
     variants = EXPERIMENTS[name].variants(scale, data_dir)
     return [(v, s) for v in variants for s in range(seeds)]
@@ -143,19 +159,42 @@ def experiment_plan(name: str, *, data_dir: str | None = None, seeds: int = 3, s
 def _train_or_resume(config: TrainConfig, run_dir: Path, device: str) -> str:
     from .train import resume, train
 
-    if (run_dir / RESUME_FILE).is_file():
+    run = Run(run_dir)
+    if run.is_run():
         stored = read_run_config(run_dir)
         if replace(stored, epochs=config.epochs) != config:
             raise RelugeomError(f"{run_dir}: holds a run with another configuration; remove it or choose another --out")
-        metrics = pd.read_csv(run_dir / "metrics.csv") if (run_dir / "metrics.csv").is_file() else None
-        if metrics is not None and int(metrics.epoch.max()) >= config.epochs:
+        done = run.committed_epoch()
+        if done is not None and done >= config.epochs:
             return "done"
         resume(run_dir, epochs=config.epochs, device=device)
         return "resumed"
-    if (run_dir / "config.json").exists():
-        raise RelugeomError(f"{run_dir}: a run folder without {RESUME_FILE}; remove it to start again")
-    train(config, run_dir, device=device)
+    train(config, run_dir, device=device)  # refuses a folder that holds run files without a config
     return "trained"
+
+
+def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: int) -> dict[str, Path]:
+    """Exact activation-region counts on 4 lines through test points (Hanin and Rolnick 2019) at every
+    ``every``-th checkpoint of one run; ``regions.csv``, ``regions_summary.csv``, ``regions_epochs.png``."""
+    from ..checkpoints import checkpoint_series
+    from ..regions.training import regions_over_training, training_summary
+    from ..report import save_figure
+    from ..report.regions import training_figure
+    from ..tables import write_table
+    from .train import prepare_data
+
+    entries = checkpoint_series(run)
+    last = max(e.epoch or 0 for e in entries)
+    picked = [str(e.path) for e in entries if e.epoch is not None and (e.epoch % every == 0 or e.epoch == last)]
+    data = prepare_data(cfg)
+    points = data.test.x if data.test is not None and len(data.test) >= 3 else data.val.x
+    df = regions_over_training(picked, points, n_lines=4, n_planes=0, seed=0)
+    summary = training_summary(df)
+    return {
+        f"{vname}/regions": write_table(df, vdir / "regions", "csv"),
+        f"{vname}/regions_summary": write_table(summary, vdir / "regions_summary", "csv"),
+        f"{vname}/regions_epochs": save_figure(training_figure(summary), vdir / "regions_epochs.png"),
+    }
 
 
 def reproduce(
@@ -178,6 +217,7 @@ def reproduce(
     from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..sources import run_labels
     from ..stats.projection import layer_summary, projection_stats, summary_over_runs
     from ..tables import write_table
     from .reinit import critical_vs_bias, reinit_run
@@ -208,7 +248,7 @@ def reproduce(
         written[f"{vname}/layers"] = write_table(summary, vdir / "layers", "csv")
         written[f"{vname}/layers_over_seeds"] = write_table(summary_over_runs(summary), vdir / "layers_over_seeds",
                                                             "csv")  # fmt: skip
-        metrics = pd.concat([pd.read_csv(Path(r) / "metrics.csv").assign(run=Path(r).name) for r in runs])
+        metrics = pd.concat([Run(r).metrics().assign(run=label) for r, label in zip(runs, run_labels(runs))])
         n_layers = summary.layer_index.nunique()
         panels = VGG19_FIG7_PANELS if n_layers == 16 else None
         fig = nl_over_epochs(summary, metrics, lr_drops=lr_drops(cfg.schedule, cfg.epochs), panels=panels,
@@ -217,6 +257,8 @@ def reproduce(
         first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
         init, last = first[first.epoch == first.epoch.min()], first[first.epoch == first.epoch.max()]
         written[f"{vname}/histograms"] = save_figure(cos_histograms(last, init), vdir / "histograms.png")
+        if exp is not None and exp.region_epochs:
+            written.update(_region_counts(vname, vdir, runs[0], cfg, exp.region_epochs if scale == "full" else 1))
         if exp is not None and exp.reinit:
             drops = pd.concat([reinit_run(r, random=True, device=device) for r in runs], ignore_index=True)
             written[f"{vname}/reinit"] = write_table(drops, vdir / "reinit", "csv")

@@ -1,6 +1,7 @@
 """The training recipe of seed 001 (sec. 3.1, A.1), with a checkpoint per epoch.
 
-SGD with momentum 0.9 and weight decay 5e-4, base learning rate 0.01, and either the ``step``
+SGD with momentum 0.9 and weight decay 5e-4 (``optimizer="adam"``: Adam with the same learning rate and
+weight decay, the recipe of Greydanus and Kobak 2020 for MNIST-1D), base learning rate 0.01, and either the ``step``
 schedule (x0.1 every 25 epochs) or the ``exp`` schedule (x10^(-1/25) per epoch); general forms
 ``step:EVERY:FACTOR`` and ``exp:FACTOR``. Cross-entropy loss. The seed controls the
 initialisation, dropout and the order of the training samples (and their augmentation).
@@ -13,17 +14,19 @@ A run folder holds::
                               metadata (epoch, seed, arch, dataset, losses and accuracies)
     resume.pt                 optimizer, scheduler and RNG states after the last finished epoch
 
-Every file is written atomically, so an interrupted run keeps every finished epoch. Epoch ``e``'s
-checkpoint holds the weights after ``e`` epochs; the learning rate drops after the epochs that
-:func:`lr_drops` lists (the red ticks of seed 001's figures).
+Every file is written atomically and ``resume.pt`` is written last, as the commit point (see
+:class:`~relugeom.checkpoints.Run`), so an interrupted run keeps every finished epoch and its metrics
+row. One process writes a run at a time (a lock, ``--resume`` included). Epoch ``e``'s checkpoint
+holds the weights after ``e`` epochs; the learning rate drops after the epochs that :func:`lr_drops`
+lists (the red ticks of seed 001's figures).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +37,13 @@ from torch import nn
 
 from .. import __version__
 from .._progress import progress
-from ..checkpoints import atomic_write_text, load_checkpoint, save_checkpoint
-from ..errors import DataError, RelugeomError
+from ..checkpoints import Run
+from ..errors import ConfigError, DataError, RelugeomError, warn
 from .data import Batches, DataSplits, FolderSplit, corrupt, load_dataset, subset
 from .models import build_model, load_state_dict_into
 
-RESUME_FILE = "resume.pt"
+RESUME_FILE = Run.RESUME_FILE
+SEED_MAX = 2**63 - 1
 
 
 @dataclass
@@ -56,6 +60,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step"
+    optimizer: str = "sgd"
     init: str = "kaiming_all"
     augment: bool | None = None
     normalize: str = "standard"
@@ -63,25 +68,95 @@ class TrainConfig:
     split_seed: int = 0
     n_train: int | None = None
     label_noise: float = 0.0
+    label_noise_rule: str = "shift"
     pixel_shuffle: bool = False
     image_size: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_config(self)
+
+
+def _bad(name: str, value: object, want: str) -> ConfigError:
+    return ConfigError(f"{name} must be {want}, got {value!r}", name)
+
+
+def check_config(config: TrainConfig) -> None:
+    """Refuse values that cannot train (NaN or negative learning rate, a zero-step schedule, ...)."""
+
+    def whole(name: str, lo: int, hi: int | None = None, *, none: bool = False) -> None:
+        v = getattr(config, name)
+        if none and v is None:
+            return
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo or (hi is not None and v > hi):
+            raise _bad(name, v, f"a whole number from {lo}" + (f" to {hi}" if hi is not None else " up"))
+
+    def real(name: str, lo: float, hi: float | None = None, *, open_lo: bool = False) -> None:
+        v = getattr(config, name)
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (v > lo if open_lo else v >= lo) and (hi is None or v <= hi)
+        if not ok:
+            bound = f"> {lo}" if open_lo else f">= {lo}"
+            raise _bad(name, v, f"a finite number {bound}" + (f" and <= {hi}" if hi is not None else ""))
+
+    whole("epochs", 0)
+    whole("seed", 0, SEED_MAX)
+    whole("split_seed", 0, SEED_MAX)
+    whole("batch_size", 1)
+    whole("n_train", 1, none=True)
+    whole("image_size", 1, none=True)
+    real("lr", 0.0)
+    real("momentum", 0.0)
+    real("weight_decay", 0.0)
+    real("label_noise", 0.0, 1.0)
+    real("val_fraction", 0.0, 1.0)
+    if config.val_fraction >= 1:
+        raise _bad("val_fraction", config.val_fraction, "below 1 (some samples must stay for training)")
+    if not isinstance(config.model_kwargs, dict):
+        raise _bad("model_kwargs", config.model_kwargs, "a dict")
+    parse_schedule(config.schedule)
+    if config.optimizer not in OPTIMIZERS:
+        raise _bad("optimizer", config.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    from .data.corruptions import LABEL_NOISE_RULES
+
+    if config.label_noise_rule not in LABEL_NOISE_RULES:
+        raise _bad("label_noise_rule", config.label_noise_rule, f"one of {', '.join(LABEL_NOISE_RULES)}")
 
 
 def parse_schedule(spec: str) -> tuple[str, int, float]:
     """``step`` -> ("step", 25, 0.1); ``exp`` -> ("exp", 1, 10^(-1/25)); ``step:EVERY:FACTOR``,
     ``exp:FACTOR``; ``none`` -> a constant learning rate."""
-    parts = spec.lower().split(":")
+    parts = str(spec).lower().split(":")
+    usage = f"bad schedule {spec!r}: use step, exp, step:EVERY:FACTOR, exp:FACTOR or none"
     try:
         if parts[0] == "step" and len(parts) in (1, 3):
-            return ("step", 25, 0.1) if len(parts) == 1 else ("step", int(parts[1]), float(parts[2]))
-        if parts[0] == "exp" and len(parts) in (1, 2):
-            return ("exp", 1, 10 ** (-1 / 25)) if len(parts) == 1 else ("exp", 1, float(parts[1]))
-        if parts == ["none"]:
+            out = ("step", 25, 0.1) if len(parts) == 1 else ("step", int(parts[1]), float(parts[2]))
+        elif parts[0] == "exp" and len(parts) in (1, 2):
+            out = ("exp", 1, 10 ** (-1 / 25)) if len(parts) == 1 else ("exp", 1, float(parts[1]))
+        elif parts == ["none"]:
             return ("none", 1, 1.0)
+        else:
+            raise ConfigError(usage, "schedule")
     except ValueError:
-        pass
-    raise RelugeomError(f"bad schedule {spec!r}: use step, exp, step:EVERY:FACTOR, exp:FACTOR or none")
+        raise ConfigError(usage, "schedule") from None
+    if out[1] < 1:
+        raise ConfigError(f"bad schedule {spec!r}: EVERY must be a whole number of epochs >= 1", "schedule")
+    if not (math.isfinite(out[2]) and out[2] > 0):
+        raise ConfigError(f"bad schedule {spec!r}: FACTOR must be a finite number > 0", "schedule")
+    return out
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, or Adam (PyTorch's betas); both with the config's lr and weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)  # fmt: skip
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise _bad("optimizer", config.optimizer, f"one of {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, spec: str) -> torch.optim.lr_scheduler.LRScheduler:
@@ -139,8 +214,11 @@ def prepare_data(config: TrainConfig) -> DataSplits:
         normalize=config.normalize, augment=config.augment,
     )  # fmt: skip
     data = subset(data, config.n_train)
-    data = corrupt(data, label_noise=config.label_noise, pixel_shuffle=config.pixel_shuffle, seed=config.split_seed)
+    data = corrupt(data, label_noise=config.label_noise, pixel_shuffle=config.pixel_shuffle, seed=config.split_seed,
+                   label_noise_rule=config.label_noise_rule)  # fmt: skip
     if config.image_size is not None:
+        if len(data.train.sample_shape) == 2:
+            raise DataError(f"{config.dataset}: --image-size resizes images; {config.dataset} holds 1D signals")
         if isinstance(data.train, FolderSplit):  # crop to the size; evaluation resizes to size * 256/224
             size, ev = config.image_size, round(config.image_size * 8 / 7)
             data = replace(data, train=replace(data.train, size=size), val=replace(data.val, size=size, resize=ev),
@@ -150,7 +228,7 @@ def prepare_data(config: TrainConfig) -> DataSplits:
     return data
 
 
-def _write_config(out: Path, config: TrainConfig, data: DataSplits) -> None:
+def _write_config(run: Run, config: TrainConfig, data: DataSplits) -> None:
     doc = {
         "config": asdict(config),
         "data": {"name": data.name, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
@@ -160,7 +238,7 @@ def _write_config(out: Path, config: TrainConfig, data: DataSplits) -> None:
         "lr_drops": lr_drops(config.schedule, config.epochs),
         "versions": {"relugeom": __version__, "torch": torch.__version__, "python": platform.python_version()},
     }  # fmt: skip
-    atomic_write_text(out / "config.json", json.dumps(doc, indent=2))
+    run.write_config(doc)
 
 
 def _distributed(device: str | torch.device) -> tuple[int, int, str | torch.device]:
@@ -184,30 +262,28 @@ def _distributed(device: str | torch.device) -> tuple[int, int, str | torch.devi
 
 def read_run_config(run_dir: str | Path) -> TrainConfig:
     """The :class:`TrainConfig` stored in a run folder's ``config.json``."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise RelugeomError(f"{run_dir}: no config.json, so not a run folder written by `relugeom train`")
+    run = Run(run_dir)
+    doc = run.read_config()
     try:
-        doc = json.loads(path.read_text())
         return TrainConfig(**doc["config"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise RelugeomError(f"{path}: not a relugeom training config ({str(e)[:100]})") from None
+    except TypeError as e:
+        raise RelugeomError(f"{run.config_path}: not a relugeom training config ({str(e)[:100]})") from None
+    except RelugeomError as e:
+        raise RelugeomError(f"{run.config_path}: {e}") from None
 
 
 def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
     """Continue the run in ``run_dir`` from its last complete epoch (``resume.pt``: model, optimizer,
     scheduler and RNG states), up to ``epochs`` (default: the configured number).
 
-    On CPU the result is bitwise equal to an uninterrupted run of the same seed.
+    A run that never finished an epoch (only ``config.json``, perhaps an unfinished epoch 0) starts
+    again from its initialisation with its stored config. On CPU the result is bitwise equal to an
+    uninterrupted run of the same seed.
     """
-    out = Path(run_dir)
-    config = read_run_config(out)
-    if not (out / RESUME_FILE).is_file():
-        raise RelugeomError(f"{out}: no {RESUME_FILE} (the run never finished an epoch, or predates resume); "
-                            "start it again with `relugeom train`")  # fmt: skip
+    config = read_run_config(run_dir)
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    return train(config, out, device=device, resume=True)
+    return train(config, run_dir, device=device, resume=True)
 
 
 def train(
@@ -222,10 +298,15 @@ def train(
 
     Returns the per-epoch metrics (the same table as ``metrics.csv``). ``data`` may be passed to
     reuse an already loaded data set (it must match the config). ``resume=True`` continues from the
-    folder's ``resume.pt`` (see :func:`resume`). Under ``torchrun`` (``WORLD_SIZE > 1``) the model is
-    wrapped in DistributedDataParallel: every process draws the same global batch and trains on its
-    slice ``[rank::world]``, the loss is scaled so that the averaged gradient is the global batch's
-    mean, and only rank 0 writes files.
+    folder's ``resume.pt`` (see :func:`resume`); without it, a folder that holds any run file is
+    refused. The run is locked for the whole call: a second writer of the same folder gets
+    :class:`~relugeom.errors.RunLockedError` naming this process. A non-finite loss or weight stops
+    training with an error naming the epoch; that epoch is not recorded.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel: every
+    process draws the same global batch and trains on its slice ``[rank::world]``, the loss is
+    scaled so that the averaged gradient is the global batch's mean, and only rank 0 writes files
+    (and holds the lock).
 
     Example
     -------
@@ -234,44 +315,82 @@ def train(
     >>> train(cfg, tempfile.mkdtemp())[["epoch", "train_loss"]].shape            # doctest: +SKIP
     (2, 2)
     """
-    out = Path(out)
-    if config.epochs < 0:
-        raise RelugeomError(f"epochs must be >= 0, got {config.epochs}")
-    parse_schedule(config.schedule)
-    state: dict[str, Any] | None = None
+    run = Run(out)
+    check_config(config)
+    rank, world, device = _distributed(device)
+    with run.lock() if rank == 0 else nullcontext():
+        return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world)
+
+
+def _check_fresh(run: Run) -> None:
+    present = run.run_files()
+    if not present:
+        return
+    if [p.name for p in present] == [Run.CONFIG_FILE]:
+        raise RelugeomError(f"{run.path}: holds the config.json of a run that never finished an epoch; continue it "
+                            f"with `relugeom train --resume {run.path}`, or choose another --out")  # fmt: skip
+    names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in present)
+    raise RelugeomError(f"{run.path}: already holds a run ({names}); choose another --out, or continue it with "
+                        f"`relugeom train --resume {run.path}` (finished epochs are never overwritten)")  # fmt: skip
+
+
+def _resume_state(run: Run, config: TrainConfig) -> Any:
+    """resume.pt, checked against the run and the config; None when no epoch was ever finished."""
+    if not run.resume_path.is_file():
+        done = [e for e in run.checkpoint_epochs() if e > 0]
+        if done:
+            raise RelugeomError(f"{run.path}: has checkpoints up to epoch {max(done)} but no {Run.RESUME_FILE} "
+                                "(written by a relugeom without resume, or not by relugeom), so it cannot be "
+                                "resumed; start a new run in another folder")  # fmt: skip
+        warn(f"{run.path}: no epoch was finished; starting the run again from its initialisation")
+        return None
+    ckpt = run.load_resume()
+    if not {"optimizer", "scheduler", "rng"} <= set(ckpt.extra):
+        raise RelugeomError(f"{run.resume_path}: not a relugeom resume file (no optimizer/RNG state)")
+    if int(ckpt.extra["epoch"]) >= config.epochs:
+        raise RelugeomError(f"{run.path}: the run already finished epoch {int(ckpt.extra['epoch'])} of "
+                            f"{config.epochs}; pass a larger --epochs to train further")  # fmt: skip
+    return ckpt
+
+
+def _non_finite(net: nn.Module) -> list[str]:
+    return [name for name, t in net.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, data: DataSplits | None,
+                  resume: bool, rank: int, world: int) -> pd.DataFrame:  # fmt: skip
+    out = run.path
+    writer = rank == 0
+    ckpt = None
     if resume:
-        ckpt = load_checkpoint(out / RESUME_FILE, mmap=False)
-        state = ckpt.extra
-        if not {"epoch", "optimizer", "scheduler", "rng"} <= set(state):
-            raise RelugeomError(f"{out / RESUME_FILE}: not a relugeom resume file (no optimizer/RNG state)")
-        if int(state["epoch"]) >= config.epochs:
-            raise RelugeomError(f"{out}: the run already finished epoch {state['epoch']} of {config.epochs}; "
-                                "pass a larger --epochs to train further")  # fmt: skip
+        ckpt = _resume_state(run, config)
+        if writer:
+            run.remove_stale_temps()
+    elif writer:
+        _check_fresh(run)
     data = data if data is not None else prepare_data(config)
     if len(data.train) == 0:
         raise DataError(f"{config.dataset}: the training split is empty")
-    rank, world, device = _distributed(device)
     torch.manual_seed(config.seed)
     net = build_model(
         config.arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
         init=config.init, seed=config.seed, **config.model_kwargs,
     )  # fmt: skip
-    if state is not None:
-        load_state_dict_into(net, ckpt.state_dict, f"{out / RESUME_FILE}: ")
+    if ckpt is not None:
+        load_state_dict_into(net, ckpt.state_dict, f"{run.resume_path}: ")
     net = net.to(device)
     model: nn.Module = net
     if world > 1:
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device] if str(device).startswith("cuda") else None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.schedule)
     gen = torch.Generator().manual_seed(config.seed)
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        _set_rng_state(state["rng"], gen)
+    if ckpt is not None:
+        optimizer.load_state_dict(ckpt.extra["optimizer"])
+        scheduler.load_state_dict(ckpt.extra["scheduler"])
+        _set_rng_state(ckpt.extra["rng"], gen)
     eval_size = max(config.batch_size, 256)
     train_batches = Batches(data.train, config.batch_size, shuffle=True, augment=data.augment, generator=gen,
                             resize=data.resize, shard=(rank, world) if world > 1 else None)  # fmt: skip
@@ -279,21 +398,23 @@ def train(
     eval_val = Batches(data.val, eval_size, resize=data.resize)
     eval_test = None if data.test is None else Batches(data.test, eval_size, resize=data.resize)
 
-    writer = rank == 0
     if writer:
-        out.mkdir(parents=True, exist_ok=True)
-        _write_config(out, config, data)
+        _write_config(run, config, data)
     meta_base = {"seed": config.seed, "arch": config.arch, "dataset": data.name,
                  "input_shape": list(data.input_shape), "num_classes": data.num_classes}  # fmt: skip
     rows: list[dict[str, Any]] = []
     start = 0
-    if state is not None:
-        start = int(state["epoch"])
-        if (out / "metrics.csv").is_file():
-            old = pd.read_csv(out / "metrics.csv")
-            rows = old[old.epoch <= start].to_dict("records")
+    if ckpt is not None:
+        start = int(ckpt.extra["epoch"])
+        rows = run.metrics(upto=start).to_dict("records")
 
     def finish_epoch(epoch: int, lr: float, train_loss: float, train_acc: float, seconds: float) -> None:
+        bad = _non_finite(net)
+        if bad or not math.isfinite(train_loss):
+            what = f"non-finite weights in {', '.join(bad[:3])}" if bad else f"loss {train_loss}"
+            kept = "nothing was recorded" if epoch == 0 else f"the run keeps epochs 0-{epoch - 1}"
+            raise RelugeomError(f"{out}: training diverged at epoch {epoch} ({what}); epoch {epoch} was not "
+                                f"recorded and {kept}; lower --lr or check the initialisation")  # fmt: skip
         val_loss, val_acc = evaluate(net, eval_val, device)
         test_loss, test_acc = (math.nan, math.nan) if eval_test is None else evaluate(net, eval_test, device)
         row = {"epoch": epoch, "lr": lr, "train_loss": train_loss,
@@ -302,13 +423,11 @@ def train(
         rows.append(row)
         if not writer:
             return
-        save_checkpoint(out / "checkpoints" / f"epoch_{epoch:04d}.pt", net.state_dict(), {**meta_base, **row})
-        extra = {"epoch": epoch, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "rng": _rng_state(gen)}  # fmt: skip
-        save_checkpoint(out / RESUME_FILE, net.state_dict(), {**meta_base, **row}, extra=extra)
-        atomic_write_text(out / "metrics.csv", pd.DataFrame(rows).to_csv(index=False))
+        resume_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "rng": _rng_state(gen)}  # fmt: skip
+        run.commit_epoch(epoch, net.state_dict(), {**meta_base, **row}, rows, resume_state)
 
-    if state is None:
+    if ckpt is None:
         loss0, acc0 = evaluate(net, eval_train, device)
         finish_epoch(0, math.nan, loss0, acc0, 0.0)
     n_total = len(data.train)
@@ -343,10 +462,6 @@ def train(
             dist.all_reduce(totals)
             loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
         train_loss = float(loss_sum) / seen
-        if not math.isfinite(train_loss):
-            raise RelugeomError(
-                f"{out}: training diverged at epoch {epoch} (loss {train_loss}); lower --lr or check the init"
-            )
         lr = optimizer.param_groups[0]["lr"]
         scheduler.step()
         finish_epoch(epoch, lr, train_loss, float(correct) / seen, time.perf_counter() - t0)
