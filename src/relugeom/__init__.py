@@ -7,7 +7,17 @@ from .checkpoints import Checkpoint, Run, checkpoint_series, load_checkpoint, sa
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
 from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
-from .geometry.preimage import Polyhedron, dual_basis, nesting, preimage, preimage_cone, preimage_through
+from .geometry.preimage import (
+    Polyhedron,
+    channel_nesting,
+    complete_nesting,
+    dual_basis,
+    face_nesting,
+    nesting,
+    preimage,
+    preimage_cone,
+    preimage_through,
+)
 from .layers import AffineLayer, find_layers, layer_table
 from .measures import (
     KFAC,
@@ -69,6 +79,9 @@ __all__ = [
     "measure_model",
     "model_from_state_dict",
     "nesting",
+    "complete_nesting",
+    "face_nesting",
+    "channel_nesting",
     "norm_measures",
     "Partition2D",
     "partition_2d",
