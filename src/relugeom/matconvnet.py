@@ -242,7 +242,7 @@ def convert(net: SimpleNN) -> Converted:
     Raises :class:`UnsupportedLayerError` naming the file and layer for what has no exact PyTorch counterpart
     (batch norm, asymmetric conv padding, an even LRN window, a leaky ReLU, custom layers).
     """
-    from .experiments.models import ConvNet
+    from .zoo.vgg import ConvNet
 
     fc0 = _classifier_start(net)
     channels = net.image_size[2] if net.image_size else None
@@ -390,7 +390,7 @@ def _label(model: nn.Module, input_shape: tuple[int, int, int] | None, alex_styl
     """relugeom's name of the architecture when the converted network is exactly it (same modules, same
     hyper-parameters, same state-dict shapes), else ``alexnet_caffe`` for a Caffe AlexNet or ``matconvnet``."""
     from .errors import RelugeomError
-    from .experiments.models import ARCHITECTURES, VGG_CFGS
+    from .zoo.vgg import VGG_CFGS, vgg_factory
 
     sd = model.state_dict()
     n_convs = sum(1 for v in sd.values() if v.dim() == 4)
@@ -399,7 +399,7 @@ def _label(model: nn.Module, input_shape: tuple[int, int, int] | None, alex_styl
             continue
         try:
             with torch.device("meta"):
-                ref = ARCHITECTURES[arch](num_classes=int(sd["classifier.6.weight"].shape[0]),
+                ref = vgg_factory(arch, False)(num_classes=int(sd["classifier.6.weight"].shape[0]),
                                           in_channels=int(sd["features.0.weight"].shape[1]),
                                           image_size=input_shape[1] if input_shape else 224,
                                           hidden=int(sd["classifier.0.weight"].shape[0]),

@@ -46,6 +46,40 @@ device_option = click.option(
 )  # fmt: skip
 
 
+class ArchParam(click.ParamType):
+    """``--arch``: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory`` (and ``auto``
+    where a state dict is read), checked when the command line is parsed."""
+
+    name = "arch"
+
+    def __init__(self, allow_auto: bool = False) -> None:
+        self.allow_auto = allow_auto
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        from ..architectures import get_architecture
+        from ..errors import ArchitectureError
+
+        if self.allow_auto and str(value).lower() == "auto":
+            return "auto"
+        try:
+            return get_architecture(value).name
+        except ArchitectureError as e:
+            self.fail(str(e), param, ctx)
+
+
+def arch_help(lead: str, auto: bool = False) -> str:
+    """The help text of ``--arch``: every zoo name and the other forms."""
+    from ..architectures import ARCHITECTURES
+
+    return (f"{lead}{'; auto (read off the keys)' if auto else ''}; zoo: {', '.join(sorted(ARCHITECTURES))}; "
+            "or torchvision:NAME, timm:NAME (when installed), package.module:factory (your own model).")
+
+
+def arch_option(lead: str = "Architecture of bare state dicts"):  # noqa: ANN201
+    """``--arch`` of the analysis verbs (``auto`` allowed; checked when the command line is parsed)."""
+    return click.option("--arch", type=ArchParam(allow_auto=True), default=None, help=arch_help(lead, auto=True))
+
+
 SEED_MAX = 2**63 - 1
 
 
@@ -87,12 +121,9 @@ def echo_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
         click.echo(df.to_string(index=False, float_format=floatfmt.format))
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"3,32,32"`` -> (3, 32, 32)."""
-    try:
-        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32")
-    return shape
+def parse_shape(text: str, option: str | None = None) -> tuple[int, ...]:
+    """``"3,32,32"`` (or ``"3x32x32"``) -> (3, 32, 32); anything else is a usage error naming ``option``."""
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
+    if not parts or any(not p.isdigit() or int(p) <= 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32 (positive whole numbers)", param_hint=option)
+    return tuple(int(p) for p in parts)

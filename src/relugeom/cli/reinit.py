@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ._common import device_option, echo_table, format_option, out_option, write_tables
+from ._common import SEED_MAX, device_option, echo_table, format_option, out_option, writable_folder, write_tables
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -34,13 +34,17 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @click.option("--epochs", "epochs", default=None, help="Reference epochs: 0,1,5 or 0-30:5 (default: all).")
 @click.option("--random", "random_init", is_flag=True, help="Also reset to a fresh random initialisation.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None,
+              help="Seed of the fresh random init (default: run seed + 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
+@click.option("--arch", default=None,
+              help="The model: a relugeom architecture, or your own class or factory as module:Class (for a run "
+                   "recorded from your training loop). Default: the run's.")  # fmt: skip
 @device_option
 @out_option
 @format_option
-def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt) -> None:  # noqa: ANN001
+def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt) -> None:  # noqa: ANN001
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -53,13 +57,16 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
     from ..experiments.reinit import critical_vs_bias, reinit_run
     from ..report import save_figure
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..sources import dedupe_sources, run_labels
     from ..stats.projection import layer_summary, projection_stats
 
-    out = out or Path("relugeom-reinit")
+    out = writable_folder(out or Path("relugeom-reinit"))
     chosen = parse_epochs(epochs)
+    runs = [Path(r) for r in dedupe_sources(runs)]
+    labels = run_labels(runs)  # the labels projection_stats gives the same runs
     drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                  batch_size=batch_size, reuse=not naive, device=device) for r in runs],
-                      ignore_index=True)  # fmt: skip
+                                  batch_size=batch_size, reuse=not naive, device=device, arch=arch, label=label)
+                       for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

@@ -10,25 +10,22 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import echo_table, format_option, out_option, write_tables
+from ._common import arch_option, echo_table, format_option, out_option, writable_folder, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
     """A random (torchvision-style Kaiming) init of the architecture of the first source: the source's own
     network re-initialised when it loads as one (a MatConvNet file), else ``arch`` built afresh."""
-    import copy
-
-    from ..experiments.models import build_model, infer_kwargs, initialize
+    from ..experiments.models import fresh_init
 
     item = next(iter_sources(list(sources), arch=arch))
     obj = item.load()
-    arch = arch or item.meta.get("arch")
     if item.meta.get("source") == "matconvnet":
-        return initialize(copy.deepcopy(obj), "kaiming", seed=0)
+        return fresh_init(None, obj, init="kaiming", seed=0)
+    arch = arch or item.meta.get("arch")
     if arch is None:
-        raise RelugeomError("--init random needs --arch (the architecture to initialise)")
-    sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
-    return build_model(arch, **infer_kwargs(arch, sd), init="kaiming", seed=0)
+        raise RelugeomError("--init random needs --arch (the architecture to initialise; auto to infer it)")
+    return fresh_init(arch, obj, init="kaiming", seed=0)
 
 
 def _run_metrics(sources: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[int]]:
@@ -77,7 +74,7 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--init", "init", default=None,
               help="Initialisation to compare against: a checkpoint, or 'random' for a fresh Kaiming init "
                    "of --arch. A run folder's epoch 0 is used by default.")  # fmt: skip
-@click.option("--arch", default=None, help="Architecture of bare state dicts (gives stages and blocks).")
+@arch_option("Architecture of bare state dicts (gives stages and blocks)")
 @click.option("--linear", is_flag=True, help="Also analyse the linear layers.")
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option
@@ -94,7 +91,7 @@ def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: 
     from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
 
-    out = out or Path("relugeom-stats")
+    out = writable_folder(out or Path("relugeom-stats"))
     src = list(sources) if len(sources) > 1 else sources[0]
     df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
     if df.empty:

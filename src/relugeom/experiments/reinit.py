@@ -84,6 +84,19 @@ def reinit_accuracy(
     or an iterable of batches. ``layers`` defaults to every conv layer. Returns one row per
     (layer, epoch) with ``layer``, ``layer_index``, ``epoch``, ``acc_trained``, ``acc_reset``,
     ``drop`` = (acc_trained - acc_reset) / acc_trained. The model is restored afterwards.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    >>> X = torch.randn(32, 1, 4, 4)
+    >>> y = net(X).argmax(1)  # labels the model gets all right
+    >>> zero = {"0.weight": torch.zeros(2, 1, 3, 3), "0.bias": torch.zeros(2)}  # a dead layer: constant output
+    >>> df = reinit_accuracy(net, {1: {k: v.clone() for k, v in net.state_dict().items()}, 0: zero}, (X, y))
+    >>> df[["layer", "epoch", "acc_trained", "drop"]].values.tolist()[0]  # reset to its own weights: no drop
+    ['0', 1, 1.0, 0.0]
+    >>> bool(df.acc_reset.iloc[1] == (y == net(torch.zeros(1, 1, 4, 4)).argmax(1)).float().mean())
+    True
     """
     model = model.to(device).eval()
     found = {la.name: la for la in find_layers(model, linear=False)}
@@ -189,6 +202,8 @@ def reinit_run(
     reuse: bool = True,
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
+    arch: str | None = None,
+    label: str | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
 
@@ -197,11 +212,32 @@ def reinit_run(
     never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
-    left out; the table gains ``run`` and ``seed`` columns.
+    left out; the table gains ``run`` (``label``, default the folder's name; see
+    :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns. ``arch`` overrides the run's
+    architecture; for a run recorded from your own training loop with your own model, name its class or
+    factory as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
+    the factory's own, seeded with ``seed``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from relugeom.checkpoints import Run
+    >>> from relugeom.experiments.models import build_model
+    >>> run = Run(tempfile.mkdtemp())  # a run folder with epochs 0 and 1, as `relugeom train` writes it
+    >>> nets = [build_model("lenet", in_channels=1, image_size=8, seed=e) for e in (0, 1)]
+    >>> with run.lock():
+    ...     _ = run.write_config({"config": {"arch": "lenet", "dataset": "digits", "epochs": 1}, "data": {},
+    ...                           "lr_drops": []})
+    ...     for e, net in enumerate(nets):
+    ...         run.commit_epoch(e, net.state_dict(), {"epoch": e, "arch": "lenet"}, [{"epoch": e}], {"epoch": e})
+    >>> X = torch.randn(32, 1, 8, 8)
+    >>> df = reinit_run(run.path, data=(X, nets[1].eval()(X).argmax(1)))
+    >>> df.layer.nunique(), float(df[df.epoch == 1]["drop"].abs().max())  # 6 conv layers; the trained epoch's weights
+    (6, 0.0)
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
-    from .models import build_model, infer_kwargs, model_from_state_dict
+    from .models import build_model, import_factory, infer_kwargs, model_from_factory, model_from_state_dict
     from .train import prepare_data, read_run_config
 
     run = Run(run_dir)
@@ -218,12 +254,31 @@ def reinit_run(
     if not states:
         raise RelugeomError(f"{run_dir}: no readable checkpoint")
     final = max(states)
-    model = model_from_state_dict(config.arch, states[final], where=f"{run_dir}: ")
+    arch = arch or config.arch
+    where = f"{run_dir}: "
+    if arch is None:
+        recorded = next((e.meta.get("model_factory") or e.meta.get("model_class") for e in series
+                         if e.meta.get("model_class")), None)  # fmt: skip
+        hint = f"pass --arch {recorded}" if recorded else "pass --arch"
+        raise RelugeomError(f"{run_dir}: the run names no relugeom architecture; {hint} to rebuild its model "
+                            "(relugeom imports only code you name)")  # fmt: skip
+    factory = ":" in arch
+    if factory:
+        kwargs = next((e.meta["model_kwargs"] for e in reversed(series) if isinstance(e.meta.get("model_kwargs"),
+                                                                                       dict)), {})  # fmt: skip
+        model = model_from_factory(arch, states[final], kwargs, where)
+    else:
+        model = model_from_state_dict(arch, states[final], where=where)
     chosen = _select(sorted(states), epochs, run_dir)
     refs = {e: states[e] for e in chosen}
     if random:
-        seed = config.seed + 1000 if seed is None else seed
-        fresh = build_model(config.arch, **infer_kwargs(config.arch, states[final]), init=config.init, seed=seed)
+        seed = (config.seed or 0) + 1000 if seed is None else seed
+        if factory:
+            with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
+                torch.manual_seed(seed)
+                fresh = import_factory(arch)(**kwargs)
+        else:
+            fresh = build_model(arch, **infer_kwargs(arch, states[final]), init=config.init or "kaiming", seed=seed)
         refs[RANDOM_EPOCH] = fresh.state_dict()
     if data is None:
         if split not in ("test", "val"):
@@ -236,8 +291,8 @@ def reinit_run(
 
         data = Batches(part, batch_size, resize=splits.resize)
     df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
-    df.insert(0, "seed", config.seed)
-    df.insert(0, "run", run.name)
+    df.insert(0, "seed", pd.array([config.seed] * len(df), dtype="Int64"))
+    df.insert(0, "run", label or run.name)
     df["trained_epoch"] = final
     return df
 
@@ -260,6 +315,14 @@ def critical_vs_bias(drops: pd.DataFrame, summary: pd.DataFrame) -> CriticalBias
     ``drops``: :func:`reinit_accuracy` / :func:`reinit_run` rows (the mean over the checkpoint epochs,
     random init excluded, and over runs is each layer's drop); ``summary``: ``layer_summary`` of the
     trained checkpoints (the last epoch of each run is used). Layers are matched by name.
+
+    Example
+    -------
+    >>> drops = pd.DataFrame({"layer": ["a", "b", "c"], "layer_index": [0, 1, 2], "epoch": 0, "drop": [0.1, 0.5, 0.9]})
+    >>> summary = pd.DataFrame({"layer": ["a", "b", "c"], "n_neg": [0.2, 0.5, 0.7]})
+    >>> cb = critical_vs_bias(drops, summary)
+    >>> cb.rho, cb.rho_bias, cb.table["bias"].round(2).tolist()  # ranks of |2 n_l - 1| = 0.6, 0, 0.4 vs 1, 2, 3
+    (1.0, -0.5, [0.6, 0.0, 0.4])
     """
     from scipy.stats import spearmanr
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -35,8 +36,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import __version__
 from .._progress import progress
+from .._version import __version__
 from ..checkpoints import Run
 from ..errors import ConfigError, DataError, RelugeomError, warn
 from .data import Batches, DataSplits, FolderSplit, corrupt, load_dataset, subset
@@ -104,7 +105,7 @@ def check_config(config: TrainConfig) -> None:
     whole("split_seed", 0, SEED_MAX)
     whole("batch_size", 1)
     whole("n_train", 1, none=True)
-    whole("image_size", 1, none=True)
+    whole("image_size", 1, 4096, none=True)
     real("lr", 0.0)
     real("momentum", 0.0)
     real("weight_decay", 0.0)
@@ -272,7 +273,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise RelugeomError(f"{run.config_path}: {e}") from None
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
+def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu",
+           on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None) -> pd.DataFrame:  # fmt: skip
     """Continue the run in ``run_dir`` from its last complete epoch (``resume.pt``: model, optimizer,
     scheduler and RNG states), up to ``epochs`` (default: the configured number).
 
@@ -283,7 +285,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torc
     config = read_run_config(run_dir)
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    return train(config, run_dir, device=device, resume=True)
+    return train(config, run_dir, device=device, resume=True, on_epoch=on_epoch)
 
 
 def train(
@@ -293,6 +295,7 @@ def train(
     device: str | torch.device = "cpu",
     data: DataSplits | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``config.arch`` on ``config.dataset`` with the paper's recipe, writing the run folder.
 
@@ -306,7 +309,8 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel: every
     process draws the same global batch and trains on its slice ``[rank::world]``, the loss is
     scaled so that the averaged gradient is the global batch's mean, and only rank 0 writes files
-    (and holds the lock).
+    (and holds the lock). ``on_epoch(row, model)`` is called on rank 0 after each epoch is
+    recorded (epoch 0 included), with its metrics row: ``relugeom train`` prints a line from it.
 
     Example
     -------
@@ -318,8 +322,11 @@ def train(
     run = Run(out)
     check_config(config)
     rank, world, device = _distributed(device)
+    if rank == 0 and not resume:
+        _check_fresh(run)  # before the lock, so that a refused folder gains no lock file (checked again under it)
     with run.lock() if rank == 0 else nullcontext():
-        return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world)
+        return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world,
+                             on_epoch=on_epoch)
 
 
 def _check_fresh(run: Run) -> None:
@@ -358,7 +365,8 @@ def _non_finite(net: nn.Module) -> list[str]:
 
 
 def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, data: DataSplits | None,
-                  resume: bool, rank: int, world: int) -> pd.DataFrame:  # fmt: skip
+                  resume: bool, rank: int, world: int,
+                  on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None) -> pd.DataFrame:  # fmt: skip
     out = run.path
     writer = rank == 0
     ckpt = None
@@ -372,10 +380,9 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if len(data.train) == 0:
         raise DataError(f"{config.dataset}: the training split is empty")
     torch.manual_seed(config.seed)
-    net = build_model(
-        config.arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-        init=config.init, seed=config.seed, **config.model_kwargs,
-    )  # fmt: skip
+    build_kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size,
+                    **config.model_kwargs}  # fmt: skip
+    net = build_model(config.arch, init=config.init, seed=config.seed, **build_kwargs)
     if ckpt is not None:
         load_state_dict_into(net, ckpt.state_dict, f"{run.resume_path}: ")
     net = net.to(device)
@@ -401,7 +408,8 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if writer:
         _write_config(run, config, data)
     meta_base = {"seed": config.seed, "arch": config.arch, "dataset": data.name,
-                 "input_shape": list(data.input_shape), "num_classes": data.num_classes}  # fmt: skip
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "model_kwargs": build_kwargs}  # fmt: skip
     rows: list[dict[str, Any]] = []
     start = 0
     if ckpt is not None:
@@ -412,7 +420,7 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
         bad = _non_finite(net)
         if bad or not math.isfinite(train_loss):
             what = f"non-finite weights in {', '.join(bad[:3])}" if bad else f"loss {train_loss}"
-            kept = "nothing was recorded" if epoch == 0 else f"the run keeps epochs 0-{epoch - 1}"
+            kept = {0: "nothing was recorded", 1: "the run keeps epoch 0"}.get(epoch, f"it keeps epochs 0-{epoch - 1}")
             raise RelugeomError(f"{out}: training diverged at epoch {epoch} ({what}); epoch {epoch} was not "
                                 f"recorded and {kept}; lower --lr or check the initialisation")  # fmt: skip
         val_loss, val_acc = evaluate(net, eval_val, device)
@@ -426,6 +434,8 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
         resume_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": _rng_state(gen)}  # fmt: skip
         run.commit_epoch(epoch, net.state_dict(), {**meta_base, **row}, rows, resume_state)
+        if on_epoch is not None:
+            on_epoch(dict(row), net)
 
     if ckpt is None:
         loss0, acc0 = evaluate(net, eval_train, device)

@@ -72,6 +72,17 @@ def region_counts(
     plane), at T = 1 (:func:`~relugeom.regions.formulas.hanin_rolnick_bound`); ``T_equivalent`` is the T at which
     the bound equals the measured density, ``(n_in! density)^{1/n_in} / #neurons``. The theorem is about random
     weights and its T depends on their gradient and bias constants, so the comparison is indicative.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> def relu_net(k):  # relu of the first k coordinates of R^2
+    ...     net = nn.Sequential(nn.Linear(2, k), nn.ReLU())
+    ...     _ = net[0].weight.data.copy_(torch.eye(2)[:k]), net[0].bias.data.zero_()
+    ...     return net
+    >>> X = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])  # the plane through them crosses both axes
+    >>> region_counts(relu_net(2), X, n_lines=0, n_planes=1)[["kind", "n_regions"]].values.tolist()
+    [['plane', 4]]
     """
     X = _data_points(data)
     n_neurons = relu_neuron_count(model, X[0])
@@ -115,7 +126,20 @@ def regions_over_training(
     budget: int = 10**6,
 ) -> pd.DataFrame:
     """:func:`region_counts` for every model of ``source`` (a run folder gives every epoch), on the same lines
-    and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019, seed 004)."""
+    and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019, seed 004).
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> def relu_net(k):  # relu of the first k coordinates of R^2
+    ...     net = nn.Sequential(nn.Linear(2, k), nn.ReLU())
+    ...     _ = net[0].weight.data.copy_(torch.eye(2)[:k]), net[0].bias.data.zero_()
+    ...     return net
+    >>> X = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])  # the plane through them crosses both axes
+    >>> df = regions_over_training([relu_net(1), relu_net(2)], X, n_lines=0)  # or a run folder: every epoch
+    >>> df.n_regions.tolist()
+    [2, 4]
+    """
 
     def analyse(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem) -> pd.DataFrame:
         if not isinstance(obj, nn.Module):

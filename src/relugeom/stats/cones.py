@@ -250,6 +250,31 @@ def _fold_bn(layer: AffineLayer, bn: nn.Module | None, where: str) -> tuple[np.n
     return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
+MAX_CONE_ELEMENTS = 2**28  # float64 entries of one layer's embedded normals (2 GiB): VGG on 3x224x224 fits
+
+
+def cone_layers(obj: nn.Module, input_shape: Sequence[int], where: str = "") -> list[AffineLayer]:
+    """The conv layers whose cones an input of ``input_shape`` defines, checked: every layer reached by
+    such an input, and no layer's embedded normals (filters x channels x positions, float64) larger
+    than ``MAX_CONE_ELEMENTS``. Raises :class:`~relugeom.errors.ShapeError` naming the layer otherwise."""
+    shape = tuple(input_shape)
+    try:
+        layers = list(find_layers(obj, input_shape=shape, linear=False))
+    except RuntimeError as e:  # the forward pass itself fails: the shape does not fit the network
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ShapeError(f"{where}an input of shape {shape} does not fit the network ({first})") from None
+    for la in layers:
+        if la.input_shape is None:
+            raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {shape}")
+        n = la.out_channels * math.prod(la.input_shape)
+        if n > MAX_CONE_ELEMENTS:
+            raise ShapeError(f"{where}an input of shape {shape} gives layer {la.name!r} cones over "
+                             f"{math.prod(la.input_shape[1:])} positions: its embedded normals need "
+                             f"{n * 8 / 2**30:.1f} GiB (at most {MAX_CONE_ELEMENTS * 8 / 2**30:.0f} GiB); "
+                             "use the input size the network was trained on")  # fmt: skip
+    return layers
+
+
 class _Cones:
     """Cone normals and parameters of every conv layer of one model (internal)."""
 
@@ -263,11 +288,9 @@ class _Cones:
         from ..links import layer_links
 
         self.where = where
-        self.layers = [la for la in find_layers(obj, input_shape=tuple(input_shape), linear=False)]
+        self.layers = cone_layers(obj, input_shape, where)
         for la in self.layers:
             check_finite(la, where)
-            if la.input_shape is None:
-                raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {tuple(input_shape)}")
         self.links = layer_links(obj, self.layers, where) if len(self.layers) > 1 else []
         bns: dict[str, nn.Module] = {}
         if fold_bn:
@@ -568,6 +591,14 @@ def cone_tables(
 
     ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
     (:func:`cone_states` with ``pairs=True``); ``cones`` and ``ties`` as there. Returns ``{name: DataFrame}``.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> tables = cone_tables(net, (1, 6, 6))
+    >>> {name: len(df) for name, df in tables.items()}  # a cone per filter and input channel (3 x 1 + 4 x 3)
+    {'params': 15, 'states': 12}
     """
     unknown = set(tables) - {"params", "states", "pairs"}
     if unknown:
@@ -617,6 +648,14 @@ def cone_states(
     ("channel", "full" or "channel_sum", see the module docstring), ``state`` (one of :data:`STATES`),
     ``reason``. With ``pairs=True``: one row per compared pair with ``dist, open_diff, rotation,
     rotation_shear`` (no state; skipped pairs are left out).
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> states = cone_states(net, (1, 6, 6))
+    >>> states[["layer", "prev_layer"]].drop_duplicates().values.tolist(), bool(states.state.isin(STATES).all())
+    ([['2', '0']], True)
     """
 
     name = "pairs" if pairs else "states"
@@ -630,6 +669,14 @@ def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame
     ``level``: "net" (all pairs of a model), "stage" (block-wise: per stage) or "layer" (per pair). Grouped by
     ``run, seed, epoch`` when present. Columns: the keys, ``state``, ``count``, ``fraction``. Skipped pairs and
     undefined states are left out.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> dist = state_distribution(cone_states(net, (1, 6, 6)))
+    >>> dist.state.tolist(), round(float(dist.fraction.sum()), 12), int(dist["count"].sum())  # 12 cones of layer 2
+    (['OUT_FULL_IN', 'OUT_PARTIAL_IN', 'IN_FULL_OUT', 'IN_PARTIAL_OUT'], 1.0, 12)
     """
     keys = [c for c in ("run", "seed", "epoch") if c in states]
     keys += {"net": [], "stage": ["stage"], "layer": ["layer_index", "layer"]}[level]
