@@ -50,8 +50,9 @@ from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from .._progress import progress
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
+from ..graph import Graph
 from . import _tangent_pl
-from ._common import Data, batches, forward, prepare
+from ._common import Data, batches, forward, network_graph, prepare
 
 OUTPUTS = ("sum", "per_logit")
 METHODS = ("exact", "random")
@@ -115,17 +116,23 @@ def _sample_fn(m: nn.Module, output: str):  # noqa: ANN202
     return vec, sq_norm
 
 
-def _choose_route(route: str, m: nn.Module, x: torch.Tensor, z: torch.Tensor, output: str, generic) -> str:  # noqa: ANN001
+def _choose_route(route: str, graph: Graph | UnsupportedLayerError | None, x: torch.Tensor, z: torch.Tensor,
+                  output: str, generic) -> str:  # noqa: ANN001  # fmt: skip
     """The route to take (see the module docstring)."""
     if route == "generic":
         return route
-    why = "output 'per_logit'" if output != "sum" else _tangent_pl.unsupported(m, x[:1])
+    if output != "sum":
+        why: UnsupportedLayerError | None = UnsupportedLayerError(f"{_tangent_pl.ROUTE}: output 'per_logit'")
+    elif isinstance(graph, UnsupportedLayerError):  # the network's graph could not be read
+        why = graph
+    else:
+        why = _tangent_pl.unsupported(graph)  # type: ignore[arg-type]
     if why is not None:
         if route == "piecewise_linear":
-            raise UnsupportedLayerError(f"the piecewise-linear route cannot take this model: {why}")
+            raise why
         return "generic"
     if route == "auto":
-        fast = _tangent_pl.sq_norms(m, x[:2], z[:2], _tangent_pl.output_signals(m, x[:2]))
+        fast = _tangent_pl.sq_norms(graph, x[:2], z[:2], _tangent_pl.output_signals(graph, x[:2]))  # type: ignore[arg-type]
         slow = generic(x[:2], z[:2]).detach()
         if not torch.allclose(fast, slow, rtol=1e-7, atol=1e-12 * float(slow.abs().max())):
             warn("tangent sensitivity: the piecewise-linear route disagrees with the generic route on the first "
@@ -137,18 +144,18 @@ def _choose_route(route: str, m: nn.Module, x: torch.Tensor, z: torch.Tensor, ou
 class _Columns:
     """``S(x) z`` over a batch: per-sample squared norms and the batch sum (a flat parameter-space vector)."""
 
-    def __init__(self, m: nn.Module, output: str, route: str, chunk: int) -> None:
-        self.m, self.route, self.chunk = m, route, chunk
+    def __init__(self, m: nn.Module, graph: Graph | None, output: str, route: str, chunk: int) -> None:
+        self.m, self.graph, self.route, self.chunk = m, graph, route, chunk
         self.names = [k for k, _ in m.named_parameters()]
         self.shapes = [p.shape for _, p in m.named_parameters()]
         self.vec = vmap(_sample_fn(m, output)[0])
 
     def signals(self, x: torch.Tensor) -> dict | None:
-        return _tangent_pl.output_signals(self.m, x) if self.route == "piecewise_linear" else None
+        return _tangent_pl.output_signals(self.graph, x) if self.route == "piecewise_linear" else None  # type: ignore[arg-type]
 
     def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
         if self.route == "piecewise_linear":
-            sq, acc = _tangent_pl.terms(self.m, x, z, signals, sums=True)
+            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=True)  # type: ignore[arg-type]
             flat = torch.cat([acc[n].reshape(-1) if n in acc else torch.zeros(s.numel(), dtype=x.dtype,
                                                                                 device=x.device)
                               for n, s in zip(self.names, self.shapes)])  # fmt: skip
@@ -244,8 +251,14 @@ def tangent_sensitivity(
     x0 = data_[0][0]
     probe0 = torch.randint(0, 2, x0.shape, generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
                            device=x0.device).to(x0.dtype) * 2 - 1  # fmt: skip
-    chosen = _choose_route(route, m, x0, probe0, output, generic)
-    cols = _Columns(m, output, chosen, chunk)
+    graph: Graph | UnsupportedLayerError | None = None
+    if route != "generic" and output == "sum":
+        try:
+            graph = network_graph(m, x0)
+        except UnsupportedLayerError as e:
+            graph = e
+    chosen = _choose_route(route, graph, x0, probe0, output, generic)
+    cols = _Columns(m, graph if chosen == "piecewise_linear" else None, output, chosen, chunk)  # type: ignore[arg-type]
     n = sum(int(x.shape[0]) for x, _ in data_)
     d_in = x0[0].numel()
     n_theta = sum(p.numel() for p in m.parameters()) * (1 if output == "sum" else int(forward(m, x0[:1]).shape[1]))

@@ -16,7 +16,8 @@ the bound as printed and the measured ``||E_x S(x)||_F^2`` next to it, and says 
 
 ``T(x)`` is counted as the number of positive pre-activations of every affine layer but the last (in a bias-free
 ReLU network each hidden affine output feeds a ReLU); ``mu`` and ``sigma`` are their mean and standard deviation
-over the data (sigma = 0 uses ``E|T|^{k-1} = mu^{k-1}``).
+over the data (sigma = 0 uses ``E|T|^{k-1} = mu^{k-1}``). The layers and their order are read from the network's
+graph (:mod:`relugeom.graph`), whose layer rules say what is a weight layer and what is homogeneous.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ from scipy.special import hyp1f1
 from torch import nn
 
 from ..errors import ArchitectureError
-from ..layers import find_layers
-from ._common import Data, affine_call_order, batches, forward, non_homogeneous_activations, prepare
+from ..graph import Node
+from ._common import Data, batches, forward, network_graph, prepare
+from .fisher_rao import _degrees
 from .tangent import tangent_sensitivity
 
 
@@ -89,32 +91,37 @@ def tangent_sensitivity_bound(model: nn.Module, data: Data, *, method: str = "ex
     (2, 56, True)
     """
     m = prepare(model, device=device)
-    bad = non_homogeneous_activations(m)
-    if bad:
-        raise ArchitectureError(f"Proposition 3.2 is for ReLU networks; not piecewise linear: {', '.join(bad[:3])}")
     for name, p in m.named_parameters():
         if name.endswith("bias") and bool((p != 0).any()):
             raise ArchitectureError(f"Proposition 3.2 is for bias-free networks; {name} is not zero")
     data_ = batches(data, device=device)
-    layers = find_layers(m)
-    order = affine_call_order(m, data_[0][0][:1])
-    hidden = order[:-1]
+    forward(m, data_[0][0][:1])  # shape check
+    graph = network_graph(m, data_[0][0])
+    _, reasons = _degrees(graph)  # bias-free layers and homogeneous maps only, every path of the same depth
+    norms = [n.label for n in graph.operations if n.rule is not None and n.rule.role == "norm"]
+    if norms:
+        reasons.append(f"a normalization layer (not a plain feed-forward ReLU network): {', '.join(norms[:3])}")
+    if reasons:
+        raise ArchitectureError(f"Proposition 3.2 is for bias-free feed-forward ReLU networks; {'; '.join(reasons)}")
+    layers = [n for n in graph.operations if n.rule is not None and n.rule.role == "layer"]
+    hidden = set(layers[:-1])
     counts = []
     for x, _ in data_:
-        outs: dict[str, torch.Tensor] = {}
-        hooks = [m.get_submodule(n).register_forward_hook(lambda _m, _a, o, n=n, d=outs: d.setdefault(n, o))
-                 for n in dict.fromkeys(hidden)]  # fmt: skip
-        try:
-            with torch.no_grad():
-                forward(m, x)
-        finally:
-            for h in hooks:
-                h.remove()
-        counts.append(sum((outs[n].reshape(x.shape[0], -1) > 0).sum(1) for n in dict.fromkeys(hidden)).cpu().numpy()
-                      if hidden else np.zeros(x.shape[0]))  # fmt: skip
+        found: list[torch.Tensor] = []
+
+        def count(node: Node, args: list, kwargs: dict, found: list = found) -> torch.Tensor | None:
+            if node not in hidden:
+                return None
+            out = node.rule.forward(node, args, kwargs)  # type: ignore[union-attr]
+            found.append((out.reshape(out.shape[0], -1) > 0).sum(1))
+            return out
+
+        with torch.no_grad():
+            graph.run(x, hook=count)
+        counts.append(sum(found).cpu().numpy() if found else np.zeros(x.shape[0]))
     T = np.concatenate(counts).astype(np.float64)
     mu, sigma = float(T.mean()), float(T.std(ddof=1)) if len(T) > 1 else 0.0
-    w_max = [float(layer.weight.detach().abs().max()) for layer in layers]
+    w_max = [float(node.module.weight.detach().abs().max()) for node in layers]  # type: ignore[union-attr]
     k = len(layers)
     n_params = sum(p.numel() for p in m.parameters())
     d_in = data_[0][0][0].numel()
