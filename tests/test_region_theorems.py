@@ -62,6 +62,17 @@ def test_bounds_exact_for_1d_and_one_position_and_disjoint_windows():
     assert b.exact and b.lower == sum(math.comb(5, i) for i in range(5)) ** 9
 
 
+@given(st.integers(1, 400), st.integers(0, 400))
+@settings(max_examples=60, deadline=None)
+def test_sum_of_binomials_bound_is_certified_and_tight(n, d):
+    from relugeom.regions.theorem1 import _sum_binomials_upper
+
+    exact = sum(math.comb(n, j) for j in range(min(n, d) + 1))
+    assert _sum_binomials_upper(n, d) == exact  # exact below exact_max
+    up = _sum_binomials_upper(n, d, exact_max=0)  # the closed forms
+    assert exact <= up <= 2 * exact + 1 if 2 * d >= n else exact <= up <= exact * (n - d + 1) / (n - 2 * d + 1) + 1
+
+
 def test_bounds_for_a_realistic_layer_are_fast_and_narrow_in_log():
     b = cnn_max_regions_bounds((3, 32, 32), 3, 1, 64)
     # Theta(d^{#U S}): 64^3072 / 3072! is ~ 10^{5548 - 9399}; both bounds of order 10^5000

@@ -489,6 +489,18 @@ def channel_nesting(layer_b: Layer, input_shape: Sequence[int]) -> pd.DataFrame:
     paper's definition, equal to the face criterion, see :func:`complete_nesting`), ``diagonal`` (the centre tap),
     ``positive_off_diagonal`` (sum of the positive other taps), ``bias_share`` and ``radius`` (nested within
     ``[0, radius]^D``). ``input_shape`` is layer b's input ``(C, H, W)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> conv = nn.Conv2d(2, 1, 3, padding=1)  # one filter on two channels: centre taps 1, bias -1 (share -1/2)
+    >>> with torch.no_grad():
+    ...     _ = conv.weight.zero_(), conv.bias.fill_(-1.0)
+    ...     conv.weight[0, :, 1, 1] = 1.0
+    ...     conv.weight[0, 1, 0, 0] = 0.25  # channel 1 also reads a neighbour: its cone leaves the orthant
+    >>> channel_nesting(conv, (2, 4, 4))[["channel", "nested", "radius"]].values.tolist()
+    [[0, True, inf], [1, False, 2.0]]
     """
     aff = as_affine(layer_b)
     if aff.kind == "linear":

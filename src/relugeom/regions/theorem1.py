@@ -10,9 +10,11 @@ signatures, max-flow per candidate, and the literal enumeration over every subse
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -342,23 +344,41 @@ def _strip_bounds(c: _Conv, axis: int) -> tuple[int, int]:
     C, s, d1 = c.channels, c.stride, c.filters
     f, m = c.kernel[axis], c.out_spatial[axis]
 
+    @functools.cache
     def line(channels: int) -> int:
         return _interval_dp(_Conv(channels, (c.spatial[other],), (c.kernel[other],), s, d1))
 
     upper = line(C * f) ** m
-    lower = math.prod(line(C * k) for k in _private_rows(m, f, s))
+    lower = math.prod(line(C * k) ** n for k, n in Counter(_private_rows(m, f, s)).items())
     return lower, upper
 
 
+def _sum_binomials_upper(n: int, d: int, exact_max: int = 4096) -> int:
+    """A certified upper bound on ``sum_{j <= d} C(n, j)``, exact when ``d <= exact_max`` or ``d >= n``.
+
+    Else, for ``2 d < n``: consecutive terms grow by ``C(n, j) / C(n, j-1) = (n-j+1) / j >= (n-d+1) / d > 1``,
+    so the sum is at most ``C(n, d) / (1 - r)`` with ``r = d / (n-d+1)``: ``C(n, d) (n-d+1) / (n-2d+1)``,
+    rounded up (within that factor of the sum). For ``2 d >= n``: ``2^n`` (within a factor 2).
+    """
+    if d >= n:
+        return 2**n
+    if d <= exact_max:
+        total, term = 0, 1
+        for j in range(d + 1):
+            total += term
+            term = term * (n - j) // (j + 1)
+        return total
+    if 2 * d < n:
+        return -(-math.comb(n, d) * (n - d + 1) // (n - 2 * d + 1))
+    return 2**n
+
+
 def _general_position_upper(c: _Conv) -> int:
-    """``sum_{j <= D} C(N, j)``: every t in K_N has ``sum t <= D = #U S`` (J = I), N the number of neurons."""
+    """``sum_{j <= D} C(N, j)`` (or its certified upper bound, :func:`_sum_binomials_upper`): every t in K_N has
+    ``sum t <= D = #U S`` (J = I), N the number of neurons."""
     D = c.channels * math.prod(_covered(n, f, c.stride) for n, f in zip(c.spatial, c.kernel))
     N = c.filters * math.prod(c.out_spatial)
-    total, term = 0, 1
-    for j in range(min(D, N) + 1):
-        total += term
-        term = term * (N - j) // (j + 1)
-    return total
+    return _sum_binomials_upper(N, D)
 
 
 def _theorem1_bounds(c: _Conv) -> tuple[int, int]:

@@ -46,7 +46,8 @@ def _data_points(data: object) -> torch.Tensor:
 
 
 def relu_neuron_count(model: nn.Module, x: torch.Tensor) -> int:
-    """Number of ReLU neurons (pre-activations) of a sequential network on inputs shaped like ``x`` (one sample)."""
+    """Number of ReLU neurons (inputs of activation nodes, read from the network's graph) on inputs shaped like ``x``
+    (one sample)."""
     _, patterns, _ = _forward_record(_prepare(model), torch.as_tensor(x, dtype=torch.float64)[None])
     return int(sum(p.shape[1] for p in patterns if p.dtype == np.bool_))  # ReLU signs; max-pool arg-maxes are ints
 
