@@ -50,7 +50,7 @@ def _fractions_panel(ax, dist: pd.DataFrame, title: str) -> None:  # noqa: ANN00
         ax.set_xticks(range(4), [s.replace("_", "\n") for s in STATES], fontsize=7)
     ax.set_ylim(-0.02, 1.08)
     if ax.get_subplotspec().is_first_col():
-        ax.set_ylabel("fraction of filters")
+        ax.set_ylabel("fraction of cones")
     ax.set_title(title, fontsize=9)
 
 
