@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .._repr import short_repr
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 # file stem -> (section, what it is)
@@ -86,6 +88,8 @@ class RunTables:
     """What the report shows of one run: its config document, metrics, n_l table, per-filter cos at
     the first and last epoch, and the analysis tables found (``{stem: DataFrame}``)."""
 
+    __repr__ = short_repr
+
     label: str
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +103,8 @@ class RunTables:
 
 @dataclass
 class Section:
+    __repr__ = short_repr
+
     title: str
     anchor: str
     text: list[str] = field(default_factory=list)
@@ -110,6 +116,8 @@ class Section:
 
 @dataclass
 class Report:
+    __repr__ = short_repr
+
     title: str
     sections: list[Section]
     provenance: list[tuple[str, str]]
