@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._progress import progress
+from ._repr import short_repr
 from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
@@ -32,6 +34,8 @@ Source = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike | Sequence[A
 @dataclass
 class SourceItem:
     """One model to analyse and where it came from."""
+
+    __repr__ = short_repr
 
     label: str
     path: Path | None = None
@@ -170,8 +174,11 @@ def map_sources(
     analyse: Callable[[nn.Module | Mapping[str, torch.Tensor], SourceItem], pd.DataFrame | dict[str, pd.DataFrame]],
     *,
     arch: str | None = None,
+    desc: str = "checkpoints",
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Apply ``analyse(model_or_state_dict, item)`` to every item of ``source`` and stack the tables.
+
+    A series shows a progress bar (``desc``, one step per checkpoint) on a terminal, unless quiet.
 
     ``run``, ``seed`` and ``epoch`` columns are put first when any item has them (the epoch from
     the checkpoint's metadata, else the series' epoch). When ``analyse`` returns a dict of tables
@@ -181,7 +188,8 @@ def map_sources(
     failures: list[str] = []
     cols = {"run": False, "seed": False, "epoch": False}
     several = False
-    for item in iter_sources(source, arch=arch):
+    items = list(iter_sources(source, arch=arch))  # SourceItems load lazily: this lists paths, not weights
+    for item in progress(items, desc=desc, total=len(items)) if len(items) > 1 else items:
         try:
             obj = item.load()
             result = analyse(obj, item)

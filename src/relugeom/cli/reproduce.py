@@ -1,4 +1,4 @@
-"""``relugeom reproduce``: one command per experiment of seed 001 (train every seed, then the figures)."""
+"""``relugeom reproduce``: one command per experiment of Gamba et al. 2020 (train every seed, then the figures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..experiments.reproduce import EXPERIMENTS
-from ._common import device_option
+from ._common import device_option, figure_options
 
 
 @click.command("reproduce")
@@ -22,8 +22,9 @@ from ._common import device_option
               show_default=True, help="Folder for the runs and figures (reruns resume unfinished runs).")
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their figures.")
 @click.option("--dry-run", is_flag=True, help="Print the runs that would be trained, and stop.")
-def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run) -> None:  # noqa: ANN001
-    """Rerun an experiment of seed 001 ("Hyperplane arrangements of trained ConvNets are biased").
+@figure_options
+def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, figures) -> None:  # noqa: ANN001
+    """Rerun an experiment of Gamba et al. 2020 ("Hyperplane arrangements of trained ConvNets are biased").
 
     Trains each variant for every seed into OUT/EXPERIMENT/VARIANT/seedS (a finished run is kept, an
     interrupted one resumed), then writes n_l per layer and epoch (mean and std over seeds),
@@ -47,5 +48,5 @@ def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run)
                        f"lr {c.lr}, schedule {c.schedule}, wd {c.weight_decay}, init {c.init}")
         return
     written = reproduce(experiment, out, data_dir=None if data_dir is None else str(data_dir), seeds=seeds,
-                        scale=scale, device=device, log=click.echo)  # fmt: skip
+                        scale=scale, device=device, log=click.echo, figures=figures)  # fmt: skip
     click.echo(f"\nwrote {len(written)} files under {out / experiment}")

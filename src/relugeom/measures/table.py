@@ -1,4 +1,4 @@
-"""All complexity measures of seed 004 for one model or a whole run, as one tidy table.
+"""All complexity measures of Daróczy 2020 for one model or a whole run, as one tidy table.
 
 :func:`measure_model` returns long-form rows ``measure, value, std_error`` for one model;
 :func:`complexity_table` maps it over a source (a module, a checkpoint, a run folder: every epoch)
@@ -16,6 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._progress import progress
 from ..errors import RelugeomError
 from ..sources import Source, iter_sources, map_sources
 from ._common import Data, accuracy_and_loss, batches, prepare
@@ -86,39 +87,42 @@ def measure_model(
         base.update(test_loss=tloss, test_error=1 - tacc, generalization_gap=tloss - loss,
                     error_gap=(1 - tacc) - (1 - acc))  # fmt: skip
     rows += _rows("", base)
-    if "fisher_rao" in measures:
-        r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
-        rows += _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
-                           "fisher_rao_depth": r.depth})  # fmt: skip
-    if "kfac" in measures:
-        K = kfac(model, tr, fisher=fisher, device=device)
-        rows += _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
-    if "norms" in measures:
-        n = norm_measures(model, tr, init=init, device=device)
-        d = n.as_dict()
-        rows += _rows("", {k: d[k] for k in ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path",
-                                             "frobenius_over_margin2", "spectral_over_margin2", "l1_path_over_margin2",
-                                             "l2_path_over_margin2", "distance_to_init")})  # fmt: skip
-    if "sharpness" in measures:
-        s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
-        rows += _rows("", {"epsilon_sharpness": s.value})
-    if "expected_sharpness" in measures:
-        e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
-        rows += _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
-    if "hessian_trace" in measures:
-        h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
-        rows += _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
-    if "tangent" in measures:
-        d_in = small[0][0][0].numel()
-        method = "exact" if d_in <= 256 else "random"
-        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device,
-                                spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
-        fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
-        rows += _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
-                           "tangent_sensitivity_frobenius_sq": t.frobenius_sq,
-                           "tangent_sensitivity_spectral": t.spectral, "mean_sq_sample_sensitivity": t.mean_sq},
-                      {"tangent_sensitivity_frobenius": fro_se, "tangent_sensitivity_frobenius_sq": t.frobenius_sq_se,
-                       "mean_sq_sample_sensitivity": t.std_error})  # fmt: skip
+    chosen = [m for m in MEASURES if m in measures]
+    for name in progress(chosen, desc="measures", total=len(chosen)) if len(chosen) > 1 else chosen:
+        if name == "fisher_rao":
+            r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
+            rows += _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
+                               "fisher_rao_depth": r.depth})  # fmt: skip
+        elif name == "kfac":
+            K = kfac(model, tr, fisher=fisher, device=device)
+            rows += _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
+        elif name == "norms":
+            n = norm_measures(model, tr, init=init, device=device)
+            d = n.as_dict()
+            keys = ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path", "frobenius_over_margin2",
+                    "spectral_over_margin2", "l1_path_over_margin2", "l2_path_over_margin2", "distance_to_init")
+            rows += _rows("", {k: d[k] for k in keys})
+        elif name == "sharpness":
+            s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
+            rows += _rows("", {"epsilon_sharpness": s.value})
+        elif name == "expected_sharpness":
+            e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
+            rows += _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
+        elif name == "hessian_trace":
+            h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
+            rows += _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
+        elif name == "tangent":
+            d_in = small[0][0][0].numel()
+            method = "exact" if d_in <= 256 else "random"
+            t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed,
+                                    device=device, spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
+            fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
+            rows += _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
+                               "tangent_sensitivity_frobenius_sq": t.frobenius_sq,
+                               "tangent_sensitivity_spectral": t.spectral, "mean_sq_sample_sensitivity": t.mean_sq},
+                          {"tangent_sensitivity_frobenius": fro_se,
+                           "tangent_sensitivity_frobenius_sq": t.frobenius_sq_se,
+                           "mean_sq_sample_sensitivity": t.std_error})  # fmt: skip
     return pd.DataFrame(rows, columns=["measure", "value", "std_error"])
 
 
@@ -153,4 +157,4 @@ def complexity_table(
         if first is not None and (first.epoch == 0 or first.meta.get("epoch") == 0):
             init = first.load()
     return map_sources(source, lambda model, _item: measure_model(model, train_, test_, measures, init=init, **kwargs),
-                       arch=arch)  # fmt: skip
+                       arch=arch, desc="measures: checkpoints")  # fmt: skip
