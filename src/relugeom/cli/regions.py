@@ -11,6 +11,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, BudgetExceeded, DataError, RelugeomError
+from ..regions.points import gaussian_points, pick_points
 from ._common import arch_option as _arch_option
 from ._common import (
     describe_sources,
@@ -181,8 +182,7 @@ def _points(points, dataset, data_dir, input_shape, seed, n, item=None, run=None
         raise click.UsageError("give --points, --dataset or --input-shape (for random points)")
     if input_shape and item is not None:
         _check_fits(item, shape)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((max(n, 3), *shape), generator=g, dtype=torch.float64)
+    return gaussian_points(shape, max(n, 3), seed)
 
 
 def _check_fits(item, shape: tuple[int, ...]) -> None:  # noqa: ANN001
@@ -233,13 +233,6 @@ def _read_points(path: Path) -> torch.Tensor:
     return X
 
 
-def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
-    if X.shape[0] < k:
-        raise DataError(f"need at least {k} points, got {X.shape[0]}")
-    idx = np.random.default_rng(seed).choice(X.shape[0], size=k, replace=False)
-    return [X[i] for i in idx]
-
-
 @command.command("segment")
 @source_arg
 @arch_option
@@ -255,7 +248,7 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
 
     out = writable_folder(out or Path("relugeom-regions"))
     model, item, which = _load_model(source, arch)
-    a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item, find_run(source)), 2, seed)
+    a, b = pick_points(_points(points, dataset, data_dir, input_shape, seed, 2, item, find_run(source)), 2, seed)
     if which:
         note(which)
     d = b - a
@@ -294,7 +287,7 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
 
     out = writable_folder(out or Path("relugeom-regions"))
     model, item, which = _load_model(source, arch)
-    a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(source)), 3, seed)
+    a, b, c = pick_points(_points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(source)), 3, seed)
     if which:
         note(which)
     box = None
