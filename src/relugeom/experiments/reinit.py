@@ -21,10 +21,12 @@ model's own forward on the first batch, and any other model is evaluated in full
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -189,6 +191,9 @@ def reinit_run(
     reuse: bool = True,
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
+    executor: Any = None,
+    parts: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
 
@@ -198,47 +203,115 @@ def reinit_run(
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
     left out; the table gains ``run`` and ``seed`` columns.
+
+    Each (reference epoch, layer) is one work item: ``executor``, ``parts`` and ``shard`` run them as
+    :func:`~relugeom.sources.map_sources` runs checkpoints (each item loads the trained and the reference
+    checkpoint itself; its part records both files).
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
-    from .models import build_model, infer_kwargs, model_from_state_dict
-    from .train import prepare_data, read_run_config
+    from ..parallel import Task, fingerprint, part_name, run_tasks
+    from .models import model_from_state_dict
+    from .train import read_run_config
 
     run = Run(run_dir)
     config = read_run_config(run.path)
     series = run.checkpoints()
-    states: dict[int, dict[str, torch.Tensor]] = {}
-    for entry in series:
-        if entry.epoch is None or (epochs is not None and entry.epoch not in epochs and entry is not series[-1]):
-            continue
+    trained = None
+    for entry in reversed(series):  # the trained model: the last checkpoint that loads
         try:
-            states[entry.epoch] = dict(load_checkpoint(entry.path).state_dict)
+            trained = (entry, load_checkpoint(entry.path).state_dict)
+            break
         except CheckpointError as e:
             warn(f"{e}; epoch {entry.epoch} left out", SkippedWarning)
-    if not states:
+    if trained is None:
         raise RelugeomError(f"{run_dir}: no readable checkpoint")
-    final = max(states)
-    model = model_from_state_dict(config.arch, states[final], where=f"{run_dir}: ")
-    chosen = _select(sorted(states), epochs, run_dir)
-    refs = {e: states[e] for e in chosen}
+    final, final_sd = trained
+    layers = [la.name for la in find_layers(model_from_state_dict(config.arch, final_sd, where=f"{run_dir}: "),
+                                            linear=False)]  # fmt: skip
+    if not layers:
+        raise RelugeomError(f"{run_dir}: the model has no conv layer to re-initialise")
+    if split not in ("test", "val") and data is None:
+        raise RelugeomError(f"split must be test or val, got {split!r}")
+    by_epoch = {e.epoch: e.path for e in series if e.epoch <= final.epoch}
+    refs: dict[int, Path | None] = {e: by_epoch[e] for e in _select(sorted(by_epoch), epochs, run_dir)}
     if random:
-        seed = config.seed + 1000 if seed is None else seed
-        fresh = build_model(config.arch, **infer_kwargs(config.arch, states[final]), init=config.init, seed=seed)
-        refs[RANDOM_EPOCH] = fresh.state_dict()
-    if data is None:
-        if split not in ("test", "val"):
-            raise RelugeomError(f"split must be test or val, got {split!r}")
-        splits = prepare_data(config)
-        part = splits.test if split == "test" else splits.val
-        if part is None or len(part) == 0:
-            raise DataError(f"{run_dir}: the {split} split of {config.dataset} is empty; use --split val")
-        from .data import Batches
-
-        data = Batches(part, batch_size, resize=splits.resize)
-    df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
+        refs[RANDOM_EPOCH] = None
+    options = {"split": split, "seed": config.seed + 1000 if seed is None else seed, "batch_size": batch_size,
+               "reuse": reuse, "device": str(device), "data": data}  # fmt: skip
+    spec = fingerprint(_reinit_item, options)
+    tasks = []
+    for k, layer in enumerate(layers):
+        for e, ref in refs.items():
+            name = part_name(run.name, f"L{k:02d}", layer, "random" if ref is None else f"epoch{e:04d}",
+                             fingerprint(str(final.path.resolve()))[:10])  # fmt: skip
+            sources = (final.path,) if ref is None else (final.path, ref)
+            tasks.append(Task(name, str(ref or final.path), _reinit_item,
+                              (run.path, final.path, ref, e, layer, k, options), sources, spec))  # fmt: skip
+    outcomes = run_tasks(tasks, executor=executor, parts=parts, shard=shard, desc="reinit")
+    frames = []
+    for outcome in outcomes:
+        if outcome.error is not None:
+            if outcome.exc is not None and not isinstance(outcome.exc, RelugeomError):
+                raise outcome.exc
+            warn(f"{outcome.error}; left out", SkippedWarning)
+            continue
+        frames.append(outcome.tables)
+    if not frames:
+        raise RelugeomError(f"{run_dir}: no re-initialization could be evaluated")
+    df = pd.concat(frames, ignore_index=True)
     df.insert(0, "seed", config.seed)
     df.insert(0, "run", run.name)
-    df["trained_epoch"] = final
+    df["trained_epoch"] = final.epoch
+    return df
+
+
+@functools.lru_cache(maxsize=4)
+def _trained(run_dir: Path, final: Path, stamp: tuple) -> tuple[Any, nn.Module]:
+    """The run's config and trained model, once per process (``stamp``: the file's size and mtime)."""
+    from ..checkpoints import load_checkpoint
+    from .models import model_from_state_dict
+    from .train import read_run_config
+
+    config = read_run_config(run_dir)
+    return config, model_from_state_dict(config.arch, load_checkpoint(final).state_dict, where=f"{run_dir}: ")
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_data(run_dir: Path, split: str, batch_size: int, stamp: tuple) -> Any:
+    """The run's test or validation batches, read once per process."""
+    from .data import Batches
+    from .train import prepare_data, read_run_config
+
+    config = read_run_config(run_dir)
+    splits = prepare_data(config)
+    part = splits.test if split == "test" else splits.val
+    if part is None or len(part) == 0:
+        raise DataError(f"{run_dir}: the {split} split of {config.dataset} is empty; use --split val")
+    return list(Batches(part, batch_size, resize=splits.resize))
+
+
+def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer: str, layer_index: int,
+                 options: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
+    """One work item of :func:`reinit_run`: the accuracy with ``layer`` reset to its state at ``epoch``."""
+    from ..checkpoints import load_checkpoint
+    from .models import build_model, infer_kwargs
+
+    st = final.stat()
+    config, model = _trained(run_dir, final, (st.st_size, st.st_mtime_ns))
+    if ref is None:
+        sd = model.state_dict()
+        state = build_model(config.arch, **infer_kwargs(config.arch, sd), init=config.init,
+                            seed=options["seed"]).state_dict()  # fmt: skip
+    else:
+        state = dict(load_checkpoint(ref).state_dict)
+    data = options["data"]
+    if data is None:
+        cst = (run_dir / "config.json").stat()
+        data = _eval_data(run_dir, options["split"], options["batch_size"], (cst.st_size, cst.st_mtime_ns))
+    df = reinit_accuracy(model, {epoch: state}, data, layers=[layer], batch_size=options["batch_size"],
+                         reuse=options["reuse"], device=options["device"])  # fmt: skip
+    df["layer_index"] = layer_index
     return df
 
 

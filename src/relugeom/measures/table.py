@@ -9,15 +9,20 @@ and adds ``run, seed, epoch``. Besides the measures, every model gets ``train_lo
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
+from ..checkpoints import load_checkpoint
 from ..errors import RelugeomError
-from ..sources import Source, iter_sources, map_sources
+from ..sources import Source, SourceItem, iter_sources, map_sources
 from ._common import Data, accuracy_and_loss, batches, prepare
 from .fisher_rao import fisher_rao_norm
 from .kfac import kfac
@@ -106,22 +111,34 @@ def measure_model(
 
 def complexity_table(
     source: Source, train: Data, test: Data | None = None, measures: Sequence[str] = DEFAULT_MEASURES, *,
-    arch: str | None = None, init: str | nn.Module | Mapping[str, torch.Tensor] | None = "first", **kwargs,
+    arch: str | None = None, init: str | os.PathLike | nn.Module | Mapping[str, torch.Tensor] | None = "first",
+    executor: Any = None, parts: str | os.PathLike | None = None, shard: tuple[int, int] | None = None, **kwargs,
 ) -> pd.DataFrame:  # fmt: skip
     """:func:`measure_model` over every model of ``source`` (a run folder: every epoch), stacked.
 
     ``init="first"`` takes the first model of the source as the initialization when it is epoch 0
-    (a run folder written by ``relugeom train``), for the distance to initialization.
-    Columns: ``run, seed, epoch`` (when known), ``measure, value, std_error``.
+    (a run folder written by ``relugeom train``), for the distance to initialization; a path is loaded
+    where each checkpoint is measured. ``executor``, ``parts``, ``shard``: see
+    :func:`~relugeom.sources.map_sources`. Columns: ``run, seed, epoch`` (when known), ``measure, value,
+    std_error``.
     """
     train_ = batches(train)  # resolved once, re-used for every checkpoint
     test_ = None if test is None else batches(test)
-    if isinstance(init, str):
-        if init != "first":
-            raise RelugeomError(f"init must be 'first', a module or a state dict, got {init!r}")
+    if isinstance(init, str) and init == "first":
         first = next(iter_sources(source, arch=arch), None)
         init = None
         if first is not None and (first.epoch == 0 or first.meta.get("epoch") == 0):
-            init = first.load()
-    return map_sources(source, lambda model, _item: measure_model(model, train_, test_, measures, init=init, **kwargs),
-                       arch=arch)  # fmt: skip
+            init = first.path if first.path is not None else first.load()  # jobs load a path themselves
+    elif isinstance(init, (str, os.PathLike)) and not Path(init).is_file():
+        raise RelugeomError(f"init must be 'first', a checkpoint file, a module or a state dict, got {init!r}")
+    analyse = functools.partial(_measure_item, train=train_, test=test_, measures=tuple(measures), init=init,
+                                options=kwargs)  # fmt: skip
+    return map_sources(source, analyse, arch=arch, executor=executor, parts=parts, shard=shard, desc="measures")
+
+
+def _measure_item(model: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, *, train: Data,
+                  test: Data | None, measures: Sequence[str], init: object,
+                  options: Mapping) -> pd.DataFrame:  # fmt: skip
+    if isinstance(init, (str, os.PathLike)):
+        init = load_checkpoint(init).state_dict
+    return measure_model(model, train, test, measures, init=init, **options)

@@ -31,8 +31,10 @@ which was used). Numerics: float64 throughout.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -371,21 +373,27 @@ def cone_tables(
     fold_bn: bool = True,
     tables: Sequence[str] = ("params", "states"),
     device: str | torch.device = "cpu",
+    **schedule: Any,
 ) -> dict[str, pd.DataFrame]:
     """Several cone tables from one pass over ``source`` (each checkpoint loaded and traced once).
 
     ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
-    (:func:`cone_states` with ``pairs=True``). Returns ``{name: DataFrame}``.
+    (:func:`cone_states` with ``pairs=True``). Returns ``{name: DataFrame}``. ``schedule``: ``executor``,
+    ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
     """
     unknown = set(tables) - {"params", "states", "pairs"}
     if unknown:
         raise ValueError(f"unknown cone tables {sorted(unknown)}; choose from params, states, pairs")
 
-    def analyse(obj, item: SourceItem) -> dict[str, pd.DataFrame]:  # noqa: ANN001
-        cones = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
-        return _tables_one(cones, tables, device)
+    analyse = functools.partial(_cones_item, input_shape=tuple(input_shape), fold_bn=fold_bn, tables=tuple(tables),
+                                device=str(device))  # fmt: skip
+    return map_sources(source, analyse, arch=arch, desc="cones", **schedule)
 
-    return map_sources(source, analyse, arch=arch)
+
+def _cones_item(obj, item: SourceItem, *, input_shape: tuple[int, ...], fold_bn: bool, tables: tuple[str, ...],
+                device: str) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+    cones = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
+    return _tables_one(cones, tables, device)
 
 
 def cone_states(
