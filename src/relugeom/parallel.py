@@ -49,17 +49,13 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .errors import RelugeomError
+from .errors import RelugeomError, ShardIncomplete
 
 log = logging.getLogger("relugeom")
 
 PART_FORMAT = 1
 PART_SUFFIX = ".part.zip"
 EXECUTORS = ("pool", "slurm", "submitit-local", "submitit-debug")
-
-
-class ShardIncomplete(RelugeomError):
-    """This shard's parts are written; others are still missing, so no table is assembled (not a failure)."""
 
 
 # ------------------------------------------------------------------------------------------------ identity

@@ -7,6 +7,7 @@ Exit codes: 0 success; 1 an error (one line on stderr naming the file or layer, 
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import warnings
@@ -15,7 +16,7 @@ import click
 
 from .. import __version__
 from .._progress import set_quiet
-from ..errors import RelugeomError, RelugeomWarning, SkippedWarning
+from ..errors import RelugeomError, RelugeomWarning, ShardIncomplete, SkippedWarning
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_INTERNAL = 1, 2, 3, 130, 70
 
@@ -51,6 +52,19 @@ def _register() -> None:
             cli.add_command(module.command)
 
 
+class _EchoHandler(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        click.echo(record.getMessage(), err=True)
+
+
+def _log_to_stderr() -> None:
+    """relugeom's log lines (parts computed and reused) go to stderr, once."""
+    logger = logging.getLogger("relugeom")
+    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
+        logger.addHandler(_EchoHandler())
+    logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs a verb and maps errors to exit codes."""
     _register()
@@ -65,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
 
     debug = os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0")
+    _log_to_stderr()
     with warnings.catch_warnings():
         warnings.simplefilter("always", RelugeomWarning)
         warnings.showwarning = show
@@ -78,6 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         except (click.Abort, KeyboardInterrupt):
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except ShardIncomplete as e:
+            click.echo(str(e), err=True)
+            sys.exit(0)
         except RelugeomError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(EXIT_ERROR)

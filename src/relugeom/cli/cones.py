@@ -8,7 +8,15 @@ import click
 
 from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
-from ._common import device_option, echo_table, format_option, out_option, parse_shape, write_tables
+from ._common import (
+    device_option,
+    echo_table,
+    format_option,
+    out_option,
+    parse_shape,
+    schedule_options,
+    write_tables,
+)
 
 
 @click.command("cones")
@@ -20,7 +28,8 @@ from ._common import device_option, echo_table, format_option, out_option, parse
 @device_option
 @out_option
 @format_option
-def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> None:  # noqa: ANN001
+@schedule_options
+def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, schedule) -> None:  # noqa: ANN001
     """Each conv filter as a cone around the identity line, and how consecutive layers' cones nest.
 
     SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
@@ -40,7 +49,8 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt) -> 
     src = list(sources) if len(sources) > 1 else sources[0]
     fold = not no_fold_bn
     names = ("params", "states", "pairs") if pairs else ("params", "states")
-    found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device)
+    with schedule.open(out, "cones") as sched:
+        found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device, **sched)
     states = found["states"]
     net = state_distribution(states, "net")
     by_stage = state_distribution(states, "stage")

@@ -9,7 +9,7 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
-from ._common import device_option, echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, format_option, out_option, schedule_options, write_tables
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -56,8 +56,9 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @device_option
 @out_option
 @format_option
+@schedule_options
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
-            device, out, fmt) -> None:  # noqa: ANN001
+            device, out, fmt, schedule) -> None:  # noqa: ANN001
     """Complexity measures (seed 004) of every epoch of a run, or of checkpoints, beside the generalization gap.
 
     Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
@@ -76,8 +77,9 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     test = data.test if data.test is not None and len(data.test) else data.val
     test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
     src = list(sources) if len(sources) > 1 else sources[0]
-    df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
-                          max_samples=max_samples, fisher=fisher, device=device)  # fmt: skip
+    with schedule.open(out, "measures") as sched:
+        df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
+                              max_samples=max_samples, fisher=fisher, device=device, **sched)  # fmt: skip
     keys = [c for c in ("run", "seed", "epoch") if c in df]
     if keys:
         wide = df.pivot_table(index=keys, columns="measure", values="value", sort=False, dropna=False).reset_index()

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
-from ._common import echo_table, format_option, out_option, parse_shape, write_tables
+from ._common import echo_table, format_option, out_option, parse_shape, schedule_options, write_tables
 
 
 @click.group("regions")
@@ -244,7 +244,9 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
 @click.option("--extend", type=float, default=0.5, show_default=True)
 @out_option
 @format_option
-def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt) -> None:  # noqa: ANN001
+@schedule_options
+def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt,  # noqa: ANN001
+          schedule) -> None:  # fmt: skip
     """Exact region counts on lines / planes through data points for every checkpoint of a run."""
     from ..regions.training import regions_over_training, training_summary
     from ..report import save_figure
@@ -253,10 +255,11 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
 
     item = next(iter_sources(list(sources), arch=arch))
     X = _points(points, dataset, data_dir, input_shape, seed, 3, item)
-    df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
-                               arch=arch)  # fmt: skip
-    summ = training_summary(df)
     out = out or Path("relugeom-regions")
+    with schedule.open(out, "regions_train") as sched:
+        df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
+                                   arch=arch, **sched)  # fmt: skip
+    summ = training_summary(df)
     paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
     if "epoch" in summ:
         paths.append(save_figure(training_figure(summ), out / "regions_epochs.png"))

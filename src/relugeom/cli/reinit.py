@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ._common import device_option, echo_table, format_option, out_option, write_tables
+from ._common import device_option, echo_table, format_option, out_option, schedule_options, write_tables
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -40,7 +40,8 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @device_option
 @out_option
 @format_option
-def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt) -> None:  # noqa: ANN001
+@schedule_options
+def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt, schedule) -> None:  # noqa: ANN001
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -57,9 +58,10 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
 
     out = out or Path("relugeom-reinit")
     chosen = parse_epochs(epochs)
-    drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                  batch_size=batch_size, reuse=not naive, device=device) for r in runs],
-                      ignore_index=True)  # fmt: skip
+    with schedule.open(out, "reinit") as sched:
+        drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
+                                      batch_size=batch_size, reuse=not naive, device=device, **sched) for r in runs],
+                          ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

@@ -10,7 +10,7 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import echo_table, format_option, out_option, write_tables
+from ._common import echo_table, format_option, out_option, schedule_options, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -77,7 +77,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option
 @format_option
-def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: ANN001
+@schedule_options
+def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:  # noqa: ANN001
     """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
 
     SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
@@ -90,7 +91,8 @@ def command(sources, init, arch, linear, pointwise, out, fmt) -> None:  # noqa: 
 
     out = out or Path("relugeom-stats")
     src = list(sources) if len(sources) > 1 else sources[0]
-    df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
+    with schedule.open(out, "stats") as sched:
+        df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch, **sched)
     if df.empty:
         what = "conv or linear layers" if linear else "conv layers with a kernel larger than 1"
         raise RelugeomError(f"{', '.join(sources)}: no {what} to analyse"
