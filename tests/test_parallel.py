@@ -250,11 +250,11 @@ folder = text.strip().splitlines()[-1].split()[-1]
 code = """
 import os, subprocess, sys, time
 jobs = %r
-for env, pickle in jobs:
-    deadline = time.time() + 120
-    while not os.path.exists(pickle) and time.time() < deadline:
-        time.sleep(0.05)
-    subprocess.run(["bash", %r], env={{**os.environ, **env}})
+deadline = time.time() + 120
+while not all(os.path.exists(p) for _, p in jobs) and time.time() < deadline:
+    time.sleep(0.05)
+for p in [subprocess.Popen(["bash", %r], env={{**os.environ, **env}}) for env, _ in jobs]:
+    p.wait()
 """
 jobs = []
 for t in tasks:
@@ -264,7 +264,8 @@ for t in tasks:
         env.update(SLURM_ARRAY_JOB_ID="4242", SLURM_ARRAY_TASK_ID=str(t))
     name = "4242" if t is None else f"4242_{{t}}"
     jobs.append((env, os.path.join(folder, f"{{name}}_submitted.pkl")))
-subprocess.Popen([sys.executable, "-c", code % (jobs, script)], start_new_session=True)
+subprocess.Popen([sys.executable, "-c", code % (jobs, script)], start_new_session=True,
+                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print("Submitted batch job 4242")
 '''
 STUB_SRUN = r'''#!{python}
@@ -290,16 +291,17 @@ def test_slurm_path_with_stub_sbatch(lenet_run, tmp_path, capsys, monkeypatch):
         (bin_ / name).write_text(textwrap.dedent(text))
         (bin_ / name).chmod((bin_ / name).stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{bin_}{os.pathsep}{os.environ['PATH']}")
-    code, _, err = cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / "slurm"), "--executor", "slurm",
+    files = [str(lenet_run / "checkpoints" / f"epoch_{e:04d}.pt") for e in (0, 4)]
+    code, _, err = cli(["-q", "stats", *files, "--out", str(tmp_path / "slurm"), "--executor", "slurm",
                         "--jobs", "3", "--slurm-partition", "gpu-short", "--slurm-time", "7", "--slurm-mem", "2",
                         "--slurm-option", "account=geom"], capsys)  # fmt: skip
     assert code == 0, err
     recorded = log.read_text()
-    for flag in ("#SBATCH --partition=gpu-short", "#SBATCH --time=7", "#SBATCH --mem=2GB", "#SBATCH --array=0-4%3",
+    for flag in ("#SBATCH --partition=gpu-short", "#SBATCH --time=7", "#SBATCH --mem=2GB", "#SBATCH --array=0-1%2",
                  "#SBATCH --account=geom"):  # fmt: skip
         assert flag in recorded
     assert recorded.count("----") == 1  # one job array, not one job per checkpoint
-    assert cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / "serial")], capsys)[0] == 0
+    assert cli(["-q", "stats", *files, "--out", str(tmp_path / "serial")], capsys)[0] == 0
     assert_same(tables(tmp_path / "slurm", ("filters", "layers")), tables(tmp_path / "serial", ("filters", "layers")))
 
 

@@ -196,6 +196,13 @@ def run_task(task: Task, part: Path | None = None, quiet: bool = False) -> Outco
     return out
 
 
+def reraise_for_debugging(outcome: Outcome) -> None:
+    """With ``RELUGEOM_DEBUG=1``, raise a failed item's own exception (when it failed in this process) instead of
+    reporting it as a skipped item: its traceback is what a bug report needs."""
+    if outcome.exc is not None and os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0"):
+        raise outcome.exc
+
+
 # ------------------------------------------------------------------------------------------------ parts
 def _record(task: Task) -> dict[str, Any]:
     return {"format": PART_FORMAT, "name": task.name, "label": task.label, "spec": task.spec,

@@ -199,7 +199,7 @@ def map_sources(
        n
     0  6
     """
-    from .parallel import run_tasks
+    from .parallel import reraise_for_debugging, run_tasks
 
     items = list(iter_sources(source, arch=arch))  # SourceItems load lazily: this lists paths, not weights
     tasks = source_tasks(items, analyse, arch=arch)
@@ -214,8 +214,7 @@ def map_sources(
                 if outcome.exc is not None:
                     raise outcome.exc
                 raise RelugeomError(outcome.error)
-            if outcome.exc is not None and not isinstance(outcome.exc, RelugeomError):
-                raise outcome.exc  # a bug in this process: its traceback (with RELUGEOM_DEBUG) helps more
+            reraise_for_debugging(outcome)
             warn(f"{outcome.error}; skipped, the rest of the series is analysed", SkippedWarning)
             failures.append(item.label)
             continue

@@ -210,7 +210,7 @@ def reinit_run(
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
-    from ..parallel import Task, fingerprint, part_name, run_tasks
+    from ..parallel import Task, fingerprint, part_name, reraise_for_debugging, run_tasks
     from .models import model_from_state_dict
     from .train import read_run_config
 
@@ -252,8 +252,7 @@ def reinit_run(
     frames = []
     for outcome in outcomes:
         if outcome.error is not None:
-            if outcome.exc is not None and not isinstance(outcome.exc, RelugeomError):
-                raise outcome.exc
+            reraise_for_debugging(outcome)
             warn(f"{outcome.error}; left out", SkippedWarning)
             continue
         frames.append(outcome.tables)
