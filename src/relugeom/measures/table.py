@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._progress import progress
 from ..checkpoints import load_checkpoint
 from ..errors import RelugeomError
 from ..sources import Source, SourceItem, iter_sources, map_sources
@@ -52,6 +53,73 @@ def _subset(data: list[tuple[torch.Tensor, torch.Tensor]], n: int | None) -> lis
     return out
 
 
+def estimate_costs(
+    measures: Sequence[str], *, n_train: int, n_test: int = 0, max_samples: int | None = 256, n_probes: int = 20,
+    input_numel: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Estimated cost of each measure of one checkpoint, in forward+backward passes over the ``n_train``
+    measured samples (a forward pass counts 1/3), from how many passes over how much data it makes;
+    ``benchmarks/bench_measures.py`` checks these against timings. Columns ``measure, passes, how``; the first
+    row, ``losses``, is the train and test loss every checkpoint gets.
+
+    >>> estimate_costs(["fisher_rao", "hessian_trace"], n_train=1000, max_samples=250, n_probes=10)["passes"].round(1).tolist()
+    [0.3, 2.0, 5.4]
+    """
+    n = max(1, n_train)
+    frac = min(n, max_samples or n) / n
+    d_in = input_numel or 0
+    tangent_probes = d_in if 0 < d_in <= 256 else max(2, n_probes // 4)
+    table = {
+        "fisher_rao": (2.0, "one forward-mode pass (about two forwards) and one backward"),
+        "kfac": (3.0, "one forward and backward with per-layer factor products"),
+        "norms": (1.0, "one forward for the margin; spectral and path norms from the weights"),
+        "sharpness": (50 * frac, f"up to 50 L-BFGS steps on {frac:.0%} of the data"),
+        "expected_sharpness": (2 * n_probes * frac / 3, f"{2 * n_probes} forwards on {frac:.0%} of the data"),
+        "hessian_trace": ((1.5 + 2 * n_probes) * frac, f"{n_probes} Hessian-vector products on {frac:.0%}"),
+        "tangent": (tangent_probes * frac * 2 / 3,
+                    f"{tangent_probes} forward-mode passes on {frac:.0%} of the data"),
+    }  # fmt: skip
+    rows = [{"measure": "losses", "passes": (n + n_test) / n / 3, "how": "one forward over the train and test data"}]
+    rows += [{"measure": m, "passes": table[m][0], "how": table[m][1]} for m in MEASURES if m in measures]
+    return pd.DataFrame(rows)
+
+
+def measure_rows(
+    name: str, model: nn.Module, tr: list, small: list, *, init: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    fisher: str = "empirical", seed: int = 0, epsilon: float = 1e-3, sigma: float = 1e-2, n_probes: int = 20,
+    device: str | torch.device = "cpu",
+) -> list[dict]:  # fmt: skip
+    """The rows of one measure ``name`` of a prepared model: ``tr`` the measured batches, ``small`` their first
+    ``max_samples`` samples (for the costly measures)."""
+    if name == "fisher_rao":
+        r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
+        return _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
+                          "fisher_rao_depth": r.depth})  # fmt: skip
+    if name == "kfac":
+        K = kfac(model, tr, fisher=fisher, device=device)
+        return _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
+    if name == "norms":
+        d = norm_measures(model, tr, init=init, device=device).as_dict()
+        keys = ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path", "frobenius_over_margin2",
+                "spectral_over_margin2", "l1_path_over_margin2", "l2_path_over_margin2", "distance_to_init")
+        return _rows("", {k: d[k] for k in keys})
+    if name == "sharpness":
+        s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
+        return _rows("", {"epsilon_sharpness": s.value})
+    if name == "expected_sharpness":
+        e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
+        return _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
+    if name == "hessian_trace":
+        h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
+        return _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
+    if name == "tangent":
+        d_in = small[0][0][0].numel()
+        method = "exact" if d_in <= 256 else "random"
+        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device)
+        return _rows("", {"tangent_sensitivity": t.mean_sq}, {"tangent_sensitivity": t.std_error})
+    raise RelugeomError(f"unknown measure {name!r}; choose from {', '.join(MEASURES)}")
+
+
 def measure_model(
     model: nn.Module, train: Data, test: Data | None = None, measures: Sequence[str] = DEFAULT_MEASURES, *,
     init: nn.Module | Mapping[str, torch.Tensor] | None = None, fisher: str = "empirical", seed: int = 0,
@@ -79,33 +147,10 @@ def measure_model(
         base.update(test_loss=tloss, test_error=1 - tacc, generalization_gap=tloss - loss,
                     error_gap=(1 - tacc) - (1 - acc))  # fmt: skip
     rows += _rows("", base)
-    if "fisher_rao" in measures:
-        r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
-        rows += _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
-                           "fisher_rao_depth": r.depth})  # fmt: skip
-    if "kfac" in measures:
-        K = kfac(model, tr, fisher=fisher, device=device)
-        rows += _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
-    if "norms" in measures:
-        n = norm_measures(model, tr, init=init, device=device)
-        d = n.as_dict()
-        rows += _rows("", {k: d[k] for k in ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path",
-                                             "frobenius_over_margin2", "spectral_over_margin2", "l1_path_over_margin2",
-                                             "l2_path_over_margin2", "distance_to_init")})  # fmt: skip
-    if "sharpness" in measures:
-        s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
-        rows += _rows("", {"epsilon_sharpness": s.value})
-    if "expected_sharpness" in measures:
-        e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
-        rows += _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
-    if "hessian_trace" in measures:
-        h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
-        rows += _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
-    if "tangent" in measures:
-        d_in = small[0][0][0].numel()
-        method = "exact" if d_in <= 256 else "random"
-        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device)
-        rows += _rows("", {"tangent_sensitivity": t.mean_sq}, {"tangent_sensitivity": t.std_error})
+    chosen = [m for m in MEASURES if m in measures]
+    for name in progress(chosen, desc="measures", total=len(chosen)) if len(chosen) > 1 else chosen:
+        rows += measure_rows(name, model, tr, small, init=init, fisher=fisher, seed=seed, epsilon=epsilon, sigma=sigma,
+                             n_probes=n_probes, device=device)  # fmt: skip
     return pd.DataFrame(rows, columns=["measure", "value", "std_error"])
 
 
