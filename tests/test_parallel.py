@@ -81,26 +81,27 @@ def test_stats_every_mode_gives_the_serial_tables(lenet_run, tmp_path, capsys):
     """Serial, --jobs 2, submitit's local and debug executors, and two shards: equal tables, equal to an in-memory
     run of the library without parts."""
     names = ("filters", "layers")
+    files = [str(lenet_run / "checkpoints" / f"epoch_{e:04d}.pt") for e in (0, 2, 4)]  # 3 jobs, 3 processes
     results = {}
     for mode, extra in {"serial": [], "jobs2": ["--jobs", "2"], "local": ["--executor", "submitit-local"],
                         "debug": ["--executor", "submitit-debug"]}.items():  # fmt: skip
-        code, _, err = cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / mode), *extra], capsys)
+        code, _, err = cli(["-q", "stats", *files, "--out", str(tmp_path / mode), *extra], capsys)
         assert code == 0, err
-        assert "5 part(s) computed, 0 reused" in err
+        assert "3 part(s) computed, 0 reused" in err
         results[mode] = tables(tmp_path / mode, names)
-    code, _, err = cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / "sh"), "--shard", "0/2"], capsys)
-    assert code == 0 and "shard 0/2: 3 part(s) computed" in err and "no table was written" in err
+    code, _, err = cli(["-q", "stats", *files, "--out", str(tmp_path / "sh"), "--shard", "0/2"], capsys)
+    assert code == 0 and "shard 0/2: 2 part(s) computed" in err and "no table was written" in err
     assert not (tmp_path / "sh" / "filters.csv").exists()
-    code, _, err = cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / "sh"), "--shard", "1/2"], capsys)
-    assert code == 0 and "2 part(s) computed, 3 reused" in err, err
+    code, _, err = cli(["-q", "stats", *files, "--out", str(tmp_path / "sh"), "--shard", "1/2"], capsys)
+    assert code == 0 and "1 part(s) computed, 2 reused" in err, err
     results["shards"] = tables(tmp_path / "sh", names)
     for mode in results:
         assert_same(results["serial"], results[mode])
-    memory = projection_stats(lenet_run)  # no parts, no executor: the tables straight from the analysis
+    memory = projection_stats(files)  # no parts, no executor: the tables straight from the analysis
     serial = pd.read_csv(tmp_path / "serial" / "filters.csv")
-    filters = sum(v.shape[0] for k, v in load_checkpoint(lenet_run / "checkpoints" / "epoch_0000.pt").state_dict.items()
+    filters = sum(v.shape[0] for k, v in load_checkpoint(files[0]).state_dict.items()
                   if k.startswith("features.") and k.endswith(".weight") and v.dim() == 4)  # fmt: skip
-    assert len(memory) == len(serial) == 5 * filters
+    assert len(memory) == len(serial) == 3 * filters
     pd.testing.assert_series_equal(serial["cos"], memory["cos"], check_exact=False, rtol=1e-15, atol=0)
 
 
@@ -311,3 +312,21 @@ def test_slurm_without_srun_is_a_clear_error(lenet_run, tmp_path, capsys, monkey
     assert code == 1 and "srun" in err and "--jobs" in err
     code, _, err = cli(["-q", "stats", str(lenet_run), "--out", str(tmp_path / "o"), "--slurm-time", "3"], capsys)
     assert code == 2 and "--executor slurm" in err
+
+
+# ------------------------------------------------------------------------------------------------ reproduce
+@pytest.mark.slow
+def test_reproduce_trains_its_seeds_as_parallel_jobs(tmp_path):
+    """Two seeds trained at once in a pool (one torch thread each, as this process): the same runs, statistics
+    and re-initialization tables as training them one after the other."""
+    from relugeom.experiments.reproduce import reproduce
+
+    logs = []
+    reproduce("vgg19-cifar10", tmp_path / "serial", seeds=2, scale="tiny")
+    with process_pool(2, threads=torch.get_num_threads()) as ex:
+        reproduce("vgg19-cifar10", tmp_path / "pool", seeds=2, scale="tiny", executor=ex, log=logs.append)
+    assert sum("trained" in line for line in logs) == 2
+    for name in ("layers", "reinit"):
+        found = [tables(tmp_path / mode / "vgg19-cifar10" / "vgg19-cifar10", (name,)) for mode in ("serial", "pool")]
+        assert_same(*found)
+    assert n_parts(tmp_path / "pool" / "vgg19-cifar10" / "vgg19-cifar10" / "parts" / "stats") > 0

@@ -408,7 +408,8 @@ def submitit_executor(
     """A submitit ``AutoExecutor`` (``cluster``: ``slurm``, or submitit's ``local`` / ``debug`` executors for
     trying a set-up on one machine) writing its logs under ``folder``.
 
-    ``partition``, ``timeout_min``, ``mem_gb``, ``cpus_per_task`` and ``gpus_per_node`` are passed through;
+    ``partition``, ``timeout_min`` (default 60), ``mem_gb``, ``cpus_per_task`` and ``gpus_per_node`` are passed
+    through;
     ``jobs`` caps how many array tasks run at once; ``options`` adds any other sbatch option (``{"account":
     "proj", "qos": "low"}`` become ``slurm_account``, ``slurm_qos``). Needs ``pip install relugeom[cluster]``.
     """
@@ -423,7 +424,7 @@ def submitit_executor(
     except RuntimeError as e:
         raise RelugeomError(f"cannot submit to {cluster}: {e} (no `srun` on PATH: run this on the cluster's login "
                             "node, or use --jobs N here)") from None  # fmt: skip
-    params: dict[str, Any] = {"name": "relugeom"}
+    params: dict[str, Any] = {"name": "relugeom", "timeout_min": 60}  # submitit's default, 5 minutes, kills analyses
     for key, value in (("timeout_min", timeout_min), ("mem_gb", mem_gb), ("cpus_per_task", cpus_per_task),
                        ("gpus_per_node", gpus_per_node)):  # fmt: skip
         if value is not None:

@@ -153,7 +153,7 @@ _schedule_options = [
                       "tables."),
     click.option("--slurm-partition", default=None, help="Slurm partition (--executor slurm)."),
     click.option("--slurm-time", "slurm_time", type=click.IntRange(min=1), default=None,
-                 help="Time limit per job, minutes (--executor slurm)."),
+                 help="Time limit per job, minutes (--executor slurm; default 60)."),
     click.option("--slurm-mem", "slurm_mem", type=click.FloatRange(min=0, min_open=True), default=None,
                  help="Memory per job, GB (--executor slurm)."),
     click.option("--slurm-cpus", type=click.IntRange(min=1), default=None, help="CPUs per job (--executor slurm)."),

@@ -8,7 +8,7 @@ import click
 
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
-from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
+from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table, estimate_costs
 from ._common import device_option, echo_table, format_option, out_option, schedule_options, write_tables
 
 
@@ -77,6 +77,13 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     test = data.test if data.test is not None and len(data.test) else data.val
     test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
     src = list(sources) if len(sources) > 1 else sources[0]
+    costs = estimate_costs(names, n_train=len(data.train), n_test=len(test_batches.split), max_samples=max_samples,
+                           input_numel=int(data.train.x[0].numel()))  # fmt: skip
+    click.echo(f"estimated cost per checkpoint, in forward+backward passes over the {len(data.train)} measured "
+               "samples:", err=True)  # fmt: skip
+    for row in costs.itertuples():
+        click.echo(f"  {row.measure:<20} {row.passes:6.1f}  {row.how}", err=True)
+    click.echo(f"  {'total':<20} {costs['passes'].sum():6.1f}", err=True)
     with schedule.open(out, "measures") as sched:
         df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
                               max_samples=max_samples, fisher=fisher, device=device, **sched)  # fmt: skip

@@ -323,7 +323,7 @@ def _forward_record(leaves: list[tuple[str, nn.Module]], X: torch.Tensor) -> tup
 
 
 def _as_input(x: object, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64)
+    t = torch.as_tensor(x).detach().to("cpu", torch.float64)  # the cells are numpy: points on a GPU come over
     if not torch.isfinite(t).all():
         raise ShapeError(f"{name} contains NaN or inf")
     return t
