@@ -3,7 +3,7 @@
 # samples/s and the GPU/CPU ratio, and whether the GPU kept the CPU's results (float64 where the geometry is exact).
 #
 #   bash benchmarks/gpu_check.sh            # about 1-3 minutes on one GPU plus its host's cores
-#   bash benchmarks/gpu_check.sh --quick    # seconds; what the tests run
+#   bash benchmarks/gpu_check.sh --quick    # lenet instead of VGG9, tiny sizes: what the tests run
 #
 # Without a CUDA device it says "no CUDA device: CPU column only" and fills the CPU column.
 set -euo pipefail
@@ -37,14 +37,14 @@ if not cuda:
     print("no CUDA device: CPU column only")
 else:
     print(f"GPU: {torch.cuda.get_device_name(0)}; CPU threads: {torch.get_num_threads()}")
-epochs, n_train, n_meas, n_seg = (1, 300, 100, 1) if args.quick else (3, 1400, 1000, 4)
-arch = "vgg9"
+epochs, n_train, n_meas, n_seg = (1, 200, 50, 1) if args.quick else (3, 1400, 1000, 4)
+arch = "lenet" if args.quick else "vgg9"
 data = load_dataset("digits", augment=False)
 
 
 def timed(dev, f):
-    f()  # warm-up (CUDA context, kernels, caches)
     if dev == "cuda":
+        f()  # warm-up (CUDA context, kernels)
         torch.cuda.synchronize()
     t = time.perf_counter()
     out = f()

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -337,6 +338,9 @@ def run_tasks(
                 results[i] = run_task(tasks[i], paths[i])
             if results[i].error is None and paths[i] is not None:
                 back = read_part(paths[i], tasks[i])
+                for _ in range(20 if i in pending and back is None else 0):  # a shared file system may lag
+                    time.sleep(0.5)
+                    back = read_part(paths[i], tasks[i])
                 if back is None:
                     results[i] = Outcome(error=f"{tasks[i].label}: its part {paths[i]} was not written or changed "
                                                "while it was read")  # fmt: skip
