@@ -182,6 +182,7 @@ def run_task(task: Task, part: Path | None = None, quiet: bool = False) -> Outco
         from ._progress import set_quiet
 
         set_quiet(True)
+    record = _record(task) if part is not None else None  # the files as they were before the item read them
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
@@ -192,7 +193,7 @@ def run_task(task: Task, part: Path | None = None, quiet: bool = False) -> Outco
     seen = [(w.category.__name__, str(w.message)) for w in caught]
     out = Outcome(tables, seen)
     if part is not None:
-        write_part(part, task, out)
+        write_part(part, task, out, record)
         out = Outcome(None, seen)  # the caller reads the part back: every mode assembles from the same bytes
     return out
 
@@ -210,13 +211,14 @@ def _record(task: Task) -> dict[str, Any]:
             "sources": [file_identity(p) for p in task.sources]}  # fmt: skip
 
 
-def write_part(path: Path, task: Task, outcome: Outcome) -> Path:
-    """Write one part atomically: ``part.json`` (what produced it, its warnings) and a Parquet file per table."""
+def write_part(path: Path, task: Task, outcome: Outcome, record: dict[str, Any] | None = None) -> Path:
+    """Write one part atomically: ``part.json`` (what produced it, its warnings) and a Parquet file per table.
+    ``record``: the task's files and options as taken before it ran (default: now)."""
     from .checkpoints import atomic_write
 
     several = isinstance(outcome.tables, dict)
     tables = outcome.tables if several else {"": outcome.tables}
-    meta = {**_record(task), "warnings": outcome.warnings, "several": several, "tables": list(tables)}
+    meta = {**(record or _record(task)), "warnings": outcome.warnings, "several": several, "tables": list(tables)}
     blobs = {}
     for i, df in enumerate(tables.values()):
         buf = io.BytesIO()
