@@ -32,7 +32,9 @@ from .sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
 from .tangent import tangent_sensitivity
 
 MEASURES = ("fisher_rao", "kfac", "norms", "sharpness", "expected_sharpness", "hessian_trace", "tangent")
-DEFAULT_MEASURES = ("fisher_rao", "norms", "expected_sharpness", "hessian_trace", "tangent")
+# the default set costs about 9 forward+backward passes over the measured data per checkpoint (at most 20, issue
+# 15; benchmarks/bench_measures.py); the Hessian trace, tangent sensitivity, epsilon-sharpness and K-FAC are opt-in
+DEFAULT_MEASURES = ("fisher_rao", "norms", "expected_sharpness")
 
 
 def _rows(prefix: str, values: Mapping[str, float | None], se: Mapping[str, float] | None = None) -> list[dict]:
@@ -64,18 +66,18 @@ def estimate_costs(
 
     >>> costs = estimate_costs(["fisher_rao", "hessian_trace"], n_train=1000, max_samples=250, n_probes=10)
     >>> costs["passes"].round(2).tolist()
-    [0.33, 2.0, 5.38]
+    [0.33, 0.6, 5.38]
     """
     n = max(1, n_train)
     frac = min(n, max_samples or n) / n
     d_in = input_numel or 0
     tangent_probes = d_in if 0 < d_in <= 256 else max(2, n_probes // 4)
     table = {
-        "fisher_rao": (2.0, "one forward-mode pass (about two forwards) and one backward"),
-        "kfac": (3.0, "one forward and backward with per-layer factor products"),
-        "norms": (1.0, "one forward for the margin; spectral and path norms from the weights"),
-        "sharpness": (50 * frac, f"up to 50 L-BFGS steps on {frac:.0%} of the data"),
-        "expected_sharpness": (2 * n_probes * frac / 3, f"{2 * n_probes} forwards on {frac:.0%} of the data"),
+        "fisher_rao": (0.6, "one forward-mode pass and the loss gradients of the outputs"),
+        "kfac": (2.0, "one forward and backward with per-layer factor products"),
+        "norms": (3.5, "one forward for the margin; spectral norms by Lanczos, path norms"),
+        "sharpness": (200 * frac, f"up to 50 L-BFGS steps (about 4 passes each) on {frac:.0%} of the data"),
+        "expected_sharpness": (2 * n_probes * frac * 0.45, f"{2 * n_probes} forwards on {frac:.0%} of the data"),
         "hessian_trace": ((1.5 + 2 * n_probes) * frac, f"{n_probes} Hessian-vector products on {frac:.0%}"),
         "tangent": (tangent_probes * frac * 2 / 3,
                     f"{tangent_probes} forward-mode passes on {frac:.0%} of the data"),
