@@ -62,7 +62,9 @@ def test_mismatch_names_missing_unexpected_and_shapes():
     sd = build_model("vgg11", image_size=32).state_dict()
     with pytest.raises(ArchitectureError, match="missing keys"):
         model_from_state_dict("vgg13", sd)
-    with pytest.raises(ArchitectureError, match="unknown architecture 'resnet50'"):
+    with pytest.raises(ArchitectureError, match="unknown architecture 'resnet51'"):
+        model_from_state_dict("resnet51", sd)
+    with pytest.raises(ArchitectureError, match=r"conv1\.weight: missing"):
         model_from_state_dict("resnet50", sd)
 
 

@@ -44,6 +44,42 @@ def test_label_noise_rate_is_binomial_and_labels_always_change():
         noisy_labels(y, 1.5, 10)
 
 
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_uniform_label_noise_is_zhang_et_al_relabelling(p):
+    """Zhang et al. 2017: a picked label becomes a class drawn uniformly from all C (possibly the old one), so the
+    changed fraction is Binomial(n, p (C-1)/C)/n, a fraction p/C is picked but unchanged, and the new labels of
+    the picked samples are uniform over the C classes whatever the old label."""
+    c, n = 10, 40000
+    y = torch.from_numpy(np.random.default_rng(5).integers(0, c, n))
+    noisy = noisy_labels(y, p, c, seed=3, rule="uniform")
+    changed = float((noisy != y).float().mean())
+    q = p * (c - 1) / c
+    assert abs(changed - q) < 4 * np.sqrt(q * (1 - q) / n)
+    # the same seed picks the same samples under both rules (the shift rule changes exactly the picked ones)
+    picked = (noisy_labels(y, p, c, seed=3, rule="shift") != y).numpy()
+    unchanged_picked = float((picked & (noisy == y).numpy()).mean())
+    assert abs(unchanged_picked - p / c) < 4 * np.sqrt((p / c) * (1 - p / c) / n)
+    counts = np.bincount(noisy.numpy()[picked], minlength=c)  # uniform over all C classes: chi-square test
+    expected = picked.sum() / c
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 27.9  # the 0.999 quantile of chi-square with 9 degrees of freedom
+    assert not torch.equal(noisy, noisy_labels(y, p, c, seed=3, rule="shift"))
+    with pytest.raises(DataError, match="rule"):
+        noisy_labels(y, p, c, rule="flip")
+
+
+def test_label_noise_rule_reaches_the_run_config(tmp_path):
+    cfg = TrainConfig(arch="lenet", dataset="digits", epochs=0, n_train=300, label_noise=1.0,
+                      label_noise_rule="uniform")  # fmt: skip
+    data = prepare_data(cfg)
+    clean = prepare_data(TrainConfig(arch="lenet", dataset="digits", epochs=0, n_train=300))
+    same = float((data.train.y == clean.train.y).float().mean())
+    assert 0.02 < same < 0.25 and data.info["label_noise_rule"] == "uniform"  # about 1/10 kept by chance
+    train(cfg, tmp_path / "run")
+    doc = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert doc["config"]["label_noise_rule"] == "uniform" and doc["data"]["label_noise_rule"] == "uniform"
+
+
 @settings(max_examples=15, deadline=None)
 @given(st.integers(1, 4), st.integers(1, 3), st.integers(1, 7), st.integers(1, 7), st.integers(0, 99))
 def test_pixel_shuffle_is_one_permutation_per_image_shared_by_channels(n, c, h, w, seed):

@@ -3,6 +3,8 @@
 The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
 """
 
+from ._version import __version__  # noqa: F401
+from .architectures import get_architecture, infer_architecture, register_architecture
 from .checkpoints import Checkpoint, Run, checkpoint_series, load_checkpoint, save_checkpoint
 from .errors import RelugeomError, RelugeomWarning
 from .experiments.models import build_model, model_from_state_dict
@@ -33,8 +35,6 @@ from .regions.training import region_counts, regions_over_training
 from .stats.cones import cone_params, cone_states, cone_tables, state_distribution
 from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs
 
-__version__ = "0.1.0"
-
 __all__ = [
     "AffineLayer",
     "arrangement_regions",
@@ -59,7 +59,9 @@ __all__ = [
     "fisher_rao_norm",
     "fold_batchnorm",
     "general_position_regions",
+    "get_architecture",
     "hessian_trace",
+    "infer_architecture",
     "kfac",
     "KFAC",
     "layer_regions",
@@ -79,6 +81,7 @@ __all__ = [
     "preimage_through",
     "projection_stats",
     "region_counts",
+    "register_architecture",
     "regions_on_segment",
     "regions_over_training",
     "reinit_accuracy",

@@ -5,6 +5,7 @@
   under ``state_dict``, ``model``, ``model_state_dict``, ``net`` or ``weights`` (torchvision,
   Lightning, the authors' code), are accepted; a ``module.`` prefix (DataParallel/DDP) is removed.
 * ``.safetensors`` files are read with safetensors; relugeom's metadata rides in the header.
+* ``.mat`` files are MatConvNet models (:mod:`relugeom.matconvnet`), converted to torchvision's key names.
 * Every file relugeom writes goes through :func:`atomic_write`: temp file in the same folder,
   flush, fsync, rename. A crash leaves either the old file or the new one, never half of one.
 
@@ -46,7 +47,16 @@ _META_KEY = "relugeom_meta"
 @dataclass(frozen=True)
 class Checkpoint:
     """A loaded checkpoint: its state dict, relugeom metadata (empty for foreign files) and the
-    remaining top-level entries (optimizer, scheduler, RNG states, ... for resuming)."""
+    remaining top-level entries (optimizer, scheduler, RNG states, ... for resuming).
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> path = save_checkpoint(f"{tempfile.mkdtemp()}/net.pt", {"w": torch.ones(2, 3)}, {"epoch": 4, "arch": "mlp"})
+    >>> ckpt = load_checkpoint(path)
+    >>> ckpt.epoch, ckpt.meta["arch"], ckpt.state_dict["w"].shape
+    (4, 'mlp', torch.Size([2, 3]))
+    """
 
     path: Path | None
     state_dict: dict[str, torch.Tensor] = field(repr=False)
@@ -119,6 +129,14 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint
 
     Raises :class:`CheckpointError` naming the file when it is missing, refused (its pickle would run
     code), truncated, or holds no state dict.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> path = f"{tempfile.mkdtemp()}/resnet.pth"
+    >>> torch.save({"state_dict": {"module.fc.weight": torch.zeros(10, 4)}}, path)  # a DataParallel script's file
+    >>> list(load_checkpoint(path).state_dict)  # unwrapped, "module." stripped
+    ['fc.weight']
     """
     p = Path(path)
     if not p.exists():
@@ -127,6 +145,11 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint
         raise CheckpointError(f"{p}: is a folder; use checkpoint_series() for a run folder")
     if p.suffix == SAFETENSORS_SUFFIX:
         return _load_safetensors(p)
+    if p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
+        from .matconvnet import load_matconvnet
+
+        net = load_matconvnet(p)
+        return Checkpoint(p, net.state_dict, net.meta, {})
     sd, meta, extra = _unwrap(p, _torch_load(p, mmap))
     return Checkpoint(p, sd, meta, extra)
 
@@ -278,6 +301,15 @@ def save_checkpoint(
     ``.safetensors`` paths store the tensors with safetensors and ``meta`` as JSON in the header
     (``extra`` is not allowed there); any other suffix uses ``torch.save`` of
     ``{"relugeom": 1, "state_dict", "meta", **extra}``, loadable with ``weights_only=True``.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> save_checkpoint(f"{folder}/w.safetensors", {"w": torch.eye(2)}, {"epoch": 1}).suffix
+    '.safetensors'
+    >>> load_checkpoint(f"{folder}/w.safetensors").meta
+    {'epoch': 1}
     """
     p = Path(path)
     sd = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
@@ -338,6 +370,15 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     The epoch comes from relugeom's metadata inside each file; for foreign files, from a number in
     the file name (with a warning). Unreadable files and files without any epoch are reported as
     warnings and left out; a folder with no usable checkpoint is an error.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> run = tempfile.mkdtemp()
+    >>> for e in (10, 2, 0):
+    ...     _ = save_checkpoint(f"{run}/checkpoints/epoch_{e:04d}.pt", {"w": torch.full((1,), float(e))}, {"epoch": e})
+    >>> [(s.epoch, s.path.name) for s in checkpoint_series(run)]
+    [(0, 'epoch_0000.pt'), (2, 'epoch_0002.pt'), (10, 'epoch_0010.pt')]
     """
     run = Path(run_dir)
     if not run.is_dir():

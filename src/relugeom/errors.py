@@ -9,7 +9,17 @@ from __future__ import annotations
 
 
 class RelugeomError(Exception):
-    """Base class of every error relugeom raises on purpose."""
+    """Base class of every error relugeom raises on purpose.
+
+    Example
+    -------
+    >>> from relugeom import load_checkpoint
+    >>> try:
+    ...     load_checkpoint("no-such-file.pt")
+    ... except RelugeomError as e:  # CheckpointError, ArchitectureError, ... all derive from it
+    ...     print(type(e).__name__, e)
+    CheckpointError no-such-file.pt: no such file
+    """
 
 
 class CheckpointError(RelugeomError):
@@ -66,7 +76,21 @@ class ShardIncomplete(RelugeomError):
 
 
 class RelugeomWarning(UserWarning):
-    """A problem that does not stop an analysis (a skipped checkpoint, zero filters)."""
+    """A problem that does not stop an analysis (a skipped checkpoint, zero filters).
+
+    Example
+    -------
+    >>> import warnings
+    >>> from torch import nn
+    >>> from relugeom import projection_stats
+    >>> conv = nn.Conv2d(1, 2, 3)
+    >>> _ = conv.weight.data[0].zero_()
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     n_zero = projection_stats(conv).cos.isna().sum()
+    >>> int(n_zero), [issubclass(w.category, RelugeomWarning) for w in caught]
+    (1, [True])
+    """
 
 
 class SkippedWarning(RelugeomWarning):

@@ -38,6 +38,12 @@ class AffineLayer:
 
     ``weight`` keeps the layer's own dtype and device; analyses convert (to float64 for geometry).
     Convolution hyper-parameters are ``None`` when the layer came from a bare state dict.
+
+    Example
+    -------
+    >>> conv = find_layers(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()))[0]
+    >>> conv.name, conv.kind, conv.out_channels, conv.filter_numel, conv.kernel_size
+    ('0', 'conv2d', 4, 27, (3, 3))
     """
 
     name: str
@@ -292,7 +298,18 @@ def batchnorm_affine(bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tens
 def layer_table(
     source: nn.Module | Mapping[str, torch.Tensor], *, input_shape: tuple[int, ...] | None = None, **select: bool
 ) -> pd.DataFrame:
-    """One row per affine layer: name, position, kind, shapes and conv hyper-parameters."""
+    """One row per affine layer: name, position, kind, shapes and conv hyper-parameters.
+
+    Example
+    -------
+    >>> net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 8, 3), nn.ReLU(),
+    ...                     nn.Flatten(), nn.Linear(8, 2))
+    >>> t = layer_table(net, input_shape=(1, 8, 8))
+    >>> t[["layer", "stage", "kind", "n_filters", "input_shape", "output_shape"]].values.tolist()
+    ... # doctest: +NORMALIZE_WHITESPACE
+    [['0', 0, 'conv2d', 4, (1, 8, 8), (4, 6, 6)], ['3', 1, 'conv2d', 8, (4, 3, 3), (8, 1, 1)],
+     ['6', 1, 'linear', 2, (8,), (2,)]]
+    """
     rows = []
     for layer in find_layers(source, input_shape=input_shape, **select):
         rows.append(

@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import __version__
+from ._version import __version__
 from .errors import RelugeomError, ShardIncomplete
 
 log = logging.getLogger("relugeom")

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
 
@@ -44,6 +45,12 @@ class SourceItem:
 
     def load(self) -> nn.Module | Mapping[str, torch.Tensor]:
         """The module or state dict (loaded from ``path`` on first use; built as ``arch`` if given)."""
+        if self._obj is None and self.path is not None and self.path.suffix.lower() == ".mat":
+            from .matconvnet import load_matconvnet  # a MatConvNet model: the network is built from the file
+
+            net = load_matconvnet(self.path)
+            self.meta = {**net.meta, **self.meta}
+            self._obj = net.model
         if self._obj is None:
             assert self.path is not None
             ckpt = load_checkpoint(self.path)
@@ -52,11 +59,20 @@ class SourceItem:
         obj = self._obj
         arch = self._arch or self.meta.get("arch")
         if isinstance(obj, Mapping) and arch:
-            from .experiments.models import model_from_state_dict
-
             where = f"{self.path}: " if self.path else ""
-            obj = model_from_state_dict(str(arch), obj, where=where)
+            # the arguments it was built with, when recorded for this architecture (relugeom's own, or the
+            # user's factory a recorder noted: it is imported only because the user named it with --arch)
+            recorded = {str(self.meta.get(k)) for k in ("arch", "model_factory", "model_class") if self.meta.get(k)}
+            kwargs = self.meta.get("model_kwargs", {}) if str(arch) in recorded else {}
+            obj = model_from_state_dict(str(arch), obj, where=where, **(kwargs if isinstance(kwargs, Mapping) else {}))
         return obj
+
+    def rebuild_hint(self) -> str:
+        """What to pass to rebuild a bare state dict's network (the class a recorder noted)."""
+        cls = self.meta.get("model_factory") or self.meta.get("model_class")
+        if isinstance(cls, str) and ":" in cls:
+            return f"pass --arch {cls} to rebuild it (relugeom imports only code you name)"
+        return "pass --arch so that the network can be built"
 
 
 def _is_state_dict(obj: object) -> bool:

@@ -14,8 +14,8 @@ import warnings
 
 import click
 
-from .. import __version__
 from .._progress import set_quiet
+from .._version import __version__
 from ..errors import RelugeomError, RelugeomWarning, ShardIncomplete, SkippedWarning
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_INTERNAL = 1, 2, 3, 130, 70
@@ -39,7 +39,7 @@ def cli(quiet: bool) -> None:
 
 # One module per verb under relugeom/cli/, each defining ``command`` (a click command or group).
 VERBS: tuple[str, ...] = (
-    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures",
+    "stats", "train", "demo", "cones", "toy", "reinit", "reproduce", "regions", "measures", "report",
 )
 
 

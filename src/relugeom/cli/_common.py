@@ -48,6 +48,40 @@ device_option = click.option(
 )  # fmt: skip
 
 
+class ArchParam(click.ParamType):
+    """``--arch``: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory`` (and ``auto``
+    where a state dict is read), checked when the command line is parsed."""
+
+    name = "arch"
+
+    def __init__(self, allow_auto: bool = False) -> None:
+        self.allow_auto = allow_auto
+
+    def convert(self, value, param, ctx):  # noqa: ANN001, ANN201
+        from ..architectures import get_architecture
+        from ..errors import ArchitectureError
+
+        if self.allow_auto and str(value).lower() == "auto":
+            return "auto"
+        try:
+            return get_architecture(value).name
+        except ArchitectureError as e:
+            self.fail(str(e), param, ctx)
+
+
+def arch_help(lead: str, auto: bool = False) -> str:
+    """The help text of ``--arch``: every zoo name and the other forms."""
+    from ..architectures import ARCHITECTURES
+
+    return (f"{lead}{'; auto (read off the keys)' if auto else ''}; zoo: {', '.join(sorted(ARCHITECTURES))}; "
+            "or torchvision:NAME, timm:NAME (when installed), package.module:factory (your own model).")
+
+
+def arch_option(lead: str = "Architecture of bare state dicts"):  # noqa: ANN201
+    """``--arch`` of the analysis verbs (``auto`` allowed; checked when the command line is parsed)."""
+    return click.option("--arch", type=ArchParam(allow_auto=True), default=None, help=arch_help(lead, auto=True))
+
+
 SEED_MAX = 2**63 - 1
 
 

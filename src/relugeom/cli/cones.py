@@ -9,6 +9,7 @@ import click
 from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
 from ._common import (
+    arch_option,
     device_option,
     echo_table,
     format_option,
@@ -22,7 +23,7 @@ from ._common import (
 @click.command("cones")
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--input-shape", "input_shape", required=True, help="Shape of one network input, e.g. 3,32,32.")
-@click.option("--arch", default=None, help="Architecture of bare state dicts (needed for their strides and pooling).")
+@arch_option("Architecture of bare state dicts (needed for their strides and pooling)")
 @click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per (filter of layer l+1, filter of l).")
 @click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
 @device_option

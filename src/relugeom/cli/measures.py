@@ -9,7 +9,7 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table, estimate_costs
-from ._common import device_option, echo_table, format_option, out_option, schedule_options, write_tables
+from ._common import arch_option, device_option, echo_table, format_option, out_option, schedule_options, write_tables
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -53,7 +53,7 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @click.option("--max-samples", type=click.IntRange(min=1), default=256, show_default=True,
               help="Samples for the costly measures (sharpness, Hessian trace, tangent).")  # fmt: skip
 @click.option("--fisher", type=click.Choice(["empirical", "model"]), default="empirical", show_default=True)
-@click.option("--arch", default=None, help="Architecture of bare state dicts.")
+@arch_option()
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds every stochastic estimator.")
 @device_option
 @out_option

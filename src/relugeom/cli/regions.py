@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
+from ._common import arch_option as _arch_option
 from ._common import echo_table, format_option, out_option, parse_shape, schedule_options, write_tables
 
 
@@ -74,19 +75,9 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
         if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
-            from torch import nn
+            from ..regions.arrangement import random_layer_regions
 
-            from ..regions.arrangement import layer_regions
-
-            torch.manual_seed(0)
-            conv = (nn.Conv1d if len(shape) == 2 else nn.Conv2d)(shape[0], filters, k, stride=stride)
-            nn.init.normal_(conv.weight)
-            nn.init.normal_(conv.bias)
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                real = layer_regions(conv, shape)
+            real = random_layer_regions(shape, k, stride, filters, seed=0)
             rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost every "
                                                                   "weight; docs/regions.md)"))  # fmt: skip
         echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))
@@ -97,12 +88,12 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
 
 # ------------------------------------------------------------------------------------------------- models
 source_arg = click.argument("source")
-arch_option = click.option("--arch", default=None, help="Architecture of a bare state dict.")
+arch_option = _arch_option("Architecture of a bare state dict")
 points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
     click.option("--dataset", default=None, help="Take data points from this data set's validation split "
-                                                 "(digits, mnist, cifar10, ...)."),
+                                                 "(digits, mnist1d, mnist, cifar10, ...)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
     click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
     click.option("--seed", type=int, default=0, show_default=True, help="Which points are drawn."),
@@ -123,7 +114,7 @@ def _load_model(source: str, arch: str | None):  # noqa: ANN202
     item = next(iter_sources(source, arch=arch))
     obj = item.load()
     if not isinstance(obj, nn.Module):
-        raise ArchitectureError(f"{source}: a bare state dict; pass --arch so that the network can be evaluated")
+        raise ArchitectureError(f"{source}: a bare state dict; {item.rebuild_hint()} and evaluated")
     return obj, item
 
 

@@ -37,11 +37,14 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
+@click.option("--arch", default=None,
+              help="The model: a relugeom architecture, or your own class or factory as module:Class (for a run "
+                   "recorded from your training loop). Default: the run's.")  # fmt: skip
 @device_option
 @out_option
 @format_option
 @schedule_options
-def command(runs, epochs, random_init, split, seed, batch_size, naive, device, out, fmt, schedule) -> None:  # noqa: ANN001
+def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt, schedule) -> None:  # noqa: ANN001
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -60,8 +63,8 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, device, o
     chosen = parse_epochs(epochs)
     with schedule.open(out, "reinit") as sched:
         drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                      batch_size=batch_size, reuse=not naive, device=device, **sched) for r in runs],
-                          ignore_index=True)  # fmt: skip
+                                      batch_size=batch_size, reuse=not naive, device=device, arch=arch, **sched)
+                           for r in runs], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

@@ -10,20 +10,22 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import echo_table, format_option, out_option, schedule_options, write_tables
+from ._common import arch_option, echo_table, format_option, out_option, schedule_options, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
-    """A random (torchvision-style Kaiming) init of the architecture of the first source."""
-    from ..experiments.models import build_model, infer_kwargs
+    """A random (torchvision-style Kaiming) init of the architecture of the first source: the source's own
+    network re-initialised when it loads as one (a MatConvNet file), else ``arch`` built afresh."""
+    from ..experiments.models import fresh_init
 
-    item = next(iter_sources(list(sources)))
-    arch = arch or item.meta.get("arch")
+    item = next(iter_sources(list(sources), arch=arch))
     obj = item.load()
+    if item.meta.get("source") == "matconvnet":
+        return fresh_init(None, obj, init="kaiming", seed=0)
+    arch = arch or item.meta.get("arch")
     if arch is None:
-        raise RelugeomError("--init random needs --arch (the architecture to initialise)")
-    sd = obj.state_dict() if hasattr(obj, "state_dict") else obj
-    return build_model(arch, **infer_kwargs(arch, sd), init="kaiming", seed=0)
+        raise RelugeomError("--init random needs --arch (the architecture to initialise; auto to infer it)")
+    return fresh_init(arch, obj, init="kaiming", seed=0)
 
 
 def _run_metrics(sources: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[int]]:
@@ -72,7 +74,7 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--init", "init", default=None,
               help="Initialisation to compare against: a checkpoint, or 'random' for a fresh Kaiming init "
                    "of --arch. A run folder's epoch 0 is used by default.")  # fmt: skip
-@click.option("--arch", default=None, help="Architecture of bare state dicts (gives stages and blocks).")
+@arch_option("Architecture of bare state dicts (gives stages and blocks)")
 @click.option("--linear", is_flag=True, help="Also analyse the linear layers.")
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option
@@ -81,7 +83,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:  # noqa: ANN001
     """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
 
-    SOURCES are checkpoint files, run folders (every epoch) or several of those. Writes
+    SOURCES are checkpoint files, run folders (every epoch), MatConvNet .mat models (compared with one random
+    initialization, as in Gamba et al. 2020, figs. 13-14) or several of those. Writes
     filters.FMT (one row per filter), layers.FMT (one row per layer and epoch), histograms.png
     (trained vs. initialization) and, for a series, nl_epochs.png (n_l over epochs, with the
     training curves when the run folder has metrics.csv) into --out (default ./relugeom-stats).
@@ -100,6 +103,8 @@ def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:
                                + ("" if pointwise else ", --pointwise for 1x1 convolutions")))  # fmt: skip
     summary = layer_summary(df)
     init_df = None
+    if init is None and len(sources) == 1 and Path(sources[0]).suffix.lower() == ".mat":
+        init = "random"  # a pretrained model without its initialization: one random init for reference (figs. 9-14)
     if init == "random":
         init_df = projection_stats(_random_init(sources, arch), linear=linear, pointwise=pointwise)
     elif init is not None:

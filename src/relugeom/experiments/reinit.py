@@ -86,6 +86,19 @@ def reinit_accuracy(
     or an iterable of batches. ``layers`` defaults to every conv layer. Returns one row per
     (layer, epoch) with ``layer``, ``layer_index``, ``epoch``, ``acc_trained``, ``acc_reset``,
     ``drop`` = (acc_trained - acc_reset) / acc_trained. The model is restored afterwards.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 3)).eval()
+    >>> X = torch.randn(32, 1, 4, 4)
+    >>> y = net(X).argmax(1)  # labels the model gets all right
+    >>> zero = {"0.weight": torch.zeros(2, 1, 3, 3), "0.bias": torch.zeros(2)}  # a dead layer: constant output
+    >>> df = reinit_accuracy(net, {1: {k: v.clone() for k, v in net.state_dict().items()}, 0: zero}, (X, y))
+    >>> df[["layer", "epoch", "acc_trained", "drop"]].values.tolist()[0]  # reset to its own weights: no drop
+    ['0', 1, 1.0, 0.0]
+    >>> bool(df.acc_reset.iloc[1] == (y == net(torch.zeros(1, 1, 4, 4)).argmax(1)).float().mean())
+    True
     """
     model = model.to(device).eval()
     found = {la.name: la for la in find_layers(model, linear=False)}
@@ -191,6 +204,7 @@ def reinit_run(
     reuse: bool = True,
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
+    arch: str | None = None,
     executor: Any = None,
     parts: str | Path | None = None,
     shard: tuple[int, int] | None = None,
@@ -202,16 +216,35 @@ def reinit_run(
     never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
-    left out; the table gains ``run`` and ``seed`` columns.
+    left out; the table gains ``run`` and ``seed`` columns. ``arch`` overrides the run's architecture;
+    for a run recorded from your own training loop with your own model, name its class or factory
+    as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
+    the factory's own, seeded with ``seed``).
 
     Each (reference epoch, layer) is one work item: ``executor``, ``parts`` and ``shard`` run them as
     :func:`~relugeom.sources.map_sources` runs checkpoints (each item loads the trained and the reference
     checkpoint itself; its part records both files).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from relugeom.checkpoints import Run
+    >>> from relugeom.experiments.models import build_model
+    >>> run = Run(tempfile.mkdtemp())  # a run folder with epochs 0 and 1, as `relugeom train` writes it
+    >>> nets = [build_model("lenet", in_channels=1, image_size=8, seed=e) for e in (0, 1)]
+    >>> with run.lock():
+    ...     _ = run.write_config({"config": {"arch": "lenet", "dataset": "digits", "epochs": 1}, "data": {},
+    ...                           "lr_drops": []})
+    ...     for e, net in enumerate(nets):
+    ...         run.commit_epoch(e, net.state_dict(), {"epoch": e, "arch": "lenet"}, [{"epoch": e}], {"epoch": e})
+    >>> X = torch.randn(32, 1, 8, 8)
+    >>> df = reinit_run(run.path, data=(X, nets[1].eval()(X).argmax(1)))
+    >>> df.layer.nunique(), float(df[df.epoch == 1]["drop"].abs().max())  # 6 conv layers; the trained epoch's weights
+    (6, 0.0)
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
     from ..parallel import Task, fingerprint, part_name, reraise_for_debugging, run_tasks
-    from .models import model_from_state_dict
     from .train import read_run_config
 
     run = Run(run_dir)
@@ -227,8 +260,16 @@ def reinit_run(
     if trained is None:
         raise RelugeomError(f"{run_dir}: no readable checkpoint")
     final, final_sd = trained
-    layers = [la.name for la in find_layers(model_from_state_dict(config.arch, final_sd, where=f"{run_dir}: "),
-                                            linear=False)]  # fmt: skip
+    arch = arch or config.arch
+    if arch is None:
+        recorded = next((e.meta.get("model_factory") or e.meta.get("model_class") for e in series
+                         if e.meta.get("model_class")), None)  # fmt: skip
+        hint = f"pass --arch {recorded}" if recorded else "pass --arch"
+        raise RelugeomError(f"{run_dir}: the run names no relugeom architecture; {hint} to rebuild its model "
+                            "(relugeom imports only code you name)")  # fmt: skip
+    kwargs = next((e.meta["model_kwargs"] for e in reversed(series) if isinstance(e.meta.get("model_kwargs"), dict)),
+                  {}) if ":" in arch else {}  # fmt: skip
+    layers = [la.name for la in find_layers(_build(run.path, arch, kwargs, final_sd), linear=False)]
     if not layers:
         raise RelugeomError(f"{run_dir}: the model has no conv layer to re-initialise")
     if split not in ("test", "val") and data is None:
@@ -237,8 +278,9 @@ def reinit_run(
     refs: dict[int, Path | None] = {e: by_epoch[e] for e in _select(sorted(by_epoch), epochs, run_dir)}
     if random:
         refs[RANDOM_EPOCH] = None
-    options = {"split": split, "seed": config.seed + 1000 if seed is None else seed, "batch_size": batch_size,
-               "reuse": reuse, "device": str(device), "data": data}  # fmt: skip
+    options = {"split": split, "seed": (config.seed or 0) + 1000 if seed is None else seed, "batch_size": batch_size,
+               "reuse": reuse, "device": str(device), "data": data, "arch": arch, "kwargs": kwargs,
+               "init": config.init or "kaiming"}  # fmt: skip
     spec = fingerprint(_reinit_item, options)
     tasks = []
     for k, layer in enumerate(layers):
@@ -259,26 +301,35 @@ def reinit_run(
     if not frames:
         raise RelugeomError(f"{run_dir}: no re-initialization could be evaluated")
     df = pd.concat(frames, ignore_index=True)
-    df.insert(0, "seed", config.seed)
+    df.insert(0, "seed", pd.array([config.seed] * len(df), dtype="Int64"))
     df.insert(0, "run", run.name)
     df["trained_epoch"] = final.epoch
     return df
 
 
-@functools.lru_cache(maxsize=4)
-def _trained(run_dir: Path, final: Path, stamp: tuple) -> tuple[Any, nn.Module]:
-    """The run's config and trained model, once per process (``stamp``: the file's size and mtime)."""
-    from ..checkpoints import load_checkpoint
-    from .models import model_from_state_dict
-    from .train import read_run_config
+def _build(run_dir: Path, arch: str, kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The run's model with ``state``: a relugeom architecture, or a ``module:QualName`` factory with ``kwargs``."""
+    from .models import model_from_factory, model_from_state_dict
 
-    config = read_run_config(run_dir)
-    return config, model_from_state_dict(config.arch, load_checkpoint(final).state_dict, where=f"{run_dir}: ")
+    where = f"{run_dir}: "
+    if ":" in arch:
+        return model_from_factory(arch, state, dict(kwargs), where)
+    return model_from_state_dict(arch, state, where=where)
+
+
+@functools.lru_cache(maxsize=4)
+def _trained(run_dir: Path, final: Path, stamp: tuple, arch: str, kwargs_json: str) -> nn.Module:
+    """The trained model, once per process (``stamp``: the checkpoint's size and mtime)."""
+    import json
+
+    from ..checkpoints import load_checkpoint
+
+    return _build(run_dir, arch, json.loads(kwargs_json), load_checkpoint(final).state_dict)
 
 
 @functools.lru_cache(maxsize=4)
 def _eval_data(run_dir: Path, split: str, batch_size: int, stamp: tuple) -> Any:
-    """The run's test or validation batches, read once per process."""
+    """The run's test or validation batches, read once per process (``stamp``: config.json's size and mtime)."""
     from .data import Batches
     from .train import prepare_data, read_run_config
 
@@ -293,17 +344,23 @@ def _eval_data(run_dir: Path, split: str, batch_size: int, stamp: tuple) -> Any:
 def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer: str, layer_index: int,
                  options: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
     """One work item of :func:`reinit_run`: the accuracy with ``layer`` reset to its state at ``epoch``."""
+    import json
+
     from ..checkpoints import load_checkpoint
-    from .models import build_model, infer_kwargs
+    from .models import build_model, import_factory, infer_kwargs
 
     st = final.stat()
-    config, model = _trained(run_dir, final, (st.st_size, st.st_mtime_ns))
-    if ref is None:
-        sd = model.state_dict()
-        state = build_model(config.arch, **infer_kwargs(config.arch, sd), init=config.init,
-                            seed=options["seed"]).state_dict()  # fmt: skip
-    else:
+    arch, kwargs = options["arch"], options["kwargs"]
+    model = _trained(run_dir, final, (st.st_size, st.st_mtime_ns), arch, json.dumps(kwargs, sort_keys=True))
+    if ref is not None:
         state = dict(load_checkpoint(ref).state_dict)
+    elif ":" in arch:
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
+            torch.manual_seed(options["seed"])
+            state = import_factory(arch)(**kwargs).state_dict()
+    else:
+        state = build_model(arch, **infer_kwargs(arch, model.state_dict()), init=options["init"],
+                            seed=options["seed"]).state_dict()  # fmt: skip
     data = options["data"]
     if data is None:
         cst = (run_dir / "config.json").stat()
@@ -332,6 +389,14 @@ def critical_vs_bias(drops: pd.DataFrame, summary: pd.DataFrame) -> CriticalBias
     ``drops``: :func:`reinit_accuracy` / :func:`reinit_run` rows (the mean over the checkpoint epochs,
     random init excluded, and over runs is each layer's drop); ``summary``: ``layer_summary`` of the
     trained checkpoints (the last epoch of each run is used). Layers are matched by name.
+
+    Example
+    -------
+    >>> drops = pd.DataFrame({"layer": ["a", "b", "c"], "layer_index": [0, 1, 2], "epoch": 0, "drop": [0.1, 0.5, 0.9]})
+    >>> summary = pd.DataFrame({"layer": ["a", "b", "c"], "n_neg": [0.2, 0.5, 0.7]})
+    >>> cb = critical_vs_bias(drops, summary)
+    >>> cb.rho, cb.rho_bias, cb.table["bias"].round(2).tolist()  # ranks of |2 n_l - 1| = 0.6, 0, 0.4 vs 1, 2, 3
+    (1.0, -0.5, [0.6, 0.0, 0.4])
     """
     from scipy.stats import spearmanr
 

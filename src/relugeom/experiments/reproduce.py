@@ -48,6 +48,8 @@ class Experiment:
     variants: Callable[[str, str | None], list[Variant]] = field(repr=False)
     reinit: bool = False
     first_layer_only: bool = False
+    needs_data: bool = True  # False: an embedded data set (no --data-dir at full scale)
+    region_epochs: int = 0  # > 0: exact region counts on lines through data points every this many epochs (seed 0)
 
 
 def _imagenet_dir(data_dir: str | None) -> str | None:
@@ -99,6 +101,17 @@ def _schedules(scale: str, data_dir: str | None) -> list[Variant]:
     ]  # fmt: skip
 
 
+def _mnist1d(scale: str, data_dir: str | None) -> list[Variant]:
+    """The MNIST-1D CNN with Greydanus and Kobak's recipe (2020; their train.py): Adam, learning rate 0.01, batch
+    100, no weight decay, no schedule, PyTorch's default init, 8000 steps = 200 epochs of the 4000 training signals
+    (no validation split). Tiny: 3 epochs on 512 signals."""
+    cfg = TrainConfig(arch="mnist1d_cnn", dataset="mnist1d", epochs=200, batch_size=100, lr=0.01, optimizer="adam",
+                      schedule="none", weight_decay=0.0, init="torch", val_fraction=0.0)  # fmt: skip
+    if scale != "full":
+        cfg = replace(cfg, epochs=3, n_train=512)
+    return [Variant("mnist1d-cnn", cfg)]
+
+
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
     Experiment("alexnet-imagenet", "4, 5, 18", "AlexNet on ImageNet: cos histograms, n_l over epochs, re-init",
                _single("alexnet-imagenet", arch="alexnet", dataset="folder", epochs=90, batch_size=256),
@@ -123,6 +136,8 @@ EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in [
                _first_layers, first_layer_only=True),
     Experiment("schedules", "22, 24", "Step vs. exponential schedule, VGG19 on CIFAR-10 and ImageNet",
                _schedules, reinit=True),
+    Experiment("mnist1d", "-", "MNIST-1D CNN (Greydanus and Kobak 2020): n_l per layer over training, regions "
+               "on lines", _mnist1d, needs_data=False, region_epochs=20),
 ]}  # fmt: skip
 
 
@@ -135,7 +150,7 @@ def experiment_plan(name: str, *, data_dir: str | None = None, seeds: int = 3, s
         raise RelugeomError(f"scale must be full or tiny, got {scale!r}")
     if seeds < 1:
         raise RelugeomError(f"--seeds must be at least 1, got {seeds}")
-    if scale == "full" and data_dir is None:
+    if scale == "full" and data_dir is None and EXPERIMENTS[name].needs_data:
         raise DataError(f"{name} at full scale needs --data-dir (relugeom downloads nothing); see docs/experiments.md")
     variants = EXPERIMENTS[name].variants(scale, data_dir)
     return [(v, s) for v in variants for s in range(seeds)]
@@ -168,6 +183,30 @@ def _train_job(config: TrainConfig, run_dir: Path, device: str) -> str:
         return _train_or_resume(config, run_dir, device)
     except RelugeomError as e:
         return f"error: {e}" if str(run_dir) in str(e) else f"error: {run_dir}: {e}"
+
+
+def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: int) -> dict[str, Path]:
+    """Exact activation-region counts on 4 lines through test points (Hanin and Rolnick 2019) at every
+    ``every``-th checkpoint of one run; ``regions.csv``, ``regions_summary.csv``, ``regions_epochs.png``."""
+    from ..checkpoints import checkpoint_series
+    from ..regions.training import regions_over_training, training_summary
+    from ..report import save_figure
+    from ..report.regions import training_figure
+    from ..tables import write_table
+    from .train import prepare_data
+
+    entries = checkpoint_series(run)
+    last = max(e.epoch or 0 for e in entries)
+    picked = [str(e.path) for e in entries if e.epoch is not None and (e.epoch % every == 0 or e.epoch == last)]
+    data = prepare_data(cfg)
+    points = data.test.x if data.test is not None and len(data.test) >= 3 else data.val.x
+    df = regions_over_training(picked, points, n_lines=4, n_planes=0, seed=0)
+    summary = training_summary(df)
+    return {
+        f"{vname}/regions": write_table(df, vdir / "regions", "csv"),
+        f"{vname}/regions_summary": write_table(summary, vdir / "regions_summary", "csv"),
+        f"{vname}/regions_epochs": save_figure(training_figure(summary), vdir / "regions_epochs.png"),
+    }
 
 
 def reproduce(
@@ -247,6 +286,8 @@ def reproduce(
         first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
         init, last = first[first.epoch == first.epoch.min()], first[first.epoch == first.epoch.max()]
         written[f"{vname}/histograms"] = save_figure(cos_histograms(last, init), vdir / "histograms.png")
+        if exp is not None and exp.region_epochs:
+            written.update(_region_counts(vname, vdir, runs[0], cfg, exp.region_epochs if scale == "full" else 1))
         if exp is not None and exp.reinit:
             schedule = {"executor": executor, "parts": None if executor is None else vdir / "parts" / "reinit"}
             drops = pd.concat([reinit_run(r, random=True, device=device, **schedule) for r in runs], ignore_index=True)

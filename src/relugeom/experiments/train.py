@@ -1,6 +1,7 @@
 """The training recipe of seed 001 (sec. 3.1, A.1), with a checkpoint per epoch.
 
-SGD with momentum 0.9 and weight decay 5e-4, base learning rate 0.01, and either the ``step``
+SGD with momentum 0.9 and weight decay 5e-4 (``optimizer="adam"``: Adam with the same learning rate and
+weight decay, the recipe of Greydanus and Kobak 2020 for MNIST-1D), base learning rate 0.01, and either the ``step``
 schedule (x0.1 every 25 epochs) or the ``exp`` schedule (x10^(-1/25) per epoch); general forms
 ``step:EVERY:FACTOR`` and ``exp:FACTOR``. Cross-entropy loss. The seed controls the
 initialisation, dropout and the order of the training samples (and their augmentation).
@@ -25,6 +26,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -34,8 +36,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .. import __version__
 from .._progress import progress
+from .._version import __version__
 from ..checkpoints import Run
 from ..errors import ConfigError, DataError, RelugeomError, warn
 from .data import Batches, DataSplits, FolderSplit, corrupt, load_dataset, subset
@@ -59,6 +61,7 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "step"
+    optimizer: str = "sgd"
     init: str = "kaiming_all"
     augment: bool | None = None
     normalize: str = "standard"
@@ -66,6 +69,7 @@ class TrainConfig:
     split_seed: int = 0
     n_train: int | None = None
     label_noise: float = 0.0
+    label_noise_rule: str = "shift"
     pixel_shuffle: bool = False
     image_size: int | None = None
     model_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -112,6 +116,12 @@ def check_config(config: TrainConfig) -> None:
     if not isinstance(config.model_kwargs, dict):
         raise _bad("model_kwargs", config.model_kwargs, "a dict")
     parse_schedule(config.schedule)
+    if config.optimizer not in OPTIMIZERS:
+        raise _bad("optimizer", config.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+    from .data.corruptions import LABEL_NOISE_RULES
+
+    if config.label_noise_rule not in LABEL_NOISE_RULES:
+        raise _bad("label_noise_rule", config.label_noise_rule, f"one of {', '.join(LABEL_NOISE_RULES)}")
 
 
 def parse_schedule(spec: str) -> tuple[str, int, float]:
@@ -135,6 +145,19 @@ def parse_schedule(spec: str) -> tuple[str, int, float]:
     if not (math.isfinite(out[2]) and out[2] > 0):
         raise ConfigError(f"bad schedule {spec!r}: FACTOR must be a finite number > 0", "schedule")
     return out
+
+
+OPTIMIZERS = ("sgd", "adam")
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with the config's momentum, or Adam (PyTorch's betas); both with the config's lr and weight decay."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                               weight_decay=config.weight_decay)  # fmt: skip
+    if config.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    raise _bad("optimizer", config.optimizer, f"one of {', '.join(OPTIMIZERS)}")
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, spec: str) -> torch.optim.lr_scheduler.LRScheduler:
@@ -192,8 +215,11 @@ def prepare_data(config: TrainConfig) -> DataSplits:
         normalize=config.normalize, augment=config.augment,
     )  # fmt: skip
     data = subset(data, config.n_train)
-    data = corrupt(data, label_noise=config.label_noise, pixel_shuffle=config.pixel_shuffle, seed=config.split_seed)
+    data = corrupt(data, label_noise=config.label_noise, pixel_shuffle=config.pixel_shuffle, seed=config.split_seed,
+                   label_noise_rule=config.label_noise_rule)  # fmt: skip
     if config.image_size is not None:
+        if len(data.train.sample_shape) == 2:
+            raise DataError(f"{config.dataset}: --image-size resizes images; {config.dataset} holds 1D signals")
         if isinstance(data.train, FolderSplit):  # crop to the size; evaluation resizes to size * 256/224
             size, ev = config.image_size, round(config.image_size * 8 / 7)
             data = replace(data, train=replace(data.train, size=size), val=replace(data.val, size=size, resize=ev),
@@ -247,7 +273,8 @@ def read_run_config(run_dir: str | Path) -> TrainConfig:
         raise RelugeomError(f"{run.config_path}: {e}") from None
 
 
-def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu") -> pd.DataFrame:
+def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torch.device = "cpu",
+           on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None) -> pd.DataFrame:  # fmt: skip
     """Continue the run in ``run_dir`` from its last complete epoch (``resume.pt``: model, optimizer,
     scheduler and RNG states), up to ``epochs`` (default: the configured number).
 
@@ -258,7 +285,7 @@ def resume(run_dir: str | Path, *, epochs: int | None = None, device: str | torc
     config = read_run_config(run_dir)
     if epochs is not None:
         config = replace(config, epochs=epochs)
-    return train(config, run_dir, device=device, resume=True)
+    return train(config, run_dir, device=device, resume=True, on_epoch=on_epoch)
 
 
 def train(
@@ -268,6 +295,7 @@ def train(
     device: str | torch.device = "cpu",
     data: DataSplits | None = None,
     resume: bool = False,
+    on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None,
 ) -> pd.DataFrame:
     """Train ``config.arch`` on ``config.dataset`` with the paper's recipe, writing the run folder.
 
@@ -281,7 +309,8 @@ def train(
     Under ``torchrun`` (``WORLD_SIZE > 1``) the model is wrapped in DistributedDataParallel: every
     process draws the same global batch and trains on its slice ``[rank::world]``, the loss is
     scaled so that the averaged gradient is the global batch's mean, and only rank 0 writes files
-    (and holds the lock).
+    (and holds the lock). ``on_epoch(row, model)`` is called on rank 0 after each epoch is
+    recorded (epoch 0 included), with its metrics row: ``relugeom train`` prints a line from it.
 
     Example
     -------
@@ -294,7 +323,8 @@ def train(
     check_config(config)
     rank, world, device = _distributed(device)
     with run.lock() if rank == 0 else nullcontext():
-        return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world)
+        return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world,
+                             on_epoch=on_epoch)
 
 
 def _check_fresh(run: Run) -> None:
@@ -333,7 +363,8 @@ def _non_finite(net: nn.Module) -> list[str]:
 
 
 def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, data: DataSplits | None,
-                  resume: bool, rank: int, world: int) -> pd.DataFrame:  # fmt: skip
+                  resume: bool, rank: int, world: int,
+                  on_epoch: Callable[[dict[str, Any], nn.Module], None] | None = None) -> pd.DataFrame:  # fmt: skip
     out = run.path
     writer = rank == 0
     ckpt = None
@@ -347,10 +378,9 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if len(data.train) == 0:
         raise DataError(f"{config.dataset}: the training split is empty")
     torch.manual_seed(config.seed)
-    net = build_model(
-        config.arch, num_classes=data.num_classes, in_channels=data.in_channels, image_size=data.image_size,
-        init=config.init, seed=config.seed, **config.model_kwargs,
-    )  # fmt: skip
+    build_kwargs = {"num_classes": data.num_classes, "in_channels": data.in_channels, "image_size": data.image_size,
+                    **config.model_kwargs}  # fmt: skip
+    net = build_model(config.arch, init=config.init, seed=config.seed, **build_kwargs)
     if ckpt is not None:
         load_state_dict_into(net, ckpt.state_dict, f"{run.resume_path}: ")
     net = net.to(device)
@@ -359,8 +389,7 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
         from torch.nn.parallel import DistributedDataParallel
 
         model = DistributedDataParallel(net, device_ids=[device] if str(device).startswith("cuda") else None)
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
+    optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config.schedule)
     gen = torch.Generator().manual_seed(config.seed)
     if ckpt is not None:
@@ -377,7 +406,8 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
     if writer:
         _write_config(run, config, data)
     meta_base = {"seed": config.seed, "arch": config.arch, "dataset": data.name,
-                 "input_shape": list(data.input_shape), "num_classes": data.num_classes}  # fmt: skip
+                 "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                 "model_kwargs": build_kwargs}  # fmt: skip
     rows: list[dict[str, Any]] = []
     start = 0
     if ckpt is not None:
@@ -402,6 +432,8 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
         resume_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                         "rng": _rng_state(gen)}  # fmt: skip
         run.commit_epoch(epoch, net.state_dict(), {**meta_base, **row}, rows, resume_state)
+        if on_epoch is not None:
+            on_epoch(dict(row), net)
 
     if ckpt is None:
         loss0, acc0 = evaluate(net, eval_train, device)

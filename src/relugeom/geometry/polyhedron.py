@@ -30,6 +30,14 @@ class Polyhedron:
 
     ``A_ub``/``A_eq`` may be dense arrays or scipy sparse arrays. LPs use scipy's HiGHS; ``tol`` is the
     feasibility tolerance for membership and for deciding that an inequality is tight.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> # the triangle x >= 0, x1 + x2 <= 1
+    >>> T = Polyhedron.from_constraints(2, ub=[(-np.eye(2), np.zeros(2)), (np.ones((1, 2)), [1.0])])
+    >>> T.contains(np.array([0.2, 0.3])), T.contains(np.array([1.0, 1.0])), T.dimension(), T.is_empty()
+    (True, False, 2, False)
     """
 
     A_ub: np.ndarray | sp.sparray

@@ -225,6 +225,14 @@ def preimage_through(
     produced in total; when the budget stops the enumeration, ``complete`` is False and a warning says so.
     Exact up to the LP tolerances (float64). Cost grows with the number of feasible patterns: meant for small
     networks (toy circulant nets, a few units).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> # x -> relu(x) -> relu(x1 + x2) on the orthant: y = 2 is the segment x1 + x2 = 2, x >= 0
+    >>> P = preimage_through([(np.eye(2), np.zeros(2)), (np.array([[1.0, 1.0]]), np.zeros(1))], np.array([2.0]))
+    >>> len(P), P.complete, P.contains(np.array([0.5, 1.5])), P.contains(np.array([1.0, 0.5]))
+    (3, True, True, False)
     """
     mats = _matrices(layers, input_shape)
     budget = _Budget(max_pieces)
@@ -303,6 +311,13 @@ def dual_basis(w: np.ndarray, b: np.ndarray | None = None, *, rcond: float = 1e-
     """The dual basis of the planes ``w_i . x + b_i = 0`` (seed 002, sec. 3), float64.
 
     Raises :class:`LayerError` when W is not square or is singular (the planes are not in general position).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> basis = dual_basis(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([-1.0, -2.0]))  # planes x1 = 1, x2 = 1
+    >>> basis.apex.tolist(), basis.E.tolist()  # they meet at (1, 1); e_i points to the negative side of plane i
+    ([1.0, 1.0], [[-1.0, -0.0], [-0.0, -1.0]])
     """
     w = np.asarray(w, dtype=np.float64)
     if w.ndim != 2 or w.shape[0] != w.shape[1]:
@@ -322,7 +337,15 @@ def dual_basis(w: np.ndarray, b: np.ndarray | None = None, *, rcond: float = 1e-
 
 def preimage_cone(w: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Seed 002, eqs. 14-15 for a square invertible W: ``x* = W^{-1}(y - b)`` and the rays ``e_i`` (columns)
-    of the zero components of y, so that ``P(y) = {x* + E a : a >= 0} ∩ domain``."""
+    of the zero components of y, so that ``P(y) = {x* + E a : a >= 0} ∩ domain``.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> x_star, rays = preimage_cone(np.array([[1.0, 0.0], [0.0, 2.0]]), np.array([-1.0, -2.0]), np.array([3.0, 0.0]))
+    >>> x_star.tolist(), rays.ravel().tolist()  # x1 = 4 exactly; x2 free below the plane x2 = 1
+    ([4.0, 1.0], [-0.0, -1.0])
+    """
     basis = dual_basis(w, b)
     y = _check_y(y, len(basis.apex))
     x_star = np.linalg.solve(np.asarray(w, dtype=np.float64), y - np.asarray(b, dtype=np.float64))
@@ -343,6 +366,13 @@ def nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | 
     ``-b_i / sum_{j != i} max(w_ij, 0)``; inf when nested, < 0 when not even the apex corner x = 0 is).
     ``df.attrs``: ``nested`` (all planes) and ``radius`` (their minimum): inside [0, radius]^d every point
     with zeros at S maps to an output with zeros at S (contraction to equal or lower dimension).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> df = nesting(None, (np.array([[1.0, -0.5], [0.5, 1.0]]), np.array([-0.1, -0.2])))
+    >>> df[["plane", "nested", "radius"]].values.tolist()  # plane 1: -b_1 / w_10 = 0.2 / 0.5
+    [[0, True, inf], [1, False, 0.4]]
     """
     if isinstance(layer_b, tuple):
         a, b = layer_matrix(layer_b)

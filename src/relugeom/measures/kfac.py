@@ -61,6 +61,15 @@ class KFAC:
 
     Vectors are flat tensors ordered layer by layer (in module order), each layer's part the
     row-major flattening of ``[W.reshape(out, -1) | b]``; :meth:`vector` builds one from a model.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> K = kfac(net, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
+    >>> K.n_params, abs(K.trace() - sum(float(b.G.trace() * b.A.trace()) for b in K.blocks)) < 1e-9
+    (26, True)
     """
 
     def __init__(self, blocks: list[KFACBlock], fisher: str, n_samples: int) -> None:

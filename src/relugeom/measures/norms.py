@@ -73,6 +73,16 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
     the folded BatchNorms. A BatchNorm not directly preceded by an affine layer in its parent raises
     :class:`UnsupportedLayerError`, one without running statistics :class:`ArchitectureError`
     (see :func:`relugeom.layers.batchnorm_affine`).
+
+    Example
+    -------
+    >>> import torch
+    >>> net = nn.Sequential(nn.Linear(2, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Linear(3, 1)).eval()
+    >>> _ = net[1].running_var.fill_(4.0), net[1].running_mean.fill_(1.0)
+    >>> folded, names = fold_batchnorm(net)
+    >>> x = torch.randn(5, 2)
+    >>> names, type(folded[1]).__name__, torch.allclose(folded(x), net(x), atol=1e-6)
+    (['1'], 'Identity', True)
     """
     import copy
 
@@ -149,6 +159,15 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], p: int = 1, *, bias:
     """``sum_paths prod_e |w_e|^p`` (p = 1 or 2) by one forward pass of ones (see the module docstring).
 
     ``model`` should be BN-free (fold first); float64. ``bias=False`` leaves the bias paths out.
+
+    Example
+    -------
+    >>> import torch
+    >>> net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.ReLU(), nn.Linear(2, 1, bias=False))
+    >>> _ = net[0].weight.data.copy_(torch.tensor([[1.0, -2.0], [3.0, 0.0]]))
+    >>> _ = net[2].weight.data.copy_(torch.tensor([[0.5, -1.0]]))
+    >>> path_norm(net, (2,), p=1), path_norm(net, (2,), p=2)  # paths 1*0.5, 2*0.5, 3*1 (and 0*1)
+    (4.5, 10.25)
     """
     if p not in (1, 2):
         raise ValueError("p must be 1 or 2")

@@ -86,7 +86,19 @@ def epsilon_sharpness(
     model: nn.Module, data: Data, epsilon: float = 1e-3, *, restarts: int = 1, max_iter: int = 50, seed: int = 0,
     device: str | torch.device = "cpu",
 ) -> EpsilonSharpness:  # fmt: skip
-    """Keskar et al.'s epsilon-sharpness of ``model`` on ``data`` (see the module docstring)."""
+    """Keskar et al.'s epsilon-sharpness of ``model`` on ``data`` (see the module docstring).
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> s = epsilon_sharpness(net, (X, y), epsilon=1e-3, max_iter=10)
+    >>> s.max_loss >= s.loss, s.value == (s.max_loss - s.loss) / (1 + s.loss)  # the box's worst loss, relative
+    (True, True)
+    """
     if epsilon <= 0:
         raise ValueError("epsilon must be positive")
     m = prepare(model, device=device)
@@ -121,7 +133,18 @@ def expected_sharpness(
     model: nn.Module, data: Data, sigma: float = 1e-2, *, n_samples: int = 20, relative: bool = False, seed: int = 0,
     antithetic: bool = True, device: str | torch.device = "cpu",
 ) -> Estimate:  # fmt: skip
-    """Neyshabur et al.'s expected sharpness ``E[L(theta + nu)] - L(theta)`` with its standard error."""
+    """Neyshabur et al.'s expected sharpness ``E[L(theta + nu)] - L(theta)`` with its standard error.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    >>> s = expected_sharpness(nn.Linear(3, 2), (X, y), sigma=0.01, n_samples=8)
+    >>> s.n_samples, s.std_error > 0  # value: the mean rise of the loss under N(0, sigma^2) weight noise
+    (8, True)
+    """
     if n_samples < 2:
         raise ValueError("n_samples must be at least 2 (for the standard error)")
     m = prepare(model, device=device)
@@ -146,7 +169,21 @@ def expected_sharpness(
 def hessian_trace(
     model: nn.Module, data: Data, *, n_samples: int = 50, seed: int = 0, device: str | torch.device = "cpu",
 ) -> Estimate:  # fmt: skip
-    """Hutchinson estimate of the trace of the Hessian of the mean loss, with its standard error."""
+    """Hutchinson estimate of the trace of the Hessian of the mean loss, with its standard error.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    >>> net = nn.Linear(3, 2, bias=False)
+    >>> est = hessian_trace(net, (X, y), n_samples=30)
+    >>> p = torch.softmax(net(X).detach().double(), 1)  # linear softmax: tr H = mean ||x||^2 sum_k p_k (1 - p_k)
+    >>> exact = float(((X.double() ** 2).sum(1) * (p * (1 - p)).sum(1)).mean())
+    >>> abs(est.value - exact) < 4 * est.std_error
+    True
+    """
     if n_samples < 2:
         raise ValueError("n_samples must be at least 2 (for the standard error)")
     m = prepare(model, device=device)

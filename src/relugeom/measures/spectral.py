@@ -57,6 +57,14 @@ def conv_singular_values(layer: nn.Module | AffineLayer, input_shape: Sequence[i
 
     Exact (FFT, Sedghi et al. 2019); equal to those of the dense ``circulant(layer, input_shape)``.
     The layer's stride and padding are not used (a warning says so when stride > 1).
+
+    Example
+    -------
+    >>> import torch
+    >>> conv = nn.Conv1d(1, 1, 3, padding=1, bias=False)
+    >>> _ = conv.weight.data.copy_(torch.tensor([[[1.0, 2.0, 0.0]]]))
+    >>> conv_singular_values(conv, (1, 4)).round(6).tolist()  # |1 + 2 exp(-2 pi i k / 4)|, k = 0..3
+    [3.0, 2.236068, 2.236068, 1.0]
     """
     L = as_affine(layer)
     if L.kind == "linear":

@@ -134,6 +134,18 @@ def measure_model(
     ``train`` is the data the measures are computed on; ``test`` gives the generalization gap.
     The costly measures (sharpness, Hessian trace, tangent sensitivity) use the first
     ``max_samples`` training samples; every stochastic one is seeded with ``seed``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    >>> net = nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2))
+    >>> df = measure_model(net, (X, y), measures=("norms",)).set_index("measure")
+    >>> w1, w2 = net[0].weight.detach().double(), net[2].weight.detach().double()
+    >>> bool(abs(df.value["frobenius_product"] - float(w1.norm() ** 2 * w2.norm() ** 2)) < 1e-12)  # prod ||W_i||_F^2
+    True
     """
     unknown = [m for m in measures if m not in MEASURES]
     if unknown:
@@ -169,6 +181,17 @@ def complexity_table(
     where each checkpoint is measured. ``executor``, ``parts``, ``shard``: see
     :func:`~relugeom.sources.map_sources`. Columns: ``run, seed, epoch`` (when known), ``measure, value,
     std_error``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> _ = torch.manual_seed(0)
+    >>> X, y = torch.randn(16, 3), torch.randint(0, 2, (16,))
+    >>> models = [nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)) for _ in range(2)]
+    >>> df = complexity_table(models, (X, y), measures=("norms",))
+    >>> df.columns.tolist(), sorted(set(df.measure))[:3]
+    (['measure', 'value', 'std_error'], ['distance_to_init', 'frobenius_over_margin2', 'frobenius_product'])
     """
     train_ = batches(train)  # resolved once, re-used for every checkpoint
     test_ = None if test is None else batches(test)

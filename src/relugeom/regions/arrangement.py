@@ -68,6 +68,13 @@ def arrangement_regions(A: np.ndarray, b: np.ndarray | None = None, *, tol: floa
     agree within ``tol`` are one hyperplane. The count is Zaslavsky's, computed by the incremental recursion
     (each new hyperplane adds the number of pieces the earlier ones cut it into). ``budget`` bounds the number
     of recursive steps; beyond it :class:`BudgetExceeded` is raised.
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> A = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    >>> arrangement_regions(A), arrangement_regions(A, [0.0, 0.0, -1.0])  # concurrent lines: 6; general position: 7
+    (6, 7)
     """
     A = np.asarray(A.toarray() if hasattr(A, "toarray") else A, dtype=np.float64)
     if A.ndim != 2:
@@ -86,6 +93,13 @@ def layer_regions(layer: nn.Module, input_shape: Sequence[int], *, tol: float = 
     This is the number of linear regions of ``x -> relu(layer(x))`` (seed 003's R_{N,theta} for a one-layer
     network). For unpadded convolutions, Theorem 1 (i) of seed 003 (:func:`cnn_max_regions`) is the maximum
     over weights; :func:`relugeom.regions.formulas.cnn_formula_caveat` says when it is not attained.
+
+    Example
+    -------
+    >>> import torch
+    >>> _ = torch.manual_seed(0)
+    >>> layer_regions(nn.Linear(2, 3), (2,))  # three random lines in the plane
+    7
     """
     from ..geometry.unroll import unroll
     from ..layers import as_affine, check_finite
@@ -105,3 +119,34 @@ def layer_regions(layer: nn.Module, input_shape: Sequence[int], *, tol: float = 
         if note:
             warn(f"layer {aff.name!r}: {note}")
     return arrangement_regions(A.toarray(), b, tol=tol, budget=budget)
+
+
+def random_layer_regions(input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int, *,
+                         seed: int = 0, tol: float = 1e-9, budget: int = 10**6) -> int:  # fmt: skip
+    """Regions of one unpadded conv layer with Gaussian weights and biases (exact count, float64).
+
+    Almost every weight gives this count (the arrangement's combinatorics are the same off a null set), so it
+    is what a trained layer of that shape has in general: where Theorem 1 of Xiong et al. 2020 is not attained
+    (:func:`relugeom.regions.formulas.cnn_formula_caveat`), this is the count to compare with. ``input_shape``
+    is (C, L) or (C, H, W); the draw uses its own generator seeded with ``seed`` (the global RNG is untouched).
+
+    Example
+    -------
+    >>> random_layer_regions((1, 3, 3), 2, 1, 2)  # Theorem 1 publishes 256 for this shape
+    255
+    """
+    import warnings
+
+    import torch
+
+    shape = tuple(int(s) for s in input_shape)
+    if len(shape) not in (2, 3):
+        raise ShapeError(f"input shape {shape}: give (C, L) or (C, H, W)")
+    conv = nn.utils.skip_init(nn.Conv1d if len(shape) == 2 else nn.Conv2d, shape[0], filters, kernel, stride=stride)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        conv.weight.copy_(torch.randn(conv.weight.shape, generator=g))
+        conv.bias.copy_(torch.randn(conv.bias.shape, generator=g))
+    with warnings.catch_warnings():  # the caveat warning is what this count answers
+        warnings.simplefilter("ignore")
+        return layer_regions(conv, shape, tol=tol, budget=budget)

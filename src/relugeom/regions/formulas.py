@@ -46,7 +46,13 @@ __all__ = [
 
 
 def general_position_regions(n: int, d: int) -> int:
-    """Regions of ``n`` affine hyperplanes in general position in R^d: ``sum_{i<=d} C(n, i)`` (Zaslavsky 1975)."""
+    """Regions of ``n`` affine hyperplanes in general position in R^d: ``sum_{i<=d} C(n, i)`` (Zaslavsky 1975).
+
+    Example
+    -------
+    >>> general_position_regions(3, 2)  # three lines in general position cut the plane into 7 regions
+    7
+    """
     n, d = _nonneg_int(n, "n"), _nonneg_int(d, "d")
     return sum(math.comb(n, i) for i in range(min(n, d) + 1))
 
@@ -79,6 +85,12 @@ def fc_region_bounds(widths: Sequence[int]) -> pd.DataFrame:
       binomial; the paper's statement is the one used here).
     * montufar2017_upper: ``prod_{l=1}^{L} sum_{i<=m_l} C(n_l, i)``, ``m_l = min(n_0, ..., n_{l-1})``.
     * serra2018_upper: see :func:`_serra_upper`; never larger than montufar2017_upper.
+
+    Example
+    -------
+    >>> df = fc_region_bounds([2, 3])  # 3 ReLUs on R^2: 1 + 3 + 3 regions, and every bound agrees
+    >>> dict(zip(df.bound, df.value))
+    {'one_layer_exact': 7, 'montufar2014_lower': 7, 'montufar2017_upper': 7, 'serra2018_upper': 7}
     """
     w = [_nonneg_int(x, "width") for x in widths]
     if len(w) < 2 or any(x == 0 for x in w):
@@ -130,6 +142,11 @@ def cnn_max_regions(
     For shapes where the published value is provably not attained by any weights (see
     :func:`cnn_formula_caveat`) a :class:`RelugeomWarning` says so (``warn_caveat=False`` silences it); the
     published value is still returned, as published.
+
+    Example
+    -------
+    >>> cnn_max_regions((1, 5), 2, 1, 2)  # 1 channel of length 5, kernel 2, stride 1, 2 filters: 8 neurons on R^5
+    200
     """
     c = _conv(input_shape, kernel, stride, filters)
     if c.filters == 0:
@@ -231,6 +248,12 @@ def cnn_region_bounds(
       the same number of parameters, its exact R (Theorem 1).
     * fully_connected_upper: an L-layer fully connected net with the same input, depth and (about) the same
       number of parameters (equal widths), Serra et al. 2018 upper bound.
+
+    Example
+    -------
+    >>> df = cnn_region_bounds([(2, 1, 2), (2, 1, 2)], (1, 6))
+    >>> df.set_index("quantity").loc[["theorem2_lower", "theorem2_upper"], "value"].tolist()
+    [6400, 179075]
     """
     specs = _specs(layers)
     c0 = _conv(input_shape, specs[0].kernel, specs[0].stride, specs[0].filters)

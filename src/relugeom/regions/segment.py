@@ -24,6 +24,16 @@ class SegmentRegions:
 
     ``breakpoints``: the t in (0, 1) where the activation pattern changes, increasing. ``pieces``: one row per
     activation region (t_start, t_end, linear_region id, the output's value and slope along the segment).
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))  # f(x) = relu(x) - relu(x - 1)
+    >>> _ = net[0].weight.data.fill_(1.0), net[0].bias.data.copy_(torch.tensor([0.0, -1.0]))
+    >>> _ = net[2].weight.data.copy_(torch.tensor([[1.0, -1.0]])), net[2].bias.data.zero_()
+    >>> seg = regions_on_segment(net, torch.tensor([-1.0]), torch.tensor([2.0]))  # x = -1 + 3 t
+    >>> seg.pieces[["t_start", "t_end", "linear_region"]].round(3).values.tolist()
+    [[0.0, 0.333, 0.0], [0.333, 0.667, 1.0], [0.667, 1.0, 2.0]]
     """
 
     breakpoints: np.ndarray
@@ -40,6 +50,16 @@ def regions_on_segment(model: nn.Module, x0: object, x1: object, *, tol: float =
     ``x0``/``x1`` have the network's input shape without the batch dimension. Adjacent pieces with the same
     activation pattern are one activation region; adjacent activation regions on which the network restricted
     to the segment is the same affine function of t (within ``tol``) are one linear region.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(1, 2), nn.ReLU(), nn.Linear(2, 1))  # f(x) = relu(x) - relu(x - 1)
+    >>> _ = net[0].weight.data.fill_(1.0), net[0].bias.data.copy_(torch.tensor([0.0, -1.0]))
+    >>> _ = net[2].weight.data.copy_(torch.tensor([[1.0, -1.0]])), net[2].bias.data.zero_()
+    >>> seg = regions_on_segment(net, torch.tensor([-1.0]), torch.tensor([2.0]))  # x = -1 + 3 t
+    >>> seg.breakpoints.round(6).tolist(), seg.n_activation_regions, seg.n_linear_regions  # kinks at x = 0 and 1
+    ([0.333333, 0.666667], 3, 3)
     """
     a, b = _as_input(x0, "x0"), _as_input(x1, "x1")
     if a.shape != b.shape:

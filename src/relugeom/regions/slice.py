@@ -27,6 +27,15 @@ class Partition2D:
     output ``= maps[i][:, :2] @ z + maps[i][:, 2]`` on the polygon. Several polygons may share a pattern
     (when ``bounds=None`` the plane is first split into quadrants); ``region[i]`` numbers the activation
     regions, ``linear_region[i]`` the linear regions of the slice.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())  # relu(x1), relu(x2): the two axes split the plane
+    >>> _ = net[0].weight.data.copy_(torch.eye(2)), net[0].bias.data.zero_()
+    >>> P = partition_2d(net, torch.zeros(2), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]), bounds=None)
+    >>> P.whole_plane, P.n_regions, len(P.to_frame())  # the whole plane: four quadrants
+    (True, 4, 4)
     """
 
     model: nn.Module
@@ -240,6 +249,15 @@ def partition_2d(
     provably contains every finite vertex of the partition, enlarged by 10%, so that every region meets the
     box and the counts are those of the whole slice. ``budget`` bounds the number of cell cuts (each region
     costs at least one); beyond it :class:`BudgetExceeded` is raised with the cells so far as ``partial``.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Linear(2, 2), nn.ReLU())  # relu(x1), relu(x2): the two axes split the plane
+    >>> _ = net[0].weight.data.copy_(torch.eye(2)), net[0].bias.data.zero_()
+    >>> P = partition_2d(net, torch.zeros(2), torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))
+    >>> P.n_regions, P.n_linear_regions, bool(P.verify(n_points=50).loc[0, "ok"])
+    (4, 4, True)
     """
     o, uu, vv = (_as_input(a, n) for a, n in ((origin, "origin"), (u, "u"), (v, "v")))
     if not (o.shape == uu.shape == vv.shape):

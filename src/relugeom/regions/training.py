@@ -59,6 +59,17 @@ def region_counts(
     Line i passes through data points a, b: the segment ``a + t (b - a)``, ``t in [-extend, 1 + extend]``;
     ``measure`` is its input-space length. Plane j passes through a, b, c: ``a + z1 (b - a) + z2 (c - a)``,
     ``z in [-extend, 1 + extend]^2``; ``measure`` is its input-space area. ``density = n_regions / measure``.
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> def relu_net(k):  # relu of the first k coordinates of R^2
+    ...     net = nn.Sequential(nn.Linear(2, k), nn.ReLU())
+    ...     _ = net[0].weight.data.copy_(torch.eye(2)[:k]), net[0].bias.data.zero_()
+    ...     return net
+    >>> X = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])  # the plane through them crosses both axes
+    >>> region_counts(relu_net(2), X, n_lines=0, n_planes=1)[["kind", "n_regions"]].values.tolist()
+    [['plane', 4]]
     """
     X = _data_points(data)
     rng = np.random.default_rng(seed)
@@ -96,7 +107,20 @@ def regions_over_training(
 ) -> pd.DataFrame:
     """:func:`region_counts` for every model of ``source`` (a run folder gives every epoch), on the same lines
     and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019, seed 004).
-    ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`)."""
+    ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
+
+    Example
+    -------
+    >>> from torch import nn
+    >>> def relu_net(k):  # relu of the first k coordinates of R^2
+    ...     net = nn.Sequential(nn.Linear(2, k), nn.ReLU())
+    ...     _ = net[0].weight.data.copy_(torch.eye(2)[:k]), net[0].bias.data.zero_()
+    ...     return net
+    >>> X = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0]])  # the plane through them crosses both axes
+    >>> df = regions_over_training([relu_net(1), relu_net(2)], X, n_lines=0)  # or a run folder: every epoch
+    >>> df.n_regions.tolist()
+    [2, 4]
+    """
     analyse = functools.partial(_regions_item, data=_data_points(data), n_lines=n_lines, n_planes=n_planes,
                                 extend=extend, seed=seed, budget=budget)  # fmt: skip
     return map_sources(source, analyse, arch=arch, desc="regions", **schedule)

@@ -380,6 +380,14 @@ def cone_tables(
     ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
     (:func:`cone_states` with ``pairs=True``). Returns ``{name: DataFrame}``. ``schedule``: ``executor``,
     ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> tables = cone_tables(net, (1, 6, 6))
+    >>> {name: len(df) for name, df in tables.items()}  # a cone per filter (3 + 4); a state per filter of layer 2
+    {'params': 7, 'states': 4}
     """
     unknown = set(tables) - {"params", "states", "pairs"}
     if unknown:
@@ -419,6 +427,14 @@ def cone_states(
     ``rotation`` (min over p, radians), ``rotation_space`` ("full" or "channel_sum", see the module
     docstring), ``state`` (one of :data:`STATES`), ``reason``. With ``pairs=True``: one row per (i, p) with
     ``dist, open_diff, rotation`` of that pair (and no state; skipped pairs are left out).
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> states = cone_states(net, (1, 6, 6))
+    >>> states[["layer", "prev_layer"]].drop_duplicates().values.tolist(), bool(states.state.isin(STATES).all())
+    ([['2', '0']], True)
     """
 
     name = "pairs" if pairs else "states"
@@ -431,6 +447,14 @@ def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame
     ``level``: "net" (all pairs of a model), "stage" (block-wise: per stage) or "layer" (per pair). Grouped by
     ``run, seed, epoch`` when present. Columns: the keys, ``state``, ``count``, ``fraction``. Skipped pairs and
     undefined states are left out.
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    >>> dist = state_distribution(cone_states(net, (1, 6, 6)))
+    >>> dist.state.tolist(), float(dist.fraction.sum()), int(dist["count"].sum())
+    (['OUT_FULL_IN', 'OUT_PARTIAL_IN', 'IN_FULL_OUT', 'IN_PARTIAL_OUT'], 1.0, 4)
     """
     keys = [c for c in ("run", "seed", "epoch") if c in states]
     keys += {"net": [], "stage": ["stage"], "layer": ["layer_index", "layer"]}[level]

@@ -40,26 +40,38 @@ def filter_sums(layer: AffineLayer) -> tuple[np.ndarray, np.ndarray]:
     """Per filter, ``sum(w)`` and ``||w||_2`` in float64 (exact conversion of the stored weights,
     float64 accumulation), in one cache-blocked pass over the weight.
 
+    Live weights on a GPU are summed there (float64) and only the per-filter results are copied back.
     A NaN or inf anywhere in a filter makes its sum or norm non-finite (finite float32/float16
     values cannot overflow a float64 sum of squares), which :func:`filter_cosines` uses as its
     finiteness check.
     """
     w = layer.filters()
+    if w.device.type not in ("cpu", "cuda"):  # MPS and others have no float64: sum on the CPU
+        w = w.cpu()
     n = w.shape[1]
-    ones = torch.ones(n, 1, dtype=torch.float64)
+    ones = torch.ones(n, 1, dtype=torch.float64, device=w.device)
     rows = max(1, _BLOCK_BYTES // (8 * max(n, 1)))
     sums, norms = [], []
     for chunk in torch.split(w, rows):
         c64 = chunk.to(torch.float64)
         sums.append((c64 @ ones)[:, 0])
         norms.append(torch.linalg.vector_norm(c64, dim=1))
-    return torch.cat(sums).numpy(), torch.cat(norms).numpy()
+    return torch.cat(sums).cpu().numpy(), torch.cat(norms).cpu().numpy()
 
 
 def filter_cosines(layer: AffineLayer, where: str = "") -> np.ndarray:
     """The projection statistic of every filter of ``layer`` as a float64 array (NaN for zero filters).
 
     Raises :class:`~relugeom.errors.LayerError` naming the layer when its weight or bias holds NaN/inf.
+
+    Example
+    -------
+    >>> from relugeom.layers import find_layers
+    >>> conv = nn.Conv2d(1, 4, 2, bias=False)
+    >>> w = torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [0, 0, 0, 0], [-1, -1, -1, -3]])
+    >>> _ = conv.weight.data.copy_(w.view(4, 1, 2, 2))
+    >>> filter_cosines(find_layers(conv)[0]).round(3)  # sum(w) / (||w|| sqrt(4)): 1, 0, NaN (zero), -6/sqrt(48)
+    array([ 1.   ,  0.   ,    nan, -0.866])
     """
     s, norm = filter_sums(layer)
     if not (np.isfinite(s).all() and np.isfinite(norm).all()) or (
@@ -151,6 +163,13 @@ def projection_stats(
 def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per layer (and run/seed/epoch): ``n_filters``, ``n_zero``, ``n_neg`` (= n_l, the
     fraction of non-zero filters with cos <= 0; seed 001, eq. 2) and ``mean_cos`` (over non-zero filters).
+
+    Example
+    -------
+    >>> conv = nn.Conv2d(1, 3, 2, bias=False)
+    >>> _ = conv.weight.data.copy_(torch.tensor([[1.0, 1, 1, 1], [1, -1, 1, -1], [-1, -1, -1, -3]]).view(3, 1, 2, 2))
+    >>> layer_summary(projection_stats(conv))[["n_filters", "n_zero", "n_neg"]].values.tolist()  # cos 1, 0, -0.87
+    [[3.0, 0.0, 0.6666666666666666]]
     """
     keys = [c for c in ("run", "seed", "epoch") if c in df] + ["layer", "layer_index", "stage", "block"]
     cos = df["cos"].to_numpy(dtype=np.float64)
@@ -178,6 +197,14 @@ def summary_over_runs(summary: pd.DataFrame) -> pd.DataFrame:
     ``summary`` is :func:`layer_summary` of several run folders (a ``run`` column). Returns one row
     per (epoch, layer) with ``n_runs``, ``n_l_mean``, ``n_l_std`` (sample deviation, ddof=1; 0 for a
     single run), ``mean_cos_mean`` and ``mean_cos_std``.
+
+    Example
+    -------
+    >>> import pandas as pd
+    >>> summary = pd.DataFrame({"run": ["seed0", "seed1", "seed2"], "layer": "features.0", "layer_index": 0,
+    ...                         "n_neg": [0.25, 0.5, 0.75], "mean_cos": [0.1, 0.0, -0.1]})
+    >>> summary_over_runs(summary)[["layer", "n_runs", "n_l_mean", "n_l_std"]].values.tolist()
+    [['features.0', 3, 0.5, 0.25]]
     """
     keys = [c for c in ("epoch",) if c in summary] + ["layer_index", "layer"]
     g = summary.groupby(keys, dropna=False, sort=True)

@@ -9,10 +9,10 @@ import torch
 
 from ...errors import DataError
 from .images import load_image_folder
-from .readers import _read_cifar, _read_digits, _read_mnist
+from .readers import _read_cifar, _read_digits, _read_mnist, _read_mnist1d
 from .splits import Augment, DataSplits, Split, validation_split
 
-DATASETS = ("digits", "cifar10", "cifar100", "mnist", "folder")
+DATASETS = ("digits", "mnist1d", "cifar10", "cifar100", "mnist", "folder")
 NORMALIZATIONS = ("standard", "pm1", "unit")
 
 
@@ -27,7 +27,9 @@ def load_dataset(
 ) -> DataSplits:
     """Load a data set into memory, split off validation, normalise, and set its augmentation.
 
-    ``augment=None`` takes the data set's default (see the module docstring).
+    ``augment=None`` takes the data set's default (see the module docstring). ``mnist1d`` is generated
+    offline by the ``mnist1d`` package (default arguments and seed, as in Greydanus and Kobak 2020):
+    signals of shape (1, 40), 4000 training (of which ``val_fraction`` is validation) and 1000 test.
 
     Example
     -------
@@ -46,6 +48,12 @@ def load_dataset(
     if key == "digits":
         xtr, ytr, xte, yte = _read_digits()
         default_aug = None
+    elif key == "mnist1d":
+        if normalize == "pm1":
+            raise DataError("mnist1d holds standardised signals, not pixels: use --normalize standard or unit "
+                            "(unit keeps the package's values)")  # fmt: skip
+        xtr, ytr, xte, yte = _read_mnist1d()
+        default_aug = None
     else:
         if data_dir is None:
             raise DataError(f"{name} needs --data-dir (relugeom downloads nothing)")
@@ -60,17 +68,20 @@ def load_dataset(
             default_aug = Augment(4, False)
     num_classes = {"cifar10": 10, "cifar100": 100}.get(key, int(max(ytr.max(), yte.max())) + 1)
     tr, va = validation_split(len(ytr), val_fraction, split_seed)
+    axes = (0, *range(2, xtr.ndim))  # every axis but the channel's: (N, C, H, W) images, (N, C, L) signals
     if normalize == "standard":
-        mean = xtr[tr].mean(axis=(0, 2, 3))
-        std = xtr[tr].std(axis=(0, 2, 3))
+        mean = xtr[tr].mean(axis=axes)
+        std = xtr[tr].std(axis=axes)
         std = np.where(std > 0, std, 1.0)
     elif normalize == "pm1":
         mean, std = np.full(xtr.shape[1], 0.5), np.full(xtr.shape[1], 0.5)
     else:
         mean, std = np.zeros(xtr.shape[1]), np.ones(xtr.shape[1])
 
+    per_channel = (1, -1) + (1,) * (xtr.ndim - 2)
+
     def split(x: np.ndarray, y: np.ndarray) -> Split:
-        xn = (x - mean[None, :, None, None]) / std[None, :, None, None]
+        xn = (x - mean.reshape(per_channel)) / std.reshape(per_channel)
         return Split(torch.from_numpy(np.ascontiguousarray(xn, dtype=np.float32)), torch.from_numpy(y))
 
     aug = default_aug if augment is None else (Augment(4, key.startswith("cifar")) if augment else None)

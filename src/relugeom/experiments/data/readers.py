@@ -1,11 +1,15 @@
-"""Readers of the standard on-disk formats: scikit-learn digits, CIFAR python pickles, MNIST idx files.
+"""Readers of the standard on-disk formats: scikit-learn digits, CIFAR python pickles, MNIST idx files, and the
+MNIST-1D generator (Greydanus and Kobak 2020, the ``mnist1d`` package).
 
-Each returns ``(x_train, y_train, x_test, y_test)`` as numpy arrays, pixels in [0, 1]."""
+Each returns ``(x_train, y_train, x_test, y_test)`` as numpy arrays, pixels in [0, 1] (MNIST-1D: the
+package's values, already standardised by the package)."""
 
 from __future__ import annotations
 
+import functools
 import gzip
 import pickle
+import random
 import struct
 from pathlib import Path
 
@@ -110,3 +114,93 @@ def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
         raise DataError(f"{data_dir}: MNIST images and labels disagree in number")
     return (xtr[:, None].astype(np.float32) / 255.0, ytr.astype(np.int64),
             xte[:, None].astype(np.float32) / 255.0, yte.astype(np.int64))  # fmt: skip
+
+
+MNIST1D_HOW = "install it with `pip install mnist1d` (or `pip install relugeom[mnist1d]`)"
+
+
+def _generate_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The default MNIST-1D data set, generated offline by the package.
+
+    ``mnist1d.data.make_dataset(get_dataset_args())``: the package's templates, default arguments and
+    seed 42, 4000 training and 1000 test signals of length 40, the data set of the paper (its
+    ``get_dataset`` would download a pickle instead; relugeom never calls it). ``make_dataset`` seeds
+    the global ``random`` and ``numpy.random`` states; they are restored afterwards.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError:
+        raise DataError(f"the mnist1d data set needs the mnist1d package: {MNIST1D_HOW}") from None
+    py_state, np_state = random.getstate(), np.random.get_state()  # noqa: NPY002 (the package seeds them)
+    try:
+        d = make_dataset(get_dataset_args())
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)  # noqa: NPY002
+    x, xte = np.asarray(d["x"]), np.asarray(d["x_test"])
+    return x, np.asarray(d["y"]), xte, np.asarray(d["y_test"])
+
+
+def mnist1d_cache_file() -> Path | None:
+    """Where the generated MNIST-1D arrays are kept between processes: ``$RELUGEOM_CACHE`` (``off``: nowhere),
+    else ``$XDG_CACHE_HOME/relugeom`` or ``~/.cache/relugeom``; the name carries the package's version and a
+    hash of its default arguments, so another version or other defaults generate afresh."""
+    import hashlib
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    env = os.environ.get("RELUGEOM_CACHE")
+    if env is not None and env.strip().lower() in ("", "0", "off", "none"):
+        return None
+    try:
+        from mnist1d.data import get_dataset_args
+
+        args = {k: v for k, v in get_dataset_args(as_dict=True).items() if k != "url"}
+        ver = version("mnist1d")
+    except (ImportError, PackageNotFoundError):
+        return None
+    key = hashlib.sha256(repr(sorted(args.items())).encode()).hexdigest()[:12]
+    base = Path(env) if env else Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relugeom"
+    return base / f"mnist1d-{ver}-{key}.npz"
+
+
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_generate_mnist1d`, kept for the process and in :func:`mnist1d_cache_file` (written atomically,
+    read with ``allow_pickle=False``; an unreadable or malformed cache file is generated again)."""
+    path = mnist1d_cache_file()
+    if path is not None and path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                arrays = tuple(np.asarray(f[k]) for k in _MNIST1D_KEYS)
+            x, y, xte, yte = arrays
+            if x.ndim == 2 and xte.ndim == 2 and len(x) == len(y) and len(xte) == len(yte) and x.shape[1] == \
+                    xte.shape[1] and y.dtype.kind in "iu" and yte.dtype.kind in "iu":  # fmt: skip
+                return arrays  # type: ignore[return-value]
+        except (OSError, ValueError, KeyError, EOFError):
+            pass
+    arrays = _generate_mnist1d()
+    if path is not None:
+        import io
+
+        from ...checkpoints import atomic_write
+        from ...errors import RelugeomError
+
+        buf = io.BytesIO()
+        np.savez(buf, **dict(zip(_MNIST1D_KEYS, arrays)))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda f: f.write(buf.getvalue()))
+        except (OSError, RelugeomError):  # a cache that cannot be written only costs time
+            pass
+    return arrays
+
+
+def _read_mnist1d() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """MNIST-1D as (N, 1, 40) float32 signals and int64 labels (see :func:`_generate_mnist1d`)."""
+    x, y, xte, yte = _mnist1d_arrays()
+    return (x[:, None].astype(np.float32), y.astype(np.int64),
+            xte[:, None].astype(np.float32), yte.astype(np.int64))  # fmt: skip

@@ -14,12 +14,15 @@ from ...errors import DataError
 
 @dataclass(frozen=True)
 class Augment:
-    """Random shifts of up to ``shift`` pixels (zero fill) and horizontal flips with probability 1/2."""
+    """Random shifts of up to ``shift`` pixels (zero fill) and horizontal flips with probability 1/2; for
+    signals (N, C, L) the shift and the flip act along L."""
 
     shift: int = 4
     flip: bool = True
 
     def __call__(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if x.dim() == 3:  # signals (N, C, L): the same shift along L, zero fill; a flip reverses L
+            return self._shift1d(x, gen)
         b, c, h, w = x.shape
         if self.shift:
             s = self.shift
@@ -36,10 +39,22 @@ class Augment:
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x
 
+    def _shift1d(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        b, c, n = x.shape
+        s = self.shift
+        padded = torch.nn.functional.pad(x, (s, s))
+        ox = torch.randint(0, 2 * s + 1, (b,), generator=gen)
+        cols = (ox[:, None] + torch.arange(n)[None, :]).to(x.device)
+        x = torch.gather(padded, 2, cols[:, None, :].expand(b, c, n))
+        if self.flip:
+            flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None], x.flip(-1), x)
+        return x
+
 
 @dataclass
 class Split:
-    """Images ``x`` (N, C, H, W) float32 and labels ``y`` (N,) int64, in memory."""
+    """Images ``x`` (N, C, H, W) or signals (N, C, L), float32, and labels ``y`` (N,) int64, in memory."""
 
     x: torch.Tensor
     y: torch.Tensor
