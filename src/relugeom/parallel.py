@@ -61,9 +61,13 @@ EXECUTORS = ("pool", "slurm", "submitit-local", "submitit-debug")
 
 # ------------------------------------------------------------------------------------------------ identity
 def file_identity(path: str | os.PathLike) -> dict[str, Any]:
-    """What a part records of a file it read: absolute path, size in bytes, modification time (ns)."""
+    """What a part records of a file it read: absolute path, size in bytes, modification time (ns); size and
+    time are None for a file that is not there (the item then fails, naming it, and nothing is stored)."""
     p = Path(path)
-    st = p.stat()
+    try:
+        st = p.stat()
+    except OSError:
+        return {"path": str(p.absolute()), "size": None, "mtime_ns": None}
     return {"path": str(p.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
@@ -353,7 +357,7 @@ def run_tasks(
             executor.shutdown(wait=False, cancel_futures=True)
         raise
     computed = sum(1 for i in todo if results[i] is not None and results[i].error is None)
-    if folder is not None:
+    if folder is not None and computed + reused:
         log.info("%s: %d part(s) computed, %d reused, in %s", desc, computed, reused, folder)
     missing = [i for i in range(len(tasks)) if results[i] is None]
     if missing:
