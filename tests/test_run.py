@@ -174,3 +174,14 @@ def test_read_config_names_a_foreign_config(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(CheckpointError, match="config.json: not a relugeom"):
         _ = Run(tmp_path).lr_drops
+
+
+def test_the_public_api_is_lazy_and_complete():
+    import relugeom
+
+    assert set(relugeom.__all__) == set(relugeom._MODULE_OF)
+    for name in relugeom.__all__:  # every exported name resolves to an object defined where _EXPORTS says
+        assert getattr(relugeom, name).__module__.startswith("relugeom")
+    # `import relugeom` (and so the command's start-up, before its error handling) does not load torch
+    code = "import sys, relugeom, relugeom.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

@@ -1,40 +1,40 @@
 """relugeom: the geometry of trained ReLU networks.
 
 The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
+Names are imported on first use (PEP 562), so that ``import relugeom`` and the ``relugeom`` command
+start without loading torch, and Ctrl-C during start-up is a clean "interrupted". To export a new name,
+add it to ``_EXPORTS`` (module -> names) and to ``__all__`` (a test checks that they agree).
 """
 
-from ._version import __version__  # noqa: F401
-from .architectures import get_architecture, infer_architecture, register_architecture
-from .checkpoints import Checkpoint, Run, checkpoint_series, load_checkpoint, save_checkpoint
-from .errors import RelugeomError, RelugeomWarning
-from .experiments.models import build_model, model_from_state_dict
-from .experiments.reinit import critical_vs_bias, reinit_accuracy, reinit_run
-from .geometry.preimage import Polyhedron, dual_basis, nesting, preimage, preimage_cone, preimage_through
-from .layers import AffineLayer, find_layers, layer_table
-from .measures import (
-    KFAC,
-    complexity_table,
-    conv_singular_values,
-    conv_spectral_norm,
-    epsilon_sharpness,
-    expected_sharpness,
-    fisher_rao_norm,
-    fold_batchnorm,
-    hessian_trace,
-    kfac,
-    measure_model,
-    norm_measures,
-    path_norm,
-    tangent_sensitivity,
-)
-from .regions.arrangement import arrangement_regions, layer_regions
-from .regions.formulas import cnn_max_regions, cnn_region_bounds, fc_region_bounds, general_position_regions
-from .regions.segment import SegmentRegions, regions_on_segment
-from .regions.slice import Partition2D, partition_2d
-from .regions.training import region_counts, regions_over_training
-from .stats.cones import cone_params, cone_states, cone_tables, state_distribution
-from .stats.projection import filter_cosines, layer_summary, projection_stats, summary_over_runs
+from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from ._version import __version__  # noqa: F401
+
+_EXPORTS: dict[str, tuple[str, ...]] = {
+    ".architectures": ("get_architecture", "infer_architecture", "register_architecture"),
+    ".checkpoints": ("Checkpoint", "Run", "checkpoint_series", "load_checkpoint", "save_checkpoint"),
+    ".errors": ("RelugeomError", "RelugeomWarning"),
+    ".experiments.models": ("build_model", "model_from_state_dict"),
+    ".experiments.reinit": ("critical_vs_bias", "reinit_accuracy", "reinit_run"),
+    ".geometry.preimage": ("Polyhedron", "dual_basis", "nesting", "preimage", "preimage_cone", "preimage_through"),
+    ".layers": ("AffineLayer", "find_layers", "layer_table"),
+    ".measures": (
+        "KFAC", "complexity_table", "conv_singular_values", "conv_spectral_norm", "epsilon_sharpness",
+        "expected_sharpness", "fisher_rao_norm", "fold_batchnorm", "hessian_trace", "kfac", "measure_model",
+        "norm_measures", "path_norm", "tangent_sensitivity",
+    ),
+    ".regions.arrangement": ("arrangement_regions", "layer_regions"),
+    ".regions.formulas": ("cnn_max_regions", "cnn_region_bounds", "fc_region_bounds", "general_position_regions"),
+    ".regions.segment": ("SegmentRegions", "regions_on_segment"),
+    ".regions.slice": ("Partition2D", "partition_2d"),
+    ".regions.training": ("region_counts", "regions_over_training"),
+    ".stats.cones": ("cone_params", "cone_states", "cone_tables", "state_distribution"),
+    ".stats.projection": ("filter_cosines", "layer_summary", "projection_stats", "summary_over_runs"),
+}  # fmt: skip
+_MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = [
     "AffineLayer",
     "arrangement_regions",
@@ -95,3 +95,16 @@ __all__ = [
     "summary_over_runs",
     "tangent_sensitivity",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'relugeom' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

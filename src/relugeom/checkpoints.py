@@ -22,7 +22,9 @@ import os
 import pickle
 import re
 import socket
+import struct
 import tempfile
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
+from ._torchfile import _first_line, check_tensors, check_zip, file_kind, loadable_name, open_regular
 from .errors import CheckpointError, RelugeomError, RunLockedError, SkippedWarning, WriteError, warn
 
 if TYPE_CHECKING:
@@ -79,35 +82,95 @@ def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[
     return sd
 
 
-def _torch_load(path: Path, mmap: bool) -> Any:
-    try:
+_VERIFY = False
+
+
+def set_verify(on: bool) -> bool:
+    """Check every zip record's CRC-32 on every later load (``relugeom --verify``); returns the old setting.
+
+    For disks one does not trust: it reads each file once more (see ``benchmarks/bench_stats.py``).
+    """
+    global _VERIFY
+    old, _VERIFY = _VERIFY, bool(on)
+    return old
+
+
+def _torch_load(path: Path, mmap: bool, verify: bool | None = None) -> Any:
+    """``torch.load(weights_only=True)`` of a file checked first by :mod:`relugeom._torchfile`."""
+    fd = open_regular(path)
+    with os.fdopen(fd, "rb") as f:
         try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-        except RuntimeError as e:
-            if mmap and "mmap" in str(e):  # legacy (pre-1.6, non-zip) files cannot be memory-mapped
-                return torch.load(path, map_location="cpu", weights_only=True)
-            raise
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "weights_only" in str(e) or "Unsupported global" in str(e) or "Unsupported operand" in str(e):
+            size = os.fstat(fd).st_size
+            kind = file_kind(path, f.read(512))
+            if kind == "zip":
+                check_zip(path, f, size, verify=_VERIFY if verify is None else verify)
+        except OSError as e:
+            raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+        name = loadable_name(path, fd)
+        mmap = mmap and kind == "zip" and name is not None  # legacy files cannot be memory-mapped
+        try:
+            f.seek(0)
+            with warnings.catch_warnings():  # torch's notes on pickle protocols and the like: the error says it
+                warnings.simplefilter("ignore", UserWarning)
+                return torch.load(f if name is None else name, map_location="cpu", weights_only=True, mmap=mmap)
+        except pickle.UnpicklingError as e:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            first = next((ln for ln in lines if re.search(r"GLOBAL|[Uu]nsupported|allowed", ln)), _first_line(e))
+            if re.search(r"GLOBAL|Unsupported global|allowed global|Trying to call", str(e)):
+                raise CheckpointError(
+                    f"{path}: refused: the file's pickle asks to run or import code ({first[:160]}). "
+                    "relugeom loads with weights_only=True; re-save the file as a plain state dict "
+                    "(torch.save(model.state_dict(), ...)) or as safetensors from a trusted environment"
+                ) from None
+            raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first[:160]})") from None
+        except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError,
+                TypeError, AttributeError, struct.error) as e:  # fmt: skip
             raise CheckpointError(
-                f"{path}: refused: the file's pickle asks to run or import code ({first[:160]}). "
-                "relugeom loads with weights_only=True; re-save the file as a plain state dict "
-                "(torch.save(model.state_dict(), ...)) or as safetensors from a trusted environment"
+                f"{path}: cannot be read as a PyTorch checkpoint, it may be truncated ({_first_line(e)})"
             ) from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint ({first[:160]})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, KeyError, IndexError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"{path}: cannot be read as a PyTorch checkpoint, it may be truncated ({msg[:160]})"
-        ) from None
+
+
+def load_tensors(path: str | os.PathLike) -> Any:
+    """What a torch file holds (a tensor, or a dict/list of them), read as safely as a checkpoint:
+    ``weights_only=True`` after the same file checks, each tensor checked against its storage."""
+    p = Path(path)
+    obj = _torch_load(p, mmap=False)
+    found = {"": obj} if isinstance(obj, torch.Tensor) else obj if isinstance(obj, Mapping) else {}
+    check_tensors(p, {str(k): v for k, v in found.items() if isinstance(v, torch.Tensor) and not v.is_complex()})
+    return obj
+
+
+def _whole(path: Path | None, key: str, value: Any, *, minimum: int | None = 0) -> int:
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not (value.is_floating_point() or value.is_complex()):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or (minimum is not None and value < minimum):
+        want = "a whole number" + (f" >= {minimum}" if minimum is not None else "")
+        raise CheckpointError(f"{path}: its metadata gives {key} = {value!r:.60}, not {want}")
+    return value
+
+
+def check_meta(path: Path | None, meta: Any) -> dict[str, Any]:
+    """relugeom metadata, checked: a dict whose ``epoch`` (>= 0) and ``seed`` are whole numbers and
+    whose ``arch`` is a name. Raises :class:`CheckpointError` naming the file otherwise."""
+    if not isinstance(meta, Mapping):
+        raise CheckpointError(f"{path}: its relugeom metadata is a {type(meta).__name__}, not a dict")
+    meta = dict(meta)
+    if meta.get("epoch") is not None:
+        meta["epoch"] = _whole(path, "epoch", meta["epoch"])
+    if meta.get("seed") is not None:
+        meta["seed"] = _whole(path, "seed", meta["seed"], minimum=None)
+    if meta.get("arch") is not None and not isinstance(meta["arch"], str):
+        raise CheckpointError(f"{path}: its metadata gives arch = {meta['arch']!r:.60}, not a name")
+    return meta
 
 
 def _unwrap(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     if _is_tensor_dict(obj):
         return _strip_prefix(dict(obj)), {}, {}
     if isinstance(obj, Mapping):
-        meta = dict(obj.get("meta", {})) if obj.get("relugeom") else {}
+        meta = check_meta(path, obj.get("meta", {})) if obj.get("relugeom") else {}
         for key in _WRAPPER_KEYS:
             inner = obj.get(key)
             if _is_tensor_dict(inner):
@@ -121,14 +184,19 @@ def _unwrap(path: Path, obj: Any) -> tuple[dict[str, torch.Tensor], dict[str, An
     raise CheckpointError(f"{path}: holds a {type(obj).__name__}, not a state dict")
 
 
-def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint:
+def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True, verify: bool | None = None) -> Checkpoint:
     """Load a checkpoint safely (``weights_only=True`` or safetensors) onto the CPU.
 
     ``mmap=True`` maps tensor storage from the file instead of copying it (zip-format files);
-    pages are read as they are touched.
+    pages are read as they are touched. Before ``torch.load`` sees the file, its records are checked
+    against its pickle (a record shorter than declared is refused, not mapped as garbage); after it,
+    every tensor is checked against its storage (an expanded view larger than its storage is refused
+    before it is materialised) and weights and biases must be real floating point. ``verify=True``
+    also checks every record's CRC-32 (default: :func:`set_verify`, off).
 
-    Raises :class:`CheckpointError` naming the file when it is missing, refused (its pickle would run
-    code), truncated, or holds no state dict.
+    Raises :class:`CheckpointError` naming the file when it is missing, not a regular file, not a
+    checkpoint, refused (its pickle would run code), truncated or damaged, holds no state dict, or
+    carries metadata that is not relugeom's (see :func:`check_meta`).
 
     Example
     -------
@@ -139,51 +207,76 @@ def load_checkpoint(path: str | os.PathLike, *, mmap: bool = True) -> Checkpoint
     ['fc.weight']
     """
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such file")
-    if p.is_dir():
-        raise CheckpointError(f"{p}: is a folder; use checkpoint_series() for a run folder")
     if p.suffix == SAFETENSORS_SUFFIX:
-        return _load_safetensors(p)
-    if p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
+        ckpt = _load_safetensors(p)
+    elif p.suffix.lower() == ".mat":  # a MatConvNet model (relugeom.matconvnet), torchvision key names
         from .matconvnet import load_matconvnet
 
+        os.close(open_regular(p))  # missing, a folder, a FIFO or a device: refused before the reader opens it
         net = load_matconvnet(p)
-        return Checkpoint(p, net.state_dict, net.meta, {})
-    sd, meta, extra = _unwrap(p, _torch_load(p, mmap))
-    return Checkpoint(p, sd, meta, extra)
+        ckpt = Checkpoint(p, net.state_dict, net.meta, {})
+    else:
+        sd, meta, extra = _unwrap(p, _torch_load(p, mmap, verify))
+        ckpt = Checkpoint(p, sd, meta, extra)
+    check_tensors(p, ckpt.state_dict)
+    return ckpt
+
+
+def _safetensors_header(p: Path, f: Any) -> dict[str, Any]:
+    header = f.metadata() or {}
+    if _META_KEY not in header:
+        return {}
+    try:
+        meta = json.loads(header[_META_KEY])
+    except ValueError as e:
+        raise CheckpointError(f"{p}: its relugeom metadata is not valid JSON ({str(e)[:120]})") from None
+    return check_meta(p, meta)
+
+
+def _open_safetensors(p: Path) -> tuple[int, str]:
+    fd = open_regular(p)
+    name = loadable_name(p, fd)
+    if name is None:
+        os.close(fd)
+        raise CheckpointError(f"{p}: its name is not valid UTF-8 and this system has no /proc/self/fd; rename it")
+    return fd, name
 
 
 def _load_safetensors(p: Path) -> Checkpoint:
     from safetensors import SafetensorError, safe_open
 
+    fd, name = _open_safetensors(p)
     try:
-        with safe_open(str(p), framework="pt") as f:
-            header = f.metadata() or {}
+        with safe_open(name, framework="pt") as f:
+            meta = _safetensors_header(p, f)
             sd = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{p}: cannot be read as safetensors ({str(e).splitlines()[0][:160]})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+        raise CheckpointError(f"{p}: cannot be read as safetensors ({_first_line(e)})") from None
+    finally:
+        os.close(fd)
     if not sd:
         raise CheckpointError(f"{p}: holds no tensors")
-    meta = json.loads(header[_META_KEY]) if _META_KEY in header else {}
     return Checkpoint(p, _strip_prefix(sd), meta, {})
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """relugeom metadata of a checkpoint without reading its tensors (``{}`` for foreign files)."""
+    """relugeom metadata of a checkpoint without reading its tensors (``{}`` for foreign files),
+    checked by :func:`check_meta`."""
     p = Path(path)
     if p.suffix == SAFETENSORS_SUFFIX:
         from safetensors import SafetensorError, safe_open
 
+        fd, name = _open_safetensors(p)
         try:
-            with safe_open(str(p), framework="pt") as f:
-                header = f.metadata() or {}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise CheckpointError(f"{p}: cannot be read as safetensors ({str(e)[:160]})") from None
-        return json.loads(header[_META_KEY]) if _META_KEY in header else {}
+            with safe_open(name, framework="pt") as f:
+                return _safetensors_header(p, f)
+        except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as e:
+            raise CheckpointError(f"{p}: cannot be read as safetensors ({_first_line(e)})") from None
+        finally:
+            os.close(fd)
     obj = _torch_load(p, mmap=True)
     if isinstance(obj, Mapping) and obj.get("relugeom"):
-        return dict(obj.get("meta", {}))
+        return check_meta(p, obj.get("meta", {}))
     return {}
 
 
@@ -338,38 +431,67 @@ class SeriesEntry:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-_EPOCH_IN_NAME = re.compile(r"(?:epoch|ep|e)[_=\-]?(\d+)", re.IGNORECASE)
+_EPOCH_TOKEN = re.compile(r"(?<![A-Za-z0-9])(?:epochs?|ep)[_=\-]?(\d+)(?![0-9A-Za-z])", re.IGNORECASE)
 _NUMBER = re.compile(r"(\d+)")
+_NATURAL = re.compile(r"(\d+)")
 
 
-def epoch_from_name(path: Path) -> int | None:
-    """The epoch written in a file name: ``epoch_12``, ``ep12``, ``epoch=12``, else its last number."""
+def _stem(path: Path) -> str:
     stem = path.name
     for suffix in SUFFIXES:
         if stem.endswith(suffix):
-            stem = stem[: -len(suffix)]
-    m = _EPOCH_IN_NAME.search(stem)
-    if m:
-        return int(m.group(1))
+            return stem[: -len(suffix)]
+    return stem
+
+
+def epoch_from_name(path: Path) -> int | None:
+    """The epoch written in a file name: a whole token ``epoch_12``, ``ep12``, ``epoch=12`` (the last
+    one when there are several), else the name's last number.
+
+    >>> epoch_from_name(Path("convnet_lr1e-3_epoch7.pt")), epoch_from_name(Path("step1000_ep3.pt"))
+    (7, 3)
+    """
+    epoch, _ = _name_epoch(path)
+    return epoch
+
+
+def _name_epoch(path: Path) -> tuple[int | None, bool]:
+    """(epoch, ambiguous): ambiguous when no epoch token names it and the name holds several numbers."""
+    stem = _stem(path)
+    tokens = _EPOCH_TOKEN.findall(stem)
+    if tokens:
+        return int(tokens[-1]), False
     numbers = _NUMBER.findall(stem)
-    return int(numbers[-1]) if numbers else None
+    return (int(numbers[-1]) if numbers else None), len(numbers) > 1
+
+
+def _natural_key(name: str) -> list[object]:
+    return [(0, int(t)) if t.isdigit() else (1, t) for t in _NATURAL.split(name) if t]
 
 
 def checkpoint_files(run_dir: Path) -> list[Path]:
-    """Checkpoint files of a run folder (its ``checkpoints/`` subfolder when there is one)."""
+    """Checkpoint files of a run folder (its ``checkpoints/`` subfolder when there is one); anything
+    there that is not a regular file (a FIFO, a device) is warned about and left out."""
     folder = run_dir / "checkpoints" if (run_dir / "checkpoints").is_dir() else run_dir
-    return sorted(
-        p for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.name.endswith(SUFFIXES)
-    )  # fmt: skip
+    files = []
+    for p in sorted(folder.iterdir()):
+        if p.name.startswith(".") or not p.name.endswith(SUFFIXES) or p.is_dir():
+            continue
+        if p.is_file():
+            files.append(p)
+        elif p.exists():
+            warn(f"{p}: not a regular file (a FIFO or a device?); skipped", SkippedWarning)
+    return files
 
 
 def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     """The checkpoints of a run folder in epoch order.
 
-    The epoch comes from relugeom's metadata inside each file; for foreign files, from a number in
-    the file name (with a warning). Unreadable files and files without any epoch are reported as
-    warnings and left out; a folder with no usable checkpoint is an error.
+    The epoch comes from relugeom's metadata inside each file; for foreign files, from the file
+    name (see :func:`epoch_from_name`, with a warning). When the names give repeated or ambiguous
+    epochs, the files are taken in (natural) name order and numbered 0, 1, 2, ... with a warning
+    saying so. Unreadable files and files without any epoch are reported as warnings and left out;
+    a folder with no usable checkpoint is an error.
 
     Example
     -------
@@ -384,7 +506,7 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
     if not run.is_dir():
         raise CheckpointError(f"{run}: no such run folder")
     entries: dict[int, SeriesEntry] = {}
-    from_names: list[str] = []
+    named: list[tuple[Path, int, bool]] = []
     for p in checkpoint_files(run):
         if p.name == Run.RESUME_FILE:
             continue
@@ -395,19 +517,34 @@ def checkpoint_series(run_dir: str | os.PathLike) -> list[SeriesEntry]:
             continue
         epoch = meta.get("epoch")
         if epoch is None:
-            epoch = epoch_from_name(p)
+            epoch, ambiguous = _name_epoch(p)
             if epoch is None:
                 warn(f"{p}: no epoch in its metadata or its name; skipped", SkippedWarning)
-                continue
-            from_names.append(p.name)
-        epoch = int(epoch)
+            else:
+                named.append((p, epoch, ambiguous))
+            continue
         if epoch in entries:
             warn(f"{p}: epoch {epoch} already given by {entries[epoch].path.name}; skipped", SkippedWarning)
             continue
         entries[epoch] = SeriesEntry(epoch, p, meta)
-    if from_names:
-        shown = ", ".join(from_names[:3]) + (" ..." if len(from_names) > 3 else "")
-        warn(f"{run}: epochs of {len(from_names)} file(s) read from their names ({shown}): no relugeom metadata")
+    if named:
+        epochs = [e for _, e, _ in named]
+        repeated = len(set(epochs)) < len(epochs) or bool(set(epochs) & set(entries))
+        ambiguous = [p.name for p, _, a in named if a]
+        shown = ", ".join(p.name for p, _, _ in named[:3]) + (" ..." if len(named) > 3 else "")
+        if (repeated or ambiguous) and not entries:
+            named.sort(key=lambda t: _natural_key(t[0].name))
+            why = "repeat" if repeated else f"are ambiguous ({', '.join(ambiguous[:2])}: several numbers, no 'epoch')"
+            warn(f"{run}: the epochs in the file names {why}; the {len(named)} files are taken in name order and "
+                 f"numbered 0-{len(named) - 1} ({named[0][0].name} first, {named[-1][0].name} last)")  # fmt: skip
+            entries = {i: SeriesEntry(i, p, {}) for i, (p, _, _) in enumerate(named)}
+        else:
+            for p, epoch, _ in named:
+                if epoch in entries:
+                    warn(f"{p}: epoch {epoch} already given by {entries[epoch].path.name}; skipped", SkippedWarning)
+                    continue
+                entries[epoch] = SeriesEntry(epoch, p, {})
+            warn(f"{run}: epochs of {len(named)} file(s) read from their names ({shown}): no relugeom metadata")
     if not entries:
         raise CheckpointError(f"{run}: no readable checkpoint ({', '.join(SUFFIXES)}) in this folder")
     return [entries[e] for e in sorted(entries)]

@@ -1,8 +1,10 @@
 """The ``relugeom`` command: one verb per analysis.
 
-Exit codes: 0 success; 1 an error (one line on stderr naming the file or layer, no traceback);
-2 a usage error; 3 finished, but some inputs were skipped (each named in a warning);
-130 interrupted. ``RELUGEOM_DEBUG=1`` shows tracebacks of unexpected errors.
+Exit codes: 0 success; 1 an error in the input or the environment (one line on stderr naming the
+file or layer, no traceback: a corrupt checkpoint, a full or read-only disk, a run locked by another
+process, not enough memory); 2 a usage error (a bad option value); 3 finished, but some inputs were
+skipped (each named in a warning); 70 an internal error, i.e. a bug in relugeom; 130 interrupted.
+``RELUGEOM_DEBUG=1`` shows tracebacks of unexpected errors.
 """
 
 from __future__ import annotations
@@ -24,17 +26,23 @@ EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_INTERNAL = 1, 2, 3,
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="relugeom")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars.")
-def cli(quiet: bool) -> None:
+@click.option("--verify", is_flag=True,
+              help="Check the CRC-32 of every record of every checkpoint read (slower; for disks you do not trust).")
+def cli(quiet: bool, verify: bool) -> None:
     """relugeom: the geometry of trained ReLU networks.
 
     Point a verb at a model checkpoint (.pt/.pth/.tar/.safetensors), a run folder written by
     `relugeom train` (every epoch), or several of those. Checkpoints are loaded with
     weights_only=True: a pickle that would run code is refused.
 
-    Exit codes: 0 ok, 1 error, 2 usage error, 3 done but some inputs were skipped (see the
-    warnings), 130 interrupted.
+    Exit codes: 0 ok, 1 error (input or environment), 2 usage error, 3 done but some inputs were
+    skipped (see the warnings), 70 internal error (a bug in relugeom), 130 interrupted.
     """
     set_quiet(quiet)
+    if verify:
+        from ..checkpoints import set_verify
+
+        set_verify(True)
 
 
 # One module per verb under relugeom/cli/, each defining ``command`` (a click command or group).
@@ -65,9 +73,21 @@ def _log_to_stderr() -> None:
     logger.setLevel(logging.INFO)
 
 
+def _environment_error(e: BaseException) -> str | None:
+    """The one-line message of an error caused by the machine or the input, not by relugeom (None otherwise)."""
+    if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
+            "can't allocate memory" in str(e) or "out of memory" in str(e).lower())):  # fmt: skip
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else "MemoryError"
+        return f"not enough memory ({first}); use smaller inputs, fewer samples or a smaller batch"
+    if isinstance(e, OSError):
+        where = e.filename if e.filename is not None else ""
+        reason = e.strerror or str(e)
+        return f"{where}: {reason}" if where else reason
+    return None
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs a verb and maps errors to exit codes."""
-    _register()
     skipped: list[str] = []
 
     def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
@@ -84,6 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.simplefilter("always", RelugeomWarning)
         warnings.showwarning = show
         try:
+            _register()  # imports torch and the verbs: Ctrl-C here is an interruption too
             cli.main(args=argv, prog_name="relugeom", standalone_mode=False)
         except click.exceptions.Exit as e:
             sys.exit(e.exit_code)
@@ -102,6 +123,10 @@ def main(argv: list[str] | None = None) -> None:
         except Exception as e:
             if debug:
                 raise
+            message = _environment_error(e)
+            if message is not None:
+                click.secho(f"error: {message}", fg="red", err=True)
+                sys.exit(EXIT_ERROR)
             click.secho(
                 f"internal error: {type(e).__name__}: {e}\n"
                 "This is a bug in relugeom; rerun with RELUGEOM_DEBUG=1 for the traceback and report it.",

@@ -123,15 +123,12 @@ def echo_table(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> None:
         click.echo(df.to_string(index=False, float_format=floatfmt.format))
 
 
-def parse_shape(text: str) -> tuple[int, ...]:
-    """``"3,32,32"`` -> (3, 32, 32)."""
-    try:
-        shape = tuple(int(s) for s in text.replace("x", ",").split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32") from None
-    if not shape or any(s <= 0 for s in shape):
-        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32")
-    return shape
+def parse_shape(text: str, option: str | None = None) -> tuple[int, ...]:
+    """``"3,32,32"`` (or ``"3x32x32"``) -> (3, 32, 32); anything else is a usage error naming ``option``."""
+    parts = [p.strip() for p in str(text).replace("x", ",").split(",")]
+    if not parts or any(not p.isdigit() or int(p) <= 0 for p in parts):
+        raise click.BadParameter(f"{text!r} is not a shape like 3,32,32 (positive whole numbers)", param_hint=option)
+    return tuple(int(p) for p in parts)
 
 
 # ------------------------------------------------------------------------------------------------ parallel runs

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from ..errors import RelugeomError
 from ..stats.cones import cone_tables, state_distribution
 from ._common import (
     arch_option,
@@ -16,8 +15,26 @@ from ._common import (
     out_option,
     parse_shape,
     schedule_options,
+    writable_folder,
     write_tables,
 )
+
+
+def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa: ANN001
+    """--input-shape against the first model, before any work: a shape that does not fit is a usage error."""
+    from torch import nn
+
+    from ..errors import ShapeError
+    from ..sources import iter_sources
+    from ..stats.cones import cone_layers
+
+    item = next(iter_sources(src, arch=arch), None)
+    obj = None if item is None else item.load()
+    if isinstance(obj, nn.Module):
+        try:
+            cone_layers(obj, shape, f"{item.path}: " if item.path else "")
+        except ShapeError as e:
+            raise click.BadParameter(str(e), param_hint="--input-shape") from None
 
 
 @click.command("cones")
@@ -42,12 +59,10 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, sch
     from ..report import save_figure
     from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
 
-    try:
-        shape = parse_shape(input_shape)
-    except click.BadParameter as e:
-        raise RelugeomError(f"--input-shape: {e.message}") from None
-    out = out or Path("relugeom-cones")
+    shape = parse_shape(input_shape, "--input-shape")
+    out = writable_folder(out or Path("relugeom-cones"))
     src = list(sources) if len(sources) > 1 else sources[0]
+    _check_shape(src, shape, arch)
     fold = not no_fold_bn
     names = ("params", "states", "pairs") if pairs else ("params", "states")
     with schedule.open(out, "cones") as sched:

@@ -9,7 +9,17 @@ import click
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table, estimate_costs
-from ._common import arch_option, device_option, echo_table, format_option, out_option, schedule_options, write_tables
+from ._common import (
+    arch_option,
+    device_option,
+    echo_table,
+    format_option,
+    out_option,
+    schedule_options,
+    seed_option,
+    writable_folder,
+    write_tables,
+)
 
 
 def _run_data(sources: tuple[str, ...]):  # noqa: ANN202
@@ -54,7 +64,7 @@ def _parse_measures(text: str) -> tuple[str, ...]:
               help="Samples for the costly measures (sharpness, Hessian trace, tangent).")  # fmt: skip
 @click.option("--fisher", type=click.Choice(["empirical", "model"]), default="empirical", show_default=True)
 @arch_option()
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds every stochastic estimator.")
+@seed_option("Seeds every stochastic estimator.")
 @device_option
 @out_option
 @format_option
@@ -71,7 +81,7 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     from ..report.measures import measures_over_epochs
 
     names = _parse_measures(measures)
-    out = out or Path("relugeom-measures")
+    out = writable_folder(out or Path("relugeom-measures"))
     data = load_dataset(dataset, data_dir, normalize=normalize, augment=False) if dataset else _run_data(sources)
     if data is None:
         raise RelugeomError("no data: pass --data (and --data-dir), or point at a run folder with its config.json")

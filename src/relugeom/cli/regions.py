@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
@@ -11,7 +12,16 @@ import torch
 
 from ..errors import ArchitectureError, DataError, RelugeomError
 from ._common import arch_option as _arch_option
-from ._common import echo_table, format_option, out_option, parse_shape, schedule_options, write_tables
+from ._common import (
+    echo_table,
+    format_option,
+    out_option,
+    parse_shape,
+    schedule_options,
+    seed_option,
+    writable_folder,
+    write_tables,
+)
 
 
 @click.group("regions")
@@ -49,15 +59,18 @@ def _show(df: pd.DataFrame) -> None:
 @click.option("--method", type=click.Choice(["auto", "search", "profile", "flow", "literal"]), default="auto",
               show_default=True)
 @click.option("--budget", type=click.IntRange(min=1), default=10**6, show_default=True,
-              help="Stop (with an error) after this many search steps instead of running for hours.")
-def formula(input_shape, kernel, stride, filters, layers, widths, method, budget) -> None:  # noqa: ANN001
+              help="Stop (with an error) after this many steps instead of running for hours; it bounds all the "
+                   "work (search, programmes, big-integer sums, the exact cross-check).")
+@click.option("--no-exact", is_flag=True, help="Skip the exact count of random weights printed beside Theorem 1.")
+def formula(input_shape, kernel, stride, filters, layers, widths, method, budget, no_exact) -> None:  # noqa: ANN001
     """Print the published counts exactly (big integers): Theorem 1 for --input/--kernel/--filters,
     Theorems 2-3 for --input/--layers, the fully connected results for --widths."""
+    from ..errors import BudgetExceeded
     from ..regions.formulas import cnn_formula_caveat, cnn_max_regions, cnn_region_bounds, fc_region_bounds
 
     did = False
     if widths:
-        _show(fc_region_bounds(list(_ints(widths))))
+        _show(fc_region_bounds(list(_ints(widths)), budget=budget))
         did = True
     if input_shape and layers:
         specs = []
@@ -74,12 +87,16 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
         k = k[0] if len(k) == 1 else k
         value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
         rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
-        if cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
+        if not no_exact and cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from ..regions.arrangement import random_layer_regions
 
-            real = random_layer_regions(shape, k, stride, filters, seed=0)
-            rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost every "
-                                                                  "weight; docs/regions.md)"))  # fmt: skip
+            try:
+                real = random_layer_regions(shape, k, stride, filters, seed=0, budget=budget)
+                rows.append(("exact_count_random_weights", _big(real), "exact count of Gaussian weights (almost "
+                                                                      "every weight; docs/regions.md)"))  # fmt: skip
+            except BudgetExceeded:
+                rows.append(("exact_count_random_weights", "-", f"not computed: more than --budget {budget} steps "
+                                                                "(raise it, or pass --no-exact)"))  # fmt: skip
         echo_table(pd.DataFrame(rows, columns=["quantity", "value", "note"]))
         did = True
     if not did:
@@ -96,7 +113,7 @@ points_options = [
                                                  "(digits, mnist1d, mnist, cifar10, ...)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
     click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
-    click.option("--seed", type=int, default=0, show_default=True, help="Which points are drawn."),
+    seed_option("Which points are drawn."),
 ]  # fmt: skip
 
 
@@ -120,26 +137,68 @@ def _load_model(source: str, arch: str | None):  # noqa: ANN202
 
 def _points(points, dataset, data_dir, input_shape, seed, n, item=None) -> torch.Tensor:  # noqa: ANN001
     if points is not None:
-        if points.suffix == ".npy":
-            X = torch.from_numpy(np.load(points, allow_pickle=False))
-        else:
-            X = torch.load(points, weights_only=True, map_location="cpu")
-            if isinstance(X, dict):
-                X = X.get("x", X.get("X"))
-            if not torch.is_tensor(X):
-                raise DataError(f"{points}: expected a tensor of points (or a dict with key 'x')")
-        return X.double()
+        return _read_points(points)
     if dataset:
         from ..experiments.data import load_dataset
 
         return load_dataset(dataset, data_dir).val.x.double()
-    shape = _ints(input_shape) if input_shape else None
+    shape = parse_shape(input_shape, "--input-shape") if input_shape else None
     if shape is None and item is not None and item.meta.get("input_shape"):
         shape = tuple(item.meta["input_shape"])
     if shape is None:
         raise click.UsageError("give --points, --dataset or --input-shape (for random points)")
+    if input_shape and item is not None:
+        _check_fits(item, shape)
     g = torch.Generator().manual_seed(seed)
     return torch.randn((max(n, 3), *shape), generator=g, dtype=torch.float64)
+
+
+def _check_fits(item, shape: tuple[int, ...]) -> None:  # noqa: ANN001
+    """--input-shape against the model (one forward pass of zeros): a shape that does not fit is a usage error."""
+    from torch import nn
+
+    model = item.load()
+    if not isinstance(model, nn.Module):
+        return
+    param = next(model.parameters(), None)
+    if math.prod(shape) > 2**20:
+        raise click.BadParameter(f"{shape} has {math.prod(shape)} values per input, more than the 2^20 that exact "
+                                 "region counts take; use the model's own input size", param_hint="--input-shape")
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros((1, *shape), dtype=param.dtype if param is not None else torch.float32))
+    except (RuntimeError, ValueError, IndexError) as e:
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise click.BadParameter(f"{shape} does not fit the model ({first})", param_hint="--input-shape") from None
+
+
+def _read_points(path: Path) -> torch.Tensor:
+    """Points from a .npy file (no pickles) or a torch tensor file (weights_only), as float64 (N, *input)."""
+    from .._torchfile import open_regular
+    from ..checkpoints import load_tensors
+
+    if path.suffix == ".npy":
+        import os
+
+        fd = open_regular(path)  # a FIFO or a device is refused before anything blocks
+        try:
+            with os.fdopen(fd, "rb") as f:
+                X = torch.from_numpy(np.load(f, allow_pickle=False))
+        except ValueError as e:
+            why = "it holds Python objects (a pickle), not numbers" if "allow_pickle" in str(e) else str(e)[:120]
+            raise DataError(f"{path}: not a .npy array of points ({why})") from None
+        except (OSError, EOFError) as e:
+            raise DataError(f"{path}: cannot be read as a .npy array ({str(e)[:120]})") from None
+    else:
+        X = load_tensors(path)
+        if isinstance(X, dict):
+            X = X.get("x", X.get("X"))
+    if not torch.is_tensor(X) or X.ndim < 2 or X.is_complex() or X.dtype == torch.bool:
+        raise DataError(f"{path}: expected a real tensor of points of shape (N, *input) (or a dict with key 'x')")
+    X = X.double()
+    if not bool(torch.isfinite(X).all()):
+        raise DataError(f"{path}: the points hold NaN or inf values")
+    return X
 
 
 def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
@@ -162,11 +221,11 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
     from ..report import save_figure
     from ..report.regions import segment_figure
 
+    out = writable_folder(out or Path("relugeom-regions"))
     model, item = _load_model(source, arch)
     a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item), 2, seed)
     d = b - a
     seg = regions_on_segment(model, a - extend * d, b + extend * d)
-    out = out or Path("relugeom-regions")
     pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
                                slope=[v.tolist() for v in seg.pieces.slope])  # fmt: skip
     paths = write_tables(out, {"segment": pieces}, fmt)
@@ -194,6 +253,7 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
     from ..report import save_figure
     from ..report.regions import slice_figure
 
+    out = writable_folder(out or Path("relugeom-regions"))
     model, item = _load_model(source, arch)
     a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item), 3, seed)
     box = None
@@ -203,7 +263,6 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
         except ValueError:
             raise click.BadParameter(f"{bounds!r} is not four numbers", param_hint="--bounds") from None
     P = partition_2d(model, a, b - a, c - a, box, budget=budget)
-    out = out or Path("relugeom-regions")
     tables = {"slice": P.to_frame()}
     if verify_points:
         v = P.verify(n_points=verify_points, seed=seed)
@@ -244,9 +303,9 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
     from ..report.regions import training_figure
     from ..sources import iter_sources
 
+    out = writable_folder(out or Path("relugeom-regions"))
     item = next(iter_sources(list(sources), arch=arch))
     X = _points(points, dataset, data_dir, input_shape, seed, 3, item)
-    out = out or Path("relugeom-regions")
     with schedule.open(out, "regions_train") as sched:
         df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
                                    arch=arch, **sched)  # fmt: skip

@@ -7,7 +7,16 @@ from pathlib import Path
 import click
 
 from ..errors import RelugeomError
-from ._common import device_option, echo_table, format_option, out_option, schedule_options, write_tables
+from ._common import (
+    SEED_MAX,
+    device_option,
+    echo_table,
+    format_option,
+    out_option,
+    schedule_options,
+    writable_folder,
+    write_tables,
+)
 
 
 def parse_epochs(text: str | None) -> list[int] | None:
@@ -34,7 +43,8 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @click.option("--epochs", "epochs", default=None, help="Reference epochs: 0,1,5 or 0-30:5 (default: all).")
 @click.option("--random", "random_init", is_flag=True, help="Also reset to a fresh random initialisation.")
 @click.option("--split", type=click.Choice(["test", "val"]), default="test", show_default=True)
-@click.option("--seed", type=int, default=None, help="Seed of the fresh random init (default: run seed + 1000).")
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=None,
+              help="Seed of the fresh random init (default: run seed + 1000).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--naive", is_flag=True, help="Evaluate the whole network per reset (no reuse of activations).")
 @click.option("--arch", default=None,
@@ -57,14 +67,17 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, dev
     from ..experiments.reinit import critical_vs_bias, reinit_run
     from ..report import save_figure
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
+    from ..sources import dedupe_sources, run_labels
     from ..stats.projection import layer_summary, projection_stats
 
-    out = out or Path("relugeom-reinit")
+    out = writable_folder(out or Path("relugeom-reinit"))
     chosen = parse_epochs(epochs)
+    runs = [Path(r) for r in dedupe_sources(runs)]
+    labels = run_labels(runs)  # the labels projection_stats gives the same runs
     with schedule.open(out, "reinit") as sched:
         drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                      batch_size=batch_size, reuse=not naive, device=device, arch=arch, **sched)
-                           for r in runs], ignore_index=True)  # fmt: skip
+                                      batch_size=batch_size, reuse=not naive, device=device, arch=arch, label=label,
+                                      **sched) for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

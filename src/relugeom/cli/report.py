@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 from pathlib import Path
@@ -23,24 +22,14 @@ def _labels(runs: list[Path]) -> list[str]:
 
 
 def _collect(run: Path, label: str, extra: tuple[Path, ...]):  # noqa: ANN202
-    import pandas as pd
 
+    from ..checkpoints import Run
     from ..report.page import RunTables, find_tables, read_table
     from ..stats.projection import layer_summary, projection_stats
 
-    config = {}
-    if (run / "config.json").is_file():
-        try:
-            config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise RelugeomError(f"{run / 'config.json'}: cannot be read ({str(e)[:120]})") from None
-        config = config if isinstance(config, dict) else {}
-    metrics = None
-    if (run / "metrics.csv").is_file():
-        try:
-            metrics = pd.read_csv(run / "metrics.csv")
-        except (OSError, ValueError) as e:
-            raise RelugeomError(f"{run / 'metrics.csv'}: cannot be read as a table ({str(e)[:120]})") from None
+    folder = Run(run)
+    config = folder.read_config() if folder.is_run() else {}  # CheckpointError names a config.json it cannot read
+    metrics = folder.metrics() if folder.metrics_path.is_file() else None  # up to the commit point
     sources = find_tables(run, extra)
     tables = {}
     for stem, p in sources.items():

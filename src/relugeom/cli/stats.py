@@ -10,7 +10,7 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import arch_option, echo_table, format_option, out_option, schedule_options, write_tables
+from ._common import arch_option, echo_table, format_option, out_option, schedule_options, writable_folder, write_tables
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -92,7 +92,7 @@ def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:
     from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
 
-    out = out or Path("relugeom-stats")
+    out = writable_folder(out or Path("relugeom-stats"))
     src = list(sources) if len(sources) > 1 else sources[0]
     with schedule.open(out, "stats") as sched:
         df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch, **sched)

@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ..errors import RelugeomError
-from ._common import echo_table, out_option
+from ._common import echo_table, out_option, seed_option, writable_folder
 
 
 def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
@@ -30,7 +30,7 @@ def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
 @click.option("--layers", "n_layers", type=click.IntRange(1, 50), default=3, show_default=True)
 @click.option("--params", default=None,
               help="Layers as 'a,b,c;a,b,c;...' (row then bias: eq. 19 for 2 nodes, a,b,c,d for eq. 20).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random near-identity layers.")
+@seed_option("Seed of the random near-identity layers.")
 @click.option("--max-pieces", type=click.IntRange(1), default=300, show_default=True)
 @out_option
 def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: ANN001
@@ -47,7 +47,7 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
     from ..report.toy import cells_figure, flows_figure, manifold_figure, preimages_figure
 
     d = int(nodes)
-    out = out or Path("relugeom-toy")
+    out = writable_folder(out or Path("relugeom-toy"))
     net = toy_network(d, n_layers, params=_parse_params(params, d), seed=seed)
     nest = layer_nesting(net)
     paths = []

@@ -208,6 +208,7 @@ def reinit_run(
     executor: Any = None,
     parts: str | Path | None = None,
     shard: tuple[int, int] | None = None,
+    label: str | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
 
@@ -216,9 +217,10 @@ def reinit_run(
     never the run's own epoch 0); ``split``: ``test`` or ``val`` of the run's data
     set (re-read as ``config.json`` says; corruptions only ever touch the training split), unless
     ``data`` (``(X, y)`` or batches) is given. A missing or corrupt checkpoint is warned about and
-    left out; the table gains ``run`` and ``seed`` columns. ``arch`` overrides the run's architecture;
-    for a run recorded from your own training loop with your own model, name its class or factory
-    as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
+    left out; the table gains ``run`` (``label``, default the folder's name; see
+    :func:`relugeom.sources.run_labels` for several runs) and ``seed`` columns. ``arch`` overrides the run's
+    architecture; for a run recorded from your own training loop with your own model, name its class or
+    factory as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
     the factory's own, seeded with ``seed``).
 
     Each (reference epoch, layer) is one work item: ``executor``, ``parts`` and ``shard`` run them as
@@ -302,7 +304,7 @@ def reinit_run(
         raise RelugeomError(f"{run_dir}: no re-initialization could be evaluated")
     df = pd.concat(frames, ignore_index=True)
     df.insert(0, "seed", pd.array([config.seed] * len(df), dtype="Int64"))
-    df.insert(0, "run", run.name)
+    df.insert(0, "run", label or run.name)
     df["trained_epoch"] = final.epoch
     return df
 

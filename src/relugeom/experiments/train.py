@@ -105,7 +105,7 @@ def check_config(config: TrainConfig) -> None:
     whole("split_seed", 0, SEED_MAX)
     whole("batch_size", 1)
     whole("n_train", 1, none=True)
-    whole("image_size", 1, none=True)
+    whole("image_size", 1, 4096, none=True)
     real("lr", 0.0)
     real("momentum", 0.0)
     real("weight_decay", 0.0)
@@ -322,6 +322,8 @@ def train(
     run = Run(out)
     check_config(config)
     rank, world, device = _distributed(device)
+    if rank == 0 and not resume:
+        _check_fresh(run)  # before the lock, so that a refused folder gains no lock file (checked again under it)
     with run.lock() if rank == 0 else nullcontext():
         return _train_locked(config, run, device=device, data=data, resume=resume, rank=rank, world=world,
                              on_epoch=on_epoch)
@@ -418,7 +420,7 @@ def _train_locked(config: TrainConfig, run: Run, *, device: str | torch.device, 
         bad = _non_finite(net)
         if bad or not math.isfinite(train_loss):
             what = f"non-finite weights in {', '.join(bad[:3])}" if bad else f"loss {train_loss}"
-            kept = "nothing was recorded" if epoch == 0 else f"the run keeps epochs 0-{epoch - 1}"
+            kept = {0: "nothing was recorded", 1: "the run keeps epoch 0"}.get(epoch, f"it keeps epochs 0-{epoch - 1}")
             raise RelugeomError(f"{out}: training diverged at epoch {epoch} ({what}); epoch {epoch} was not "
                                 f"recorded and {kept}; lower --lr or check the initialisation")  # fmt: skip
         val_loss, val_acc = evaluate(net, eval_val, device)

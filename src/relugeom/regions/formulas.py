@@ -33,7 +33,10 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..errors import BudgetExceeded, ShapeError, warn
+from ._budget import Budget, as_budget
 from .theorem1 import _Conv, _conv, _flow_literal, _interval_dp, _literal, _nonneg_int, _profile_dp, _search
+
+_HINT = "raise budget= (CLI: --budget)"
 
 __all__ = [
     "ConvSpec",
@@ -45,8 +48,11 @@ __all__ = [
 ]
 
 
-def general_position_regions(n: int, d: int) -> int:
+def general_position_regions(n: int, d: int, *, budget: int | Budget | None = None) -> int:
     """Regions of ``n`` affine hyperplanes in general position in R^d: ``sum_{i<=d} C(n, i)`` (Zaslavsky 1975).
+
+    Each binomial follows from the previous one (``C(n, i) = C(n, i-1) (n-i+1) / i``, exact). ``budget``
+    (steps, each ``OPS_PER_STEP`` words of big-integer arithmetic) stops a sum too large to finish.
 
     Example
     -------
@@ -54,26 +60,42 @@ def general_position_regions(n: int, d: int) -> int:
     7
     """
     n, d = _nonneg_int(n, "n"), _nonneg_int(d, "d")
-    return sum(math.comb(n, i) for i in range(min(n, d) + 1))
+    bud = None if budget is None else as_budget(budget, _HINT)
+    term = total = 1
+    for i in range(1, min(n, d) + 1):
+        term = term * (n - i + 1) // i
+        total += term
+        if bud is not None:
+            bud.ops(2 * (term.bit_length() // 64 + 1), f"general_position_regions({n}, {d})")
+    return total
 
 
 # ----------------------------------------------------------------------------------------- fully connected
-def _serra_upper(widths: Sequence[int]) -> int:
+def _serra_upper(widths: Sequence[int], budget: Budget | None = None) -> int:
     """Serra et al. (2018), Theorem 1: sum over J of prod_l C(n_l, j_l), with
     J = {j : 0 <= j_l <= min(n_0, n_1 - j_1, ..., n_{l-1} - j_{l-1}, n_l)}. Computed by a dynamic programme
     over the running minimum m = min(n_0, n_1 - j_1, ..., n_{l-1} - j_{l-1})."""
     states = {widths[0]: 1}
     for n_l in widths[1:]:
+        top = min(max(states), n_l)
+        if budget is not None:
+            budget.ops(len(states) * (top + 1), "serra2018_upper")
+        binom = [1] * (top + 1)
+        for j in range(1, top + 1):
+            binom[j] = binom[j - 1] * (n_l - j + 1) // j
         nxt: dict[int, int] = {}
         for m, w in states.items():
+            if budget is not None:
+                budget.ops((min(m, n_l) + 1) * (w.bit_length() // 64 + binom[min(m, n_l)].bit_length() // 64 + 1),
+                           "serra2018_upper")  # fmt: skip
             for j in range(min(m, n_l) + 1):
                 key = min(m, n_l - j)
-                nxt[key] = nxt.get(key, 0) + w * math.comb(n_l, j)
+                nxt[key] = nxt.get(key, 0) + w * binom[j]
         states = nxt
     return sum(states.values())
 
 
-def fc_region_bounds(widths: Sequence[int]) -> pd.DataFrame:
+def fc_region_bounds(widths: Sequence[int], *, budget: int | None = None) -> pd.DataFrame:
     """The published counts for a fully connected ReLU net with ``widths = [n_0, n_1, ..., n_L]``.
 
     One row per result: ``bound`` (name), ``kind`` (exact/lower/upper), ``value`` (Python int, or None where
@@ -86,6 +108,8 @@ def fc_region_bounds(widths: Sequence[int]) -> pd.DataFrame:
     * montufar2017_upper: ``prod_{l=1}^{L} sum_{i<=m_l} C(n_l, i)``, ``m_l = min(n_0, ..., n_{l-1})``.
     * serra2018_upper: see :func:`_serra_upper`; never larger than montufar2017_upper.
 
+    ``budget`` (steps) bounds all the big-integer work (BudgetExceeded past it); None: unbounded.
+
     Example
     -------
     >>> df = fc_region_bounds([2, 3])  # 3 ReLUs on R^2: 1 + 3 + 3 regions, and every bound agrees
@@ -96,18 +120,22 @@ def fc_region_bounds(widths: Sequence[int]) -> pd.DataFrame:
     if len(w) < 2 or any(x == 0 for x in w):
         raise ShapeError(f"widths must be [n_0, n_1, ..., n_L] with L >= 1 and every width >= 1, got {list(widths)}")
     n0, L = w[0], len(w) - 1
+    bud = None if budget is None else as_budget(budget, _HINT)
     rows = []
-    one = general_position_regions(w[1], n0) if L == 1 else None
+    one = general_position_regions(w[1], n0, budget=bud) if L == 1 else None
     rows.append(("one_layer_exact", "exact", one, L == 1, "L = 1 (one hidden layer)", "Pascanu, Montufar, Bengio 2013"))
     ok = all(x >= n0 for x in w[1:L])
-    low = math.prod((x // n0) ** n0 for x in w[1:L]) * general_position_regions(w[L], n0)
+    if bud is not None:
+        bud.ops(sum(n0 * max(1, (x // n0).bit_length()) for x in w[1:L]) // 64, "montufar2014_lower")
+    low = math.prod((x // n0) ** n0 for x in w[1:L]) * general_position_regions(w[L], n0, budget=bud)
     rows.append(("montufar2014_lower", "lower", low if ok else None, ok, "n_l >= n_0 for 1 <= l < L",
                  "Montufar, Pascanu, Cho, Bengio 2014"))  # fmt: skip
     up = 1
     for l in range(1, L + 1):
-        up *= general_position_regions(w[l], min(w[:l]))
+        up *= general_position_regions(w[l], min(w[:l]), budget=bud)
     rows.append(("montufar2017_upper", "upper", up, True, "always", "Montufar 2017"))
-    rows.append(("serra2018_upper", "upper", _serra_upper(w), True, "always", "Serra, Tjandraatmadja, Ramalingam 2018"))
+    serra = _serra_upper(w, bud)
+    rows.append(("serra2018_upper", "upper", serra, True, "always", "Serra, Tjandraatmadja, Ramalingam 2018"))
     df = pd.DataFrame(rows, columns=["bound", "kind", "value", "holds", "condition", "source"])
     df["value"] = pd.Series([r[2] for r in rows], dtype=object)  # exact Python ints, None where not applicable
     return df
@@ -120,7 +148,7 @@ def cnn_max_regions(
     filters: int,
     *,
     method: str = "auto",
-    budget: int = 10**7,
+    budget: int | Budget = 10**7,
     warn_caveat: bool = True,
 ) -> int:
     """Seed 003, Theorem 1 (i): the maximal number of linear regions of a one-layer ReLU CNN, exactly.
@@ -138,7 +166,9 @@ def cnn_max_regions(
     * ``"literal"``: every candidate t checked against every subset J, exactly as the theorem is printed
       (exponential; for cross-checks on tiny shapes).
 
-    Raises :class:`BudgetExceeded` when the literal/flow enumeration or the search exceeds ``budget`` steps.
+    Raises :class:`BudgetExceeded` when the work exceeds ``budget`` steps (a search node, a programme state,
+    or ``OPS_PER_STEP`` elementary operations of building receptive fields and matchings), before memory
+    or time run out; every method is bounded, whatever the input size.
     For shapes where the published value is provably not attained by any weights (see
     :func:`cnn_formula_caveat`) a :class:`RelugeomWarning` says so (``warn_caveat=False`` silences it); the
     published value is still returned, as published.
@@ -154,26 +184,30 @@ def cnn_max_regions(
     note = cnn_formula_caveat(input_shape, kernel, stride, filters)
     if note and warn_caveat:
         warn(note)
-    if method == "literal":
-        return _literal(c, budget)
-    if method == "flow":
-        return _flow_literal(c, budget)
+    if method in ("literal", "flow"):
+        limit = budget.remaining if isinstance(budget, Budget) else budget
+        return (_literal if method == "literal" else _flow_literal)(c, limit)
+    bud = as_budget(budget, _HINT)
     if method == "search":
-        return _search(c, budget)
+        return _search(c, bud)
     if method == "profile":
-        return _profile_dp(c, budget)
+        return _profile_dp(c, bud)
     if method != "auto":
         raise ValueError(f"method must be 'auto', 'search', 'profile', 'flow' or 'literal', got {method!r}")
     if len(c.spatial) == 1:
-        return _interval_dp(c)
+        return _interval_dp(c, bud)
     if c.out_spatial[0] == 1 and c.kernel[0] == c.spatial[0]:  # one row of positions: intervals along W
-        return _interval_dp(_Conv(c.channels * c.spatial[0], (c.spatial[1],), (c.kernel[1],), c.stride, c.filters))
+        return _interval_dp(_Conv(c.channels * c.spatial[0], (c.spatial[1],), (c.kernel[1],), c.stride, c.filters),
+                            bud)  # fmt: skip
     if c.out_spatial[1] == 1 and c.kernel[1] == c.spatial[1]:
-        return _interval_dp(_Conv(c.channels * c.spatial[1], (c.spatial[0],), (c.kernel[0],), c.stride, c.filters))
+        return _interval_dp(_Conv(c.channels * c.spatial[1], (c.spatial[0],), (c.kernel[0],), c.stride, c.filters),
+                            bud)  # fmt: skip
     try:  # the search is fastest where the constraints have slack; the profile programme where they bind
-        return _search(c, min(budget, 20000))
+        return _search(c, bud.sub(20000))
     except BudgetExceeded:
-        return _profile_dp(c, budget)
+        if bud.remaining == 0:
+            raise
+        return _profile_dp(c, bud)
 
 
 def cnn_formula_caveat(
@@ -229,7 +263,7 @@ def _specs(layers: Sequence[ConvSpec | tuple]) -> list[ConvSpec]:
 
 
 def cnn_region_bounds(
-    layers: Sequence[ConvSpec | tuple], input_shape: Sequence[int], *, budget: int = 10**7
+    layers: Sequence[ConvSpec | tuple], input_shape: Sequence[int], *, budget: int | Budget = 10**7
 ) -> pd.DataFrame:
     """Seed 003 Theorem 2 bounds for a deep ReLU CNN and Theorem 3's per-parameter comparisons.
 
@@ -249,12 +283,15 @@ def cnn_region_bounds(
     * fully_connected_upper: an L-layer fully connected net with the same input, depth and (about) the same
       number of parameters (equal widths), Serra et al. 2018 upper bound.
 
+    ``budget`` (steps) bounds all of it together: the Theorem 1 counts, the binomial sums and the powers.
+
     Example
     -------
     >>> df = cnn_region_bounds([(2, 1, 2), (2, 1, 2)], (1, 6))
     >>> df.set_index("quantity").loc[["theorem2_lower", "theorem2_upper"], "value"].tolist()
     [6400, 179075]
     """
+    bud = as_budget(budget, _HINT)
     specs = _specs(layers)
     c0 = _conv(input_shape, specs[0].kernel, specs[0].stride, specs[0].filters)
     d0 = c0.channels
@@ -269,15 +306,18 @@ def cnn_region_bounds(
     cond_ok = all(c.filters >= d0 for c in convs)
     last = convs[-1]
     prev_spatial = convs[-2].out_spatial if L > 1 else c0.spatial
-    r_prime = cnn_max_regions((d0, *prev_spatial), last.kernel, last.stride, last.filters, budget=budget)
+    r_prime = cnn_max_regions((d0, *prev_spatial), last.kernel, last.stride, last.filters, budget=bud)
+    bud.ops(sum(npos[l] * d0 * max(1, (convs[l].filters // d0).bit_length()) for l in range(L - 1)) // 16,
+            "theorem2_lower")  # fmt: skip
     lower = r_prime * math.prod((convs[l].filters // d0) ** (npos[l] * d0) for l in range(L - 1))
-    r2 = cnn_max_regions(input_shape, c0.kernel, c0.stride, c0.filters, budget=budget)
-    upper = r2 * math.prod(general_position_regions(npos[l] * convs[l].filters, D0) for l in range(1, L))
+    r2 = cnn_max_regions(input_shape, c0.kernel, c0.stride, c0.filters, budget=bud)
+    upper = r2 * math.prod(general_position_regions(npos[l] * convs[l].filters, D0, budget=bud) for l in range(1, L))
+    bud.ops(sum(npos[l] * convs[l].filters for l in range(1, L)) // 16, "theorem2_upper_as_printed")
     printed = r2 * math.prod(D0 * 2 ** (npos[l] * convs[l].filters) for l in range(1, L))
     per_filter = d0 * math.prod(c0.kernel) + 1
     d_one = max(1, params // per_filter)
     try:
-        r_one = cnn_max_regions(input_shape, c0.kernel, c0.stride, d_one, budget=budget)
+        r_one = cnn_max_regions(input_shape, c0.kernel, c0.stride, d_one, budget=bud.sub(bud.remaining // 2))
     except BudgetExceeded:
         r_one = None
     # fully connected: L hidden layers of equal width w with D0*w + (L-1)*w^2 + L*w ~ params
@@ -285,7 +325,7 @@ def cnn_region_bounds(
     while D0 * (w + 1) + (L - 1) * (w + 1) ** 2 + L * (w + 1) <= params:
         w += 1
     fc_params = D0 * w + (L - 1) * w * w + L * w
-    fc = _serra_upper([D0] + [w] * L)
+    fc = _serra_upper([D0] + [w] * L, bud)
 
     def row(q, kind, v, p, holds, cond):  # noqa: ANN001, ANN202
         lg = math.log10(v) if v else None

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import BudgetExceeded, ShapeError
+from ._budget import Budget, as_budget
+
+_HINT = "raise budget= (CLI: --budget)"
 
 
 def _nonneg_int(x: object, name: str) -> int:
@@ -45,8 +49,14 @@ class _Conv:
     def out_spatial(self) -> tuple[int, ...]:
         return tuple((n - f) // self.stride + 1 for n, f in zip(self.spatial, self.kernel))
 
-    def fields(self) -> list[list[int]]:
+    @property
+    def n_positions(self) -> int:
+        return math.prod(self.out_spatial)
+
+    def fields(self, budget: Budget | None = None) -> list[list[int]]:
         """S_i as lists of flat spatial indices (each spatial index stands for ``channels`` input neurons)."""
+        if budget is not None:
+            budget.ops(self.n_positions * (math.prod(self.kernel) + 1), "cnn_max_regions: receptive fields")
         out = self.out_spatial
         grids = [range(o) for o in out]
         res = []
@@ -74,14 +84,14 @@ def _conv(input_shape: Sequence[int], kernel, stride, filters) -> _Conv:  # noqa
 def _literal(c: _Conv, budget: int) -> int:
     """Theorem 1 (i) term by term: every t with 0 <= t_i <= min(d_1, |S_i|) (larger t_i have C(d_1, t_i) = 0
     or violate J = {i}), checked against every subset J of I."""
-    fields = c.fields()
-    m = len(fields)
-    tmax = min(c.filters, len(fields[0]) * c.channels)
+    m = c.n_positions
+    tmax = min(c.filters, math.prod(c.kernel) * c.channels)
     n_cand = (tmax + 1) ** m
     if n_cand * (2**m) > budget:
         raise BudgetExceeded(
             f"literal enumeration of K_N needs {n_cand} candidates x {2**m} subsets J > budget {budget}; "
             "use method='auto'", partial=None)  # fmt: skip
+    fields = c.fields()
     subsets = np.array(list(itertools.product((0, 1), repeat=m)), dtype=np.int64)  # (2^m, m)
     union = np.array([c.channels * len(set().union(*[fields[i] for i in range(m) if J[i]])) for J in subsets])
     binom = [math.comb(c.filters, t) for t in range(tmax + 1)]
@@ -96,19 +106,25 @@ class _BMatching:
     """Positions demand units; input pixels supply ``cap`` units; position i may use pixel q iff q in S_i.
     ``add(i)`` serves one more unit of i by an augmenting path (Ford-Fulkerson on the bipartite network)."""
 
-    def __init__(self, fields: list[list[int]], n_pix: int, cap: int) -> None:
-        self.fields, self.cap = fields, cap
+    def __init__(self, fields: list[list[int]], n_pix: int, cap: int, budget: Budget | None = None) -> None:
+        self.fields, self.cap, self.budget = fields, cap, budget
         self.load = [0] * n_pix
         self.users: list[dict[int, int]] = [dict() for _ in range(n_pix)]  # pixel -> {position: units}
 
+    def _spend(self, ops: int) -> None:
+        if self.budget is not None:
+            self.budget.ops(ops, "cnn_max_regions: search")
+
     def copy(self) -> _BMatching:
+        self._spend(2 * len(self.load))
         new = _BMatching.__new__(_BMatching)
-        new.fields, new.cap = self.fields, self.cap
+        new.fields, new.cap, new.budget = self.fields, self.cap, self.budget
         new.load = self.load[:]
         new.users = [dict(u) for u in self.users]
         return new
 
     def add(self, i: int) -> bool:
+        self._spend(len(self.fields[i]))
         for q in self.fields[i]:
             if self.load[q] < self.cap:
                 self._give(i, q)
@@ -118,6 +134,7 @@ class _BMatching:
         frontier = list(self.fields[i])
         while frontier:
             nxt = []
+            self._spend(len(frontier))
             for q in frontier:
                 for j in self.users[q]:
                     for q2 in self.fields[j]:
@@ -149,7 +166,7 @@ class _BMatching:
             self.users[q][i] -= 1
 
 
-def _interval_dp(c: _Conv) -> int:
+def _interval_dp(c: _Conv, budget: int | Budget | None = None) -> int:
     """1D (or any single line of positions with interval fields): the greedy that gives each position the
     leftmost free input neurons of its field serves t iff t is in K_N; sum over the greedy's pointer."""
     C, f, s, d1 = c.channels, c.kernel[0], c.stride, c.filters
@@ -158,6 +175,10 @@ def _interval_dp(c: _Conv) -> int:
     for i in range(c.out_spatial[0]):
         lo, hi = i * s * C, (i * s + f) * C
         nxt: dict[int, int] = {}
+        if budget is not None:
+            bud = as_budget(budget, _HINT)
+            bud.ops(sum((min(d1, hi - max(p, lo)) + 1) * (1 + w.bit_length() // 64) for p, w in states.items()),
+                    "cnn_max_regions: interval programme")  # fmt: skip
         for p, w in states.items():
             p = max(p, lo)
             for t in range(min(d1, hi - p) + 1):
@@ -166,25 +187,26 @@ def _interval_dp(c: _Conv) -> int:
     return sum(states.values())
 
 
-def _search(c: _Conv, budget: int, check_all: bool = False) -> int:
+def _search(c: _Conv, budget: int | Budget, check_all: bool = False) -> int:
     """Depth-first search over t position by position with an incremental b-matching. A prefix that cannot
     be served prunes its subtree (K_N is closed downwards); a prefix whose remaining positions can all be
     served at their maximum closes its subtree with a product of binomial sums. ``check_all`` turns the
-    shortcut off and checks every candidate (the "flow" baseline)."""
-    fields = c.fields()
-    m = len(fields)
+    shortcut off and checks every candidate (the "flow" baseline). A step is a node or ``OPS_PER_STEP``
+    operations of the matching; the recursion is one level per output position, so a shape with more
+    positions than Python's recursion limit allows is refused (BudgetExceeded) before any work."""
+    m = c.n_positions
+    if m + 100 > sys.getrecursionlimit():
+        raise BudgetExceeded(f"cnn_max_regions: the search recurses once per output position and this layer has "
+                             f"{m}; use method='profile' (or 'auto')", partial=None)  # fmt: skip
+    bud = as_budget(budget, _HINT)
+    fields = c.fields(bud)
     n_pix = math.prod(c.spatial)
     tmax = min(c.filters, len(fields[0]) * c.channels)
     binom = [math.comb(c.filters, t) for t in range(tmax + 1)]
     full = sum(binom)
-    nodes = 0
 
     def rec(k: int, mt: _BMatching) -> int:
-        nonlocal nodes
-        nodes += 1
-        if nodes > budget:
-            raise BudgetExceeded(f"cnn_max_regions: search visited more than {budget} nodes; "
-                                 "raise budget= (CLI: --budget)", partial=None)  # fmt: skip
+        bud.tick("cnn_max_regions: search")
         if k == m:
             return 1
         if not check_all:
@@ -199,10 +221,11 @@ def _search(c: _Conv, budget: int, check_all: bool = False) -> int:
             total += binom[t] * rec(k + 1, cur.copy())
         return total
 
-    return rec(0, _BMatching(fields, n_pix, c.channels))
+    bud.ops(2 * n_pix, "cnn_max_regions: search")
+    return rec(0, _BMatching(fields, n_pix, c.channels, bud))
 
 
-def _profile_dp(c: _Conv, budget: int) -> int:
+def _profile_dp(c: _Conv, budget: int | Budget) -> int:
     """Hall's condition as a dynamic programme over positions in raster order (any 1D or 2D shape).
 
     For a prefix P of positions and the pixels F that P shares with the positions still to come, every
@@ -215,8 +238,12 @@ def _profile_dp(c: _Conv, budget: int) -> int:
     (A', c') has c' + d_0 |A' - A| <= c. States with equal signature sets are merged, weights summed.
     """
     C = c.channels
-    fields = c.fields()
+    bud = as_budget(budget, _HINT)
+    what = "cnn_max_regions: profile programme"
+    fields = c.fields(bud)
     m = len(fields)
+    words = math.prod(c.spatial) // 64 + 1  # the pixel sets are Python ints of that many 64-bit words
+    bud.ops(2 * m * words, what)
     masks = [sum(1 << q for q in f) for f in fields]
     suffix = [0] * (m + 1)
     for k in range(m - 1, -1, -1):
@@ -224,7 +251,6 @@ def _profile_dp(c: _Conv, budget: int) -> int:
     tmax = min(c.filters, len(fields[0]) * C)
     binom = [math.comb(c.filters, t) for t in range(tmax + 1)]
     states: dict[frozenset, int] = {frozenset(): 1}
-    work = 0
     for k in range(m):
         fk, keep = masks[k], suffix[k + 1]
         nxt: dict[frozenset, int] = {}
@@ -247,11 +273,11 @@ def _profile_dp(c: _Conv, budget: int) -> int:
                         kept.append((A, cc))
                 nk = frozenset(kept)
                 nxt[nk] = nxt.get(nk, 0) + w * binom[t]
-                work += 1
-                if work > budget:
-                    raise BudgetExceeded(f"cnn_max_regions: profile programme exceeded {budget} steps "
-                                         f"({len(nxt)} states at position {k} of {m}); raise budget= (CLI: --budget)",
-                                         partial=None)  # fmt: skip
+                try:
+                    bud.tick(what)
+                    bud.ops(len(base) * (len(kept) + 2) * words, what)
+                except BudgetExceeded as e:
+                    raise BudgetExceeded(f"{e} ({len(nxt)} states at position {k} of {m})", partial=None) from None
         states = nxt
     return sum(states.values())
 
@@ -261,12 +287,12 @@ def _flow_literal(c: _Conv, budget: int) -> int:
     from scipy.sparse import csr_array
     from scipy.sparse.csgraph import maximum_flow
 
-    fields = c.fields()
-    m = len(fields)
+    m = c.n_positions
     n_pix = math.prod(c.spatial)
-    tmax = min(c.filters, len(fields[0]) * c.channels)
+    tmax = min(c.filters, math.prod(c.kernel) * c.channels)
     if (tmax + 1) ** m > budget:
         raise BudgetExceeded(f"flow search: {(tmax + 1) ** m} candidates > budget {budget}", partial=None)
+    fields = c.fields()
     binom = [math.comb(c.filters, t) for t in range(tmax + 1)]
     src, sink = 0, 1 + m + n_pix
     rows, cols, caps = [], [], []

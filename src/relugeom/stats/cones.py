@@ -200,6 +200,31 @@ def _fold_bn(layer: AffineLayer, bn: nn.Module | None, where: str) -> tuple[np.n
     return w * scale.reshape((-1,) + (1,) * (w.ndim - 1)), b * scale + shift
 
 
+MAX_CONE_ELEMENTS = 2**28  # float64 entries of one layer's embedded normals (2 GiB): VGG on 3x224x224 fits
+
+
+def cone_layers(obj: nn.Module, input_shape: Sequence[int], where: str = "") -> list[AffineLayer]:
+    """The conv layers whose cones an input of ``input_shape`` defines, checked: every layer reached by
+    such an input, and no layer's embedded normals (filters x channels x positions, float64) larger
+    than ``MAX_CONE_ELEMENTS``. Raises :class:`~relugeom.errors.ShapeError` naming the layer otherwise."""
+    shape = tuple(input_shape)
+    try:
+        layers = list(find_layers(obj, input_shape=shape, linear=False))
+    except RuntimeError as e:  # the forward pass itself fails: the shape does not fit the network
+        first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise ShapeError(f"{where}an input of shape {shape} does not fit the network ({first})") from None
+    for la in layers:
+        if la.input_shape is None:
+            raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {shape}")
+        n = la.out_channels * math.prod(la.input_shape)
+        if n > MAX_CONE_ELEMENTS:
+            raise ShapeError(f"{where}an input of shape {shape} gives layer {la.name!r} cones over "
+                             f"{math.prod(la.input_shape[1:])} positions: its embedded normals need "
+                             f"{n * 8 / 2**30:.1f} GiB (at most {MAX_CONE_ELEMENTS * 8 / 2**30:.0f} GiB); "
+                             "use the input size the network was trained on")  # fmt: skip
+    return layers
+
+
 class _Cones:
     """Cone normals and parameters of every conv layer of one model (internal)."""
 
@@ -213,11 +238,9 @@ class _Cones:
         from ..links import layer_links
 
         self.where = where
-        self.layers = [la for la in find_layers(obj, input_shape=tuple(input_shape), linear=False)]
+        self.layers = cone_layers(obj, input_shape, where)
         for la in self.layers:
             check_finite(la, where)
-            if la.input_shape is None:
-                raise ShapeError(f"{where}layer {la.name!r} is not reached by an input of shape {tuple(input_shape)}")
         self.links = layer_links(obj, self.layers, where) if len(self.layers) > 1 else []
         bns: dict[str, nn.Module] = {}
         if fold_bn:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import math
+import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,13 +53,10 @@ class FolderSplit:
         return replace(self, paths=self.paths[:n], y=self.y[:n], index=idx)
 
     def _open(self, path: Path):  # noqa: ANN202
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
-        try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, UnidentifiedImageError) as e:
-            raise _bad_image(path, e) from None
+        with _reading(path), Image.open(path) as im:
+            return im.convert("RGB")
 
     def _crop_box(self, w: int, h: int, gen: torch.Generator) -> tuple[int, int, int, int]:
         area = w * h
@@ -99,13 +100,16 @@ class FolderSplit:
         plans: list[tuple | None] = []
         for i in ids:  # all randomness is drawn here, in order, so threads cannot reorder it
             if self.train:
-                w, h = self._size(i)
+                w, h = self._size(i)  # reads the header: a decompression bomb is refused here
                 box = self._crop_box(w, h, gen)
                 plans.append((box, bool(torch.rand(1, generator=gen).item() < 0.5)))
             else:
                 plans.append(None)
         if shard is not None:
             ids, plans = ids[shard[0] :: shard[1]], plans[shard[0] :: shard[1]]
+        if not self.train:
+            for i in ids:
+                self._size(i)
         if not ids:
             return torch.empty(0, 3, self.size, self.size)
         with ThreadPoolExecutor(max_workers=min(8, len(ids) or 1)) as pool:
@@ -122,17 +126,36 @@ class FolderSplit:
         return x
 
     def _size(self, i: int) -> tuple[int, int]:
-        from PIL import Image, UnidentifiedImageError
+        from PIL import Image
 
-        try:
-            with Image.open(self.paths[i]) as im:
-                return im.size
-        except (OSError, UnidentifiedImageError) as e:
-            raise _bad_image(self.paths[i], e) from None
+        with _reading(self.paths[i], main_thread=True), Image.open(self.paths[i]) as im:
+            return im.size
 
 
-def _bad_image(path: Path, e: Exception) -> DataError:
-    return DataError(f"{path}: not a readable image ({str(e)[:120]}); remove or replace the file")
+@contextmanager
+def _reading(path: Path, *, main_thread: bool = False) -> Iterator[None]:
+    """Any failure to decode ``path`` as one DataError naming it. An image of more pixels than Pillow's
+    ``MAX_IMAGE_PIXELS`` (a decompression bomb: a small file that expands to gigabytes) is refused; in the
+    main thread (``main_thread=True``, where :meth:`FolderSplit.load` reads every header first) Pillow's
+    warning for images between one and two times that size is turned into the refusal too."""
+    from PIL import Image
+
+    try:
+        if main_thread:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                yield
+        else:
+            yield
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise DataError(f"{path}: refused as a decompression bomb ({str(e)[:120]}); remove or replace the file"
+                        ) from None  # fmt: skip
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as e:
+        raise _bad_image(path, e) from None
+
+
+def _bad_image(path: Path, e: BaseException) -> DataError:
+    return DataError(f"{path}: not a readable image ({str(e)[:120] or type(e).__name__}); remove or replace the file")
 
 
 _FOLDER_HOW = ("Lay the images out as DIR/train/CLASS/*.jpg and DIR/val/CLASS/*.jpg (ImageNet: the train archive "

@@ -11,6 +11,7 @@ import gzip
 import pickle
 import random
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,29 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
 _CIFAR_HOW = "Download the 'python version' archive from the CIFAR page and pass the extracted folder as --data-dir."
 
 
+def _cifar_batch(path: Path, key: bytes, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """One CIFAR batch, checked: ``data`` is (N, 3072) bytes, ``key`` holds N labels in 0..classes-1."""
+    d = _unpickle(path)
+    if not isinstance(d, dict) or b"data" not in d or key not in d:
+        raise DataError(f"{path}: not a CIFAR-{classes} batch (no 'data' and {key.decode()!r})")
+    try:
+        data, labels = np.asarray(d[b"data"]), np.asarray(d[key])
+    except (ValueError, TypeError) as e:
+        raise DataError(f"{path}: not a CIFAR-{classes} batch ({str(e)[:120]})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.dtype.kind not in "ui":
+        raise DataError(f"{path}: its 'data' is {data.dtype} of shape {data.shape}; a CIFAR batch holds "
+                        "(N, 3072) bytes (3 x 32 x 32 pixels per row)")  # fmt: skip
+    if data.size and (data.min() < 0 or data.max() > 255):
+        raise DataError(f"{path}: its pixels run from {data.min()} to {data.max()}, not 0..255")
+    if labels.ndim != 1 or labels.shape[0] != data.shape[0] or labels.dtype.kind not in "ui":
+        raise DataError(f"{path}: {labels.size} {key.decode()} for {data.shape[0]} images; a CIFAR batch has one "
+                        "whole-number label per image")  # fmt: skip
+    if labels.size and (labels.min() < 0 or labels.max() >= classes):
+        raise DataError(f"{path}: labels run from {labels.min()} to {labels.max()}, outside 0..{classes - 1} "
+                        f"of CIFAR-{classes}")  # fmt: skip
+    return data.astype(np.uint8).reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
 def _read_cifar(data_dir: Path, classes: int) -> tuple[np.ndarray, ...]:
     folder = "cifar-10-batches-py" if classes == 10 else "cifar-100-python"
     base = data_dir / folder if (data_dir / folder).is_dir() else data_dir
@@ -77,28 +101,37 @@ def _read_cifar(data_dir: Path, classes: int) -> tuple[np.ndarray, ...]:
     def read(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
         xs, ys = [], []
         for f in files:
-            d = _unpickle(base / f)
-            if b"data" not in d or key not in d:
-                raise DataError(f"{base / f}: not a CIFAR-{classes} batch (no {key.decode()!r})")
-            xs.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(d[key], dtype=np.int64))
+            x, y = _cifar_batch(base / f, key, classes)
+            xs.append(x)
+            ys.append(y)
         return np.concatenate(xs).astype(np.float32) / 255.0, np.concatenate(ys)
 
     return (*read(train_files), *read(test_files))
 
 
+_MAX_IDX_BYTES = 1 << 32  # what the header of an idx file may claim (MNIST holds 47 MB; 4 GiB is plenty)
+
+
 def _read_idx(path: Path) -> np.ndarray:
+    """An idx file of bytes; only as many bytes as its header declares are read (and decompressed), so a
+    gzip bomb cannot fill the memory, and a file shorter or longer than its header says is refused."""
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
-        zero, dtype, ndim = struct.unpack(">HBB", data[:4])
-        if zero != 0 or dtype != 0x08:
-            raise ValueError("bad magic number")
-        dims = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-        arr = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-        return arr.reshape(dims)
-    except (OSError, ValueError, struct.error, EOFError) as e:
+            head = f.read(4)
+            zero, dtype, ndim = struct.unpack(">HBB", head)
+            if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4:
+                raise ValueError("bad magic number")
+            dims = struct.unpack(f">{ndim}I", f.read(4 * ndim))
+            size = int(np.prod(dims, dtype=object))
+            if size > _MAX_IDX_BYTES:
+                raise ValueError(f"its header declares {size} bytes")
+            data = f.read(size)
+            if len(data) != size or f.read(1):
+                raise ValueError(f"it holds {'fewer' if len(data) != size else 'more'} bytes than its header "
+                                 f"declares ({'x'.join(map(str, dims))})")  # fmt: skip
+        return np.frombuffer(data, dtype=np.uint8).reshape(dims)
+    except (OSError, ValueError, struct.error, EOFError, zlib.error) as e:
         raise DataError(f"{path}: not an idx file ({str(e)[:120]})") from None
 
 
@@ -112,6 +145,11 @@ def _read_mnist(data_dir: Path) -> tuple[np.ndarray, ...]:
     xtr, ytr, xte, yte = out
     if len(xtr) != len(ytr) or len(xte) != len(yte):
         raise DataError(f"{data_dir}: MNIST images and labels disagree in number")
+    if xtr.ndim != 3 or xte.ndim != 3 or ytr.ndim != 1 or yte.ndim != 1:
+        raise DataError(f"{data_dir}: MNIST images must be N x H x W and labels N (got {xtr.shape}, {ytr.shape})")
+    for y in (ytr, yte):
+        if y.size and y.max() > 9:
+            raise DataError(f"{data_dir}: MNIST labels run up to {y.max()}, outside 0..9")
     return (xtr[:, None].astype(np.float32) / 255.0, ytr.astype(np.int64),
             xte[:, None].astype(np.float32) / 255.0, yte.astype(np.int64))  # fmt: skip
 
