@@ -6,9 +6,14 @@
 2. partition_2d (whole plane) against relucent (enumerates every region of an MLP with LPs) on 2D-input MLPs
    seeded with torch.manual_seed(0): region counts and time; and against a dense-grid sampler of the same
    slice (which misses regions).
+3. regions_on_segment on a ResNet-18 (the zoo's, torchvision layout, Kaiming init, 3x32x32) along the segment
+   between two inputs: regions found, seconds, and the ratio against re-running the forward pass (float64) at
+   every region's midpoint, the cheapest independent check; the pieces' affine maps are checked against those
+   forward passes.
 
     python benchmarks/bench_regions.py           # full (several minutes; relucent optional)
-    python benchmarks/bench_regions.py --quick   # seconds
+    python benchmarks/bench_regions.py --quick   # seconds (the ResNet on 2% of the segment)
+    python benchmarks/bench_regions.py --resnet-only [--arch resnet18_cifar] [--fraction 0.1]
 """
 
 from __future__ import annotations
@@ -115,7 +120,7 @@ def dense_grid_count(P, n: int) -> int:  # noqa: ANN001
     Z = np.array(np.meshgrid(g1, g2)).reshape(2, -1).T
     keys = set()
     for chunk in np.array_split(Z, max(1, len(Z) // 50000)):
-        _, pats, _ = _forward_record(P.leaves, P.points(chunk))
+        _, pats, _ = _forward_record(P.graph, P.points(chunk))
         keys |= {b"|".join(np.asarray(p[i]).tobytes() for p in pats) for i in range(len(chunk))}
     return len(keys)
 
@@ -149,14 +154,49 @@ def bench_partition(quick: bool, relucent_on: bool) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bench_resnet(arch: str, fraction: float) -> pd.DataFrame:
+    from relugeom.experiments.models import build_model
+    from relugeom.regions.segment import regions_on_segment
+
+    net = build_model(arch, num_classes=10, in_channels=3, image_size=32, seed=0).eval()
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(3, 32, 32, generator=gen)
+    x1 = x0 + fraction * (torch.randn(3, 32, 32, generator=gen) - x0)
+    seg, t_exact = timed(regions_on_segment, net, x0, x1)
+    mids = torch.from_numpy(((seg.pieces.t_start + seg.pieces.t_end) / 2).to_numpy())
+    ref = net.double()
+
+    def forward_at_midpoints() -> torch.Tensor:
+        a, d = x0.double(), (x1 - x0).double()
+        with torch.no_grad():
+            return torch.cat([ref(a[None] + m.reshape(-1, 1, 1, 1) * d[None]) for m in mids.split(256)])
+
+    out, t_fwd = timed(forward_at_midpoints)
+    maps = np.stack(seg.pieces.value_at_0) + mids.numpy()[:, None] * np.stack(seg.pieces.slope)
+    err = float(np.abs(maps - out.numpy()).max() / max(1.0, float(out.abs().max())))
+    return pd.DataFrame([{"model": f"{arch} 3x32x32", "segment": f"{fraction:g} of x0 -> x1",
+                          "activation_regions": seg.n_activation_regions, "linear_regions": seg.n_linear_regions,
+                          "exact_s": t_exact, "forward_at_midpoints_s": t_fwd, "ratio": t_exact / t_fwd,
+                          "max_rel_err": err}])  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small shapes only (seconds)")
     ap.add_argument("--no-relucent", action="store_true", help="skip the relucent baseline")
+    ap.add_argument("--resnet-only", action="store_true", help="only the ResNet segment benchmark")
+    ap.add_argument("--arch", default="resnet18", help="the ResNet of the segment benchmark (default resnet18)")
+    ap.add_argument("--fraction", type=float, default=None,
+                    help="the part of the segment x0 -> x1 counted (default 1, --quick 0.02)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 20)
+    fraction = args.fraction if args.fraction is not None else (0.02 if args.quick else 1.0)
+    if args.resnet_only:
+        print("== regions_on_segment on a ResNet vs the forward pass at every region's midpoint ==")
+        print(bench_resnet(args.arch, fraction).to_string(index=False, float_format="{:.4g}".format))
+        return
     print("== cnn_max_regions (seed 003 Theorem 1) ==")
     print(bench_formula(args.quick).to_string(index=False, float_format="{:.4g}".format))
     if not args.quick:
@@ -164,6 +204,8 @@ def main() -> None:
         print(sweep_2d(10.0).to_string(index=False, float_format="{:.3g}".format))
     print("\n== partition_2d over the whole plane vs relucent and a dense grid ==")
     print(bench_partition(args.quick, not args.no_relucent).to_string(index=False, float_format="{:.4g}".format))
+    print("\n== regions_on_segment on a ResNet vs the forward pass at every region's midpoint ==")
+    print(bench_resnet(args.arch, fraction).to_string(index=False, float_format="{:.4g}".format))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,7 +134,7 @@ def test_general_route_with_biases_bn_and_tanh():
     net.eval()
     X = torch.randn(5, 2, 4, 4, dtype=torch.float64)
     y = torch.randint(0, 3, (5,))
-    with pytest.warns(RelugeomWarning, match=r"2 \(Tanh\)"):
+    with pytest.warns(RelugeomWarning, match=r"'2' \(Tanh\)"):
         r = fisher_rao_norm(net, (X, y))
     assert r.norm2_identity is None and "Tanh" in r.identity_note and "batch norm" in r.identity_note
     assert r.norm2 == pytest.approx(per_sample_fr(net, X, y), rel=1e-9)
@@ -212,5 +213,96 @@ def test_hook_tangent_route_matches_jvp_and_falls_back():
         def forward(self, x):
             return self.a(x) + x
 
-    assert theta_tangent(Residual().double(), torch.randn(2, 3, dtype=torch.float64)) is None
+    # residual additions carry the tangents of both branches (the node-by-node route; it fell back before)
+    res, x = Residual().double(), torch.randn(2, 3, dtype=torch.float64)
+    p = {k: v.detach() for k, v in res.named_parameters()}
+    _, u_ref = jvp(lambda q: functional_call(res, q, (x,)), (p,), (p,))
+    torch.testing.assert_close(theta_tangent(res, x)[1], u_ref, rtol=1e-12, atol=1e-12)
     assert theta_tangent(nn.Sequential(nn.Linear(3, 3), nn.Tanh()).double(), torch.randn(2, 3).double()) is None
+
+
+class EqualDepthBlock(nn.Module):
+    """A bias-free residual block whose shortcut carries as many weight layers as the branch (two convs):
+    every input-output path of a stack of them crosses the same number of weight layers."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.s1, self.s2 = nn.Conv2d(c, c, 1, bias=False), nn.Conv2d(c, c, 1, bias=False)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        return F.relu(self.b(F.relu(self.a(x))) + self.s2(self.s1(x)))
+
+
+class EqualDepthNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 3, 3, padding=1, bias=False)
+        self.blocks = nn.Sequential(EqualDepthBlock(3), EqualDepthBlock(3))
+        self.fc = nn.Linear(3, 4, bias=False)
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        h = self.blocks(F.max_pool2d(torch.relu(self.stem(x)), 2))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(h, 1), 1))
+
+
+def euler_ratios(net, X):
+    """<theta, grad_theta f_k(x)> / f_k(x) for every sample and logit (Euler: the degree, where f is homogeneous)."""
+    params = list(net.parameters())
+    out = net(X)
+    ratios = []
+    for n in range(X.shape[0]):
+        for k in range(out.shape[1]):
+            g = torch.autograd.grad(out[n, k], params, retain_graph=True)
+            ratios.append(float(sum((gi * pi).sum() for gi, pi in zip(g, params))) / float(out[n, k]))
+    return np.array(ratios)
+
+
+def test_identity_route_on_a_residual_net_whose_paths_have_one_depth():
+    torch.manual_seed(5)
+    net = EqualDepthNet().double()
+    X = torch.randn(5, 2, 4, 4, dtype=torch.float64)
+    y = torch.randint(0, 4, (5,))
+    # every path: stem, two convs per block (branch or shortcut), fc: L + 1 = 1 + 2 + 2 + 1 = 6 (Euler, autograd)
+    np.testing.assert_allclose(euler_ratios(net, X[:2]), 6.0, rtol=1e-9)
+    for fisher in ("empirical", "model"):
+        r = fisher_rao_norm(net, (X, y), fisher=fisher)
+        truth = per_sample_fr(net, X, y, fisher)
+        assert r.depth == 6 and r.identity_note == ""
+        assert r.norm2 == pytest.approx(truth, rel=1e-9)
+        assert r.norm2_identity == pytest.approx(truth, rel=1e-9)
+
+
+def test_resnets_have_no_single_depth_and_the_identity_route_is_refused():
+    from _resnets import randomize_bn as randomize_all_bn
+    from relugeom.measures._tangent_theta import theta_tangent
+    from relugeom.zoo.resnet import resnet
+
+    torch.manual_seed(6)
+    X = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    y = torch.randint(0, 3, (4,))
+    # bias-free and without batch norm, a ResNet's identity shortcuts skip two convs: the Euler ratio
+    # <theta, grad f> / f differs from logit to logit, so no single L satisfies the identity
+    plain = resnet(18, cifar=True, num_classes=3, width=2).double()
+    for m in plain.modules():
+        for cname, child in m.named_children():
+            if type(child).__name__ == "BatchNorm2d":
+                setattr(m, cname, nn.Identity())
+    plain.fc.bias = None
+    ratios = euler_ratios(plain, X[:2])
+    assert ratios.max() - ratios.min() > 0.1
+    with pytest.warns(RelugeomWarning, match=r"paths of unequal depth meet .*: operator\.add\(\) in module 'layer1\.0' "
+                                             r"\(BasicBlock\) \(1 and 3 weight layers\)"):  # fmt: skip
+        r = fisher_rao_norm(plain, (X, y))
+    assert r.norm2_identity is None and r.depth is None
+    assert r.norm2 == pytest.approx(per_sample_fr(plain, X, y), rel=1e-9)
+    # the zoo's ResNet-18 as it comes (batch norm, biased fc): the JVP route, node by node, equals the
+    # per-sample gradients; the identity is refused with the reasons named
+    net = randomize_all_bn(resnet(18, cifar=True, num_classes=3, width=2).double())
+    assert theta_tangent(net, X) is not None  # carried through the residual additions, no torch.func fallback
+    for fisher in ("empirical", "model"):
+        with pytest.warns(RelugeomWarning, match="unequal depth"):
+            r = fisher_rao_norm(net, (X, y), fisher=fisher)
+        assert r.norm2_identity is None and "module 'bn1' (BatchNorm2d)" in r.identity_note
+        assert "a non-zero bias: module 'fc' (Linear)" in r.identity_note
+        assert r.norm2 == pytest.approx(per_sample_fr(net, X, y, fisher), rel=1e-9)

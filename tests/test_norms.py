@@ -154,7 +154,7 @@ def test_norm_measures_fall_back_for_non_relu():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(3, 3), nn.Tanh(), nn.Linear(3, 2)).double()
     X = torch.randn(10, 3, dtype=torch.float64)
-    with pytest.warns(RelugeomWarning, match=r"1 \(Tanh\)"):
+    with pytest.warns(RelugeomWarning, match=r"'1' \(Tanh\)"):
         r = norm_measures(net, (X, net(X).argmax(1)))
     assert math.isnan(r.l1_path) and math.isnan(r.l2_path_over_margin2)
     fro = float((net[0].weight.detach() ** 2).sum() * (net[2].weight.detach() ** 2).sum())

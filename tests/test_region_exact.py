@@ -149,7 +149,7 @@ def test_partition_trained_mlp_against_sampling_and_forward():
     # dense grid: sampled patterns are a subset of the exact ones, never more
     g = np.linspace(-3, 3, 200)
     Z = np.array(np.meshgrid(g, g)).reshape(2, -1).T
-    _, pats, _ = _forward_record(P.leaves, P.points(Z))
+    _, pats, _ = _forward_record(P.graph, P.points(Z))
     sampled = {b"|".join(np.asarray(p[i]).tobytes() for p in pats) for i in range(len(Z))}
     exact = {b"|".join(np.asarray(q).tobytes() for q in pat) for pat in P.patterns}
     assert sampled <= exact and len(sampled) <= P.n_regions

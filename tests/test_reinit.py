@@ -110,3 +110,62 @@ def test_cli_reinit_writes_heatmap_and_handles_bad_epoch(run, tmp_path):
     assert (tmp_path / "o" / "reinit.png").stat().st_size > 0
     cb = pd.read_csv(tmp_path / "o" / "critical_vs_bias.csv")
     assert len(cb) == 6 and {"n_l", "drop", "bias"} <= set(cb.columns)
+
+
+def test_reuse_on_a_resnet_matches_full_reevaluation_of_rebuilt_models():
+    # independent truth: for every (layer, epoch) a new ResNet is built, loaded with the trained state dict
+    # where that layer's weights come from the reference state, and evaluated in full
+    from _resnets import ResNet, randomize_bn
+
+    def build(seed):
+        torch.manual_seed(seed)
+        return randomize_bn(ResNet(blocks=(1, 1), widths=(4, 6), in_channels=1, num_classes=4), seed)
+
+    trained = build(0)
+    states = {e: build(10 + e).state_dict() for e in range(2)}
+    x = torch.randn(40, 1, 12, 12)
+    with torch.no_grad():
+        y = trained(x).argmax(1)
+    y[::3] = torch.randint(0, 4, (len(y[::3]),))  # some wrong labels: an accuracy strictly inside (0, 1)
+    df = reinit_accuracy(trained, states, (x, y), batch_size=16)
+    convs = ["conv1", "layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1", "layer2.0.conv2",
+             "layer2.0.downsample.0"]
+    assert list(df.layer.unique()) == convs
+    for _, row in df.iterrows():
+        sd = {k: v.clone() for k, v in trained.state_dict().items()}
+        sd[f"{row.layer}.weight"] = states[row.epoch][f"{row.layer}.weight"]
+        rebuilt = build(99)
+        rebuilt.load_state_dict(sd)
+        with torch.no_grad():
+            acc = int((rebuilt.eval()(x).argmax(1) == y).sum()) / len(y)
+        assert row.acc_reset == pytest.approx(acc, abs=1e-12), row.layer
+    assert 0 < df.acc_trained.iloc[0] < 1 and (df.acc_reset != df.acc_trained).any()
+    pd.testing.assert_frame_equal(df, reinit_accuracy(trained, states, (x, y), batch_size=16, reuse=False))
+
+
+def test_reinit_run_of_a_resnet_run(tmp_path):
+    # a ResNet run written by `relugeom train`: the reuse path equals rebuilt models evaluated in full, and the
+    # CLI writes the table
+    out = tmp_path / "run"
+    train(TrainConfig(arch="resnet18_cifar", dataset="digits", epochs=1, batch_size=64, seed=0, n_train=128,
+                      model_kwargs={"width": 4}), out)  # fmt: skip
+    d = load_dataset("digits")
+    x, y = d.test.x[:200], d.test.y[:200]
+    df = reinit_run(out, data=(x, y))
+    assert df.layer.nunique() == 20 and set(df.epoch) == {0, 1}
+    final = load_checkpoint(out / "checkpoints" / "epoch_0001.pt").state_dict
+    first = load_checkpoint(out / "checkpoints" / "epoch_0000.pt").state_dict
+    for _, row in df[df.epoch == 0].iloc[::4].iterrows():
+        sd = {k: v.clone() for k, v in final.items()}
+        sd[f"{row.layer}.weight"] = first[f"{row.layer}.weight"]
+        model = model_from_state_dict("resnet18_cifar", sd)
+        assert row.acc_reset == pytest.approx(evaluate(model, [(x, y)])[1], abs=1e-12)
+    assert (df[df.epoch == 1]["drop"] == 0).all()
+    try:
+        main(["-q", "reinit", str(out), "--epochs", "0,1", "--out", str(tmp_path / "ri")])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    assert code == 0
+    cli = pd.read_csv(tmp_path / "ri" / "reinit.csv")
+    assert cli.layer.nunique() == 20 and (tmp_path / "ri" / "reinit.png").stat().st_size > 0

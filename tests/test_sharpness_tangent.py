@@ -191,7 +191,7 @@ def test_auto_route_falls_back_where_the_network_is_not_piecewise_linear():
     with pytest.raises(UnsupportedLayerError, match="Tanh"):
         tangent_sensitivity(smooth, (X, y), route="piecewise_linear")
 
-    class Hidden(nn.Module):  # a functional tanh no module check can see
+    class Hidden(nn.Module):  # a functional tanh: the network's graph sees it
         def __init__(self) -> None:
             super().__init__()
             self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 2)
@@ -200,8 +200,59 @@ def test_auto_route_falls_back_where_the_network_is_not_piecewise_linear():
             return self.b(torch.tanh(self.a(x)))
 
     hidden = Hidden().double()
-    with pytest.warns(RelugeomWarning, match="disagrees"):
-        r = tangent_sensitivity(hidden, (X, y))
-    truth = tangent_sensitivity(hidden, (X, y), route="generic")
+    r = tangent_sensitivity(hidden, (X, y))
+    assert r.route == "generic"
+    with pytest.raises(UnsupportedLayerError, match=r"torch\.tanh\(\) \(graph node 'tanh'\) is not supported"):
+        tangent_sensitivity(hidden, (X, y), route="piecewise_linear")
+
+    # the safety net behind the rules: a rule that wrongly calls a smooth module piecewise linear is caught
+    # by the comparison with the generic route on the first samples
+    from relugeom.modules import Rule, register_rule, unregister_rule
+
+    class Soft(nn.Module):
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return F.softplus(x)
+
+    class WrongRule(Rule):
+        family, role, description = "tests", "activation", "claims to be a ReLU"
+
+    register_rule(Soft, WrongRule())
+    try:
+        soft = nn.Sequential(nn.Linear(4, 6), Soft(), nn.Linear(6, 2)).double()
+        with pytest.warns(RelugeomWarning, match="disagrees"):
+            r = tangent_sensitivity(soft, (X, y))
+        truth = tangent_sensitivity(soft, (X, y), route="generic")
+    finally:
+        unregister_rule(Soft)
     assert r.route == "generic"
     np.testing.assert_allclose(r.per_sample_sq, truth.per_sample_sq, rtol=1e-12)
+
+
+def nested_autograd_sq(net, x):
+    """||S(x)||_F^2 for one input by plain nested autograd: sum_j ||grad_theta (d f / d x_j)||^2, f the sum of
+    the logits (S is the mixed second derivative, so its rows are the parameter gradients of grad_x f)."""
+    params = list(net.parameters())
+    x = x.clone().requires_grad_(True)
+    (gx,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
+    total = 0.0
+    for j in range(gx.numel()):
+        gs = torch.autograd.grad(gx.reshape(-1)[j], params, retain_graph=True, allow_unused=True)
+        total += sum(float((g**2).sum()) for g in gs if g is not None)
+    return total
+
+
+def test_piecewise_linear_route_on_a_resnet_with_batch_norm_equals_nested_autograd():
+    from _resnets import randomize_bn as randomize_all_bn
+    from relugeom.zoo.resnet import resnet
+
+    torch.manual_seed(11)
+    net = randomize_all_bn(resnet(18, cifar=True, in_channels=1, num_classes=3, width=2).double())
+    X = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    data = (X, torch.zeros(3, dtype=torch.long))
+    auto = tangent_sensitivity(net, data)  # exact: the 64 input directions
+    assert auto.route == "piecewise_linear"
+    truth = [nested_autograd_sq(net, X[n : n + 1]) for n in range(3)]
+    np.testing.assert_allclose(auto.per_sample_sq, truth, rtol=1e-10)
+    est = tangent_sensitivity(net, data, method="random", n_probes=3, seed=1, route="piecewise_linear")
+    ref = tangent_sensitivity(net, data, method="random", n_probes=3, seed=1, route="generic")
+    np.testing.assert_allclose(est.per_sample_sq, ref.per_sample_sq, rtol=1e-10)

@@ -112,18 +112,42 @@ class _Global:
         self.module, self.name = module, name
 
 
-def storages(pickle_bytes: bytes) -> list[tuple[str, torch.dtype | None, int]]:
-    """``(key, dtype, numel)`` of every storage a torch ``data.pkl`` references, read from its opcodes.
+class _Unknown:
+    """What the scanner does not evaluate (an object built by a call, a tensor, a storage)."""
 
-    A small stack machine over :func:`pickletools.genops`: literal values, memo and tuples are
-    tracked, every other opcode only for its stack effect; nothing is imported or called. Raises
-    ValueError on a malformed pickle.
+    def __repr__(self) -> str:
+        return "<not evaluated>"
+
+
+UNKNOWN = _Unknown()
+
+
+def scan(pickle_bytes: bytes) -> tuple[list[tuple[str, torch.dtype | None, int]], object]:
+    """Read a torch ``data.pkl`` from its opcodes: ``(key, dtype, numel)`` of every storage it references,
+    and its top-level object with literals, tuples, lists and dicts evaluated (anything built by a call,
+    such as a tensor or an OrderedDict, is :data:`UNKNOWN`).
+
+    A small stack machine over :func:`pickletools.genops`: nothing is imported or called. Raises ValueError
+    on a malformed pickle.
     """
     stack: list[object] = []
     marks: list[int] = []
     memo: dict[int, object] = {}
     found: list[tuple[str, torch.dtype | None, int]] = []
     literal = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
+
+    def to_mark() -> list[object]:
+        k = marks.pop()
+        items = stack[k:]
+        del stack[k:]
+        return items
+
+    def put(d: object, pairs: list[object]) -> None:
+        if isinstance(d, dict):
+            for key, value in zip(pairs[::2], pairs[1::2]):
+                if isinstance(key, (str, int, float, bool, bytes)) or key is None:
+                    d[key] = value
+
     for op, arg, _ in pickletools.genops(pickle_bytes):
         name = op.name
         if name == "MARK":
@@ -135,7 +159,7 @@ def storages(pickle_bytes: bytes) -> list[tuple[str, torch.dtype | None, int]]:
         elif name == "MEMOIZE":
             memo[len(memo)] = stack[-1]
         elif name in ("BINGET", "LONG_BINGET", "GET"):
-            stack.append(memo.get(int(arg)))
+            stack.append(memo.get(int(arg), UNKNOWN))
         elif name == "GLOBAL":
             module, _, qual = str(arg).partition(" ")
             stack.append(_Global(module, qual))
@@ -143,10 +167,7 @@ def storages(pickle_bytes: bytes) -> list[tuple[str, torch.dtype | None, int]]:
             qual, module = stack.pop(), stack.pop()
             stack.append(_Global(str(module), str(qual)))
         elif name == "TUPLE":
-            k = marks.pop()
-            items = tuple(stack[k:])
-            del stack[k:]
-            stack.append(items)
+            stack.append(tuple(to_mark()))
         elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
             n = int(name[-1])
             items = tuple(stack[-n:])
@@ -154,23 +175,59 @@ def storages(pickle_bytes: bytes) -> list[tuple[str, torch.dtype | None, int]]:
             stack.append(items)
         elif name == "EMPTY_TUPLE":
             stack.append(())
+        elif name == "EMPTY_DICT":
+            stack.append({})
+        elif name == "EMPTY_LIST":
+            stack.append([])
+        elif name == "DICT":
+            d: dict[object, object] = {}
+            put(d, to_mark())
+            stack.append(d)
+        elif name == "LIST":
+            stack.append(to_mark())
+        elif name == "SETITEM":
+            value, key = stack.pop(), stack.pop()
+            put(stack[-1], [key, value])
+        elif name == "SETITEMS":
+            pairs = to_mark()
+            put(stack[-1], pairs)
+        elif name == "APPEND":
+            value = stack.pop()
+            if isinstance(stack[-1], list):
+                stack[-1].append(value)  # type: ignore[attr-defined]
+        elif name == "APPENDS":
+            values = to_mark()
+            if isinstance(stack[-1], list):
+                stack[-1].extend(values)  # type: ignore[attr-defined]
         elif name == "BINPERSID":
             _record(stack.pop(), found)
-            stack.append(None)
+            stack.append(UNKNOWN)
+        elif name == "STOP":
+            return found, stack[-1] if stack else UNKNOWN
         elif op.arg is not None and not op.stack_before and len(op.stack_after) == 1:
             stack.append(arg)  # ints, floats, strings, bytes
         else:
             before = op.stack_before
             if pickletools.markobject in before:
-                k = marks.pop()
-                del stack[k:]
+                to_mark()
                 before = before[: before.index(pickletools.markobject)]
             if len(before) > len(stack):
                 raise ValueError(f"pickle stack underflow at {name}")
             if before:
                 del stack[len(stack) - len(before) :]
-            stack.extend([None] * len(op.stack_after))
-    return found
+            stack.extend([UNKNOWN] * len(op.stack_after))
+    raise ValueError("the pickle has no STOP")
+
+
+def evaluated(obj: object) -> bool:
+    """Whether ``obj`` (from :func:`scan`) holds no :data:`UNKNOWN` anywhere."""
+    if obj is UNKNOWN or isinstance(obj, _Global):
+        return False
+    if isinstance(obj, dict):
+        return all(evaluated(v) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return all(evaluated(v) for v in obj)
+    return True
 
 
 def _record(pid: object, found: list[tuple[str, torch.dtype | None, int]]) -> None:
@@ -197,25 +254,27 @@ def _data_offset(f: BinaryIO, info: zipfile.ZipInfo) -> int:
     return info.header_offset + 30 + n + m
 
 
-_CHECKED: set[tuple[int, int, int, int]] = set()  # (device, inode, size, mtime_ns) of files whose layout passed
+_SCANNED: dict[tuple[int, int, int, int], object] = {}  # (device, inode, size, mtime_ns) -> top object
 
 
-def check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool = False) -> None:
-    """Check a zip-format torch checkpoint's records against its pickle (see the module docstring).
+def check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool = False) -> object:
+    """Check a zip-format torch checkpoint's records against its pickle (see the module docstring) and
+    return the pickle's top-level object as :func:`scan` reads it (no code runs, no tensor is read).
 
     A file whose layout passed is remembered by device, inode, size and modification time, so that the
     metadata pass and the loading pass of a series check it once; ``verify`` reads every CRC each time."""
     st = os.fstat(f.fileno())
     key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-    if key in _CHECKED and not verify:
-        return
-    _check_zip(path, f, size, verify=verify)
-    if len(_CHECKED) > 4096:
-        _CHECKED.clear()
-    _CHECKED.add(key)
+    if key in _SCANNED and not verify:
+        return _SCANNED[key]
+    top = _check_zip(path, f, size, verify=verify)
+    if len(_SCANNED) > 4096:
+        _SCANNED.clear()
+    _SCANNED[key] = top
+    return top
 
 
-def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> None:
+def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> object:
     try:
         zf = zipfile.ZipFile(f)
         infos = {i.filename: i for i in zf.infolist()}
@@ -237,7 +296,7 @@ def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> None:
         raise CheckpointError(f"{path}: cannot be read as a PyTorch checkpoint, a damaged or truncated zip archive "
                               f"({_first_line(e)})") from None
     try:
-        refs = storages(pkl)
+        refs, top = scan(pkl)
     except (ValueError, IndexError, KeyError, TypeError) as e:
         raise CheckpointError(f"{path}: not a checkpoint (its data.pkl is not a pickle: {_first_line(e)})") from None
     for key, dtype, numel in refs:
@@ -257,6 +316,7 @@ def _check_zip(path: Path, f: BinaryIO, size: int, *, verify: bool) -> None:
             end = size + 1
         if end > size:
             raise CheckpointError(f"{path}: tensor record data/{key} runs past the end of the file: it is truncated")
+    return top
 
 
 def check_tensors(path: Path, state_dict: Mapping[str, torch.Tensor]) -> None:

@@ -33,7 +33,16 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
-from ._torchfile import _first_line, check_tensors, check_zip, file_kind, loadable_name, open_regular
+from ._torchfile import (
+    UNKNOWN,
+    _first_line,
+    check_tensors,
+    check_zip,
+    evaluated,
+    file_kind,
+    loadable_name,
+    open_regular,
+)
 from .errors import CheckpointError, RelugeomError, RunLockedError, SkippedWarning, WriteError, warn
 
 if TYPE_CHECKING:
@@ -274,10 +283,39 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
             raise CheckpointError(f"{p}: cannot be read as safetensors ({_first_line(e)})") from None
         finally:
             os.close(fd)
+    meta = _scanned_meta(p)  # relugeom's zip files: read from the checked pickle, without torch.load
+    if meta is not None:
+        return meta
     obj = _torch_load(p, mmap=True)
     if isinstance(obj, Mapping) and obj.get("relugeom"):
         return check_meta(p, obj.get("meta", {}))
     return {}
+
+
+def _scanned_meta(p: Path) -> dict[str, Any] | None:
+    """The metadata of a zip checkpoint as the layout check read it from the pickle; None when the
+    pickle builds it with calls (then only ``torch.load`` can say) or the file is not a zip."""
+    import copy
+
+    fd = open_regular(p)
+    with os.fdopen(fd, "rb") as f:
+        try:
+            if file_kind(p, f.read(512)) != "zip":
+                return None
+            top = check_zip(p, f, os.fstat(fd).st_size, verify=_VERIFY)
+        except OSError as e:
+            raise CheckpointError(f"{p}: cannot be read ({e.strerror or e})") from None
+    if not isinstance(top, dict):
+        return {} if top is UNKNOWN else None  # UNKNOWN: an OrderedDict state dict, a foreign file
+    flag = top.get("relugeom")
+    if flag is UNKNOWN:
+        return None
+    if not flag:
+        return {}
+    meta = top.get("meta", {})
+    if not evaluated(meta):
+        return None
+    return check_meta(p, copy.deepcopy(meta))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -2,8 +2,19 @@
 
 Every analysis starts here. A layer is described by an :class:`AffineLayer`: its dotted module
 name (as in ``named_modules()``), kind, weight, bias, convolution hyper-parameters, and its
-position: ``layer_index`` (0-based among the selected layers), ``stage`` (incremented after every
-pooling module, in module order) and ``block`` (index inside the stage), as fixed in DESIGN.md.
+position: ``layer_index`` (0-based among the selected layers, in module order), ``stage`` and
+``block`` (index inside the stage), as fixed in DESIGN.md. Which modules are affine layers is asked
+of the layer-rule registry (:mod:`relugeom.modules`, role ``"layer"``); a module with weights of its
+own that no rule covers (a transposed convolution, attention) is left out with a warning naming it.
+
+``stage`` is the resolution level of the layer's output, read from the network's graph
+(:mod:`relugeom.graph`): 0 at the input, +1 wherever the network downsamples (a pooling or a
+convolution with stride > 1, read by each node's rule from its hyper-parameters; a convolution without
+padding that only trims the border does not count), so a ResNet's ``layer1``..``layer4`` are four
+stages and the strided first convolution of a stage and its downsampling shortcut belong to the stage
+they produce. An adaptive pooling counts where it shrinks the map: with ``input_shape`` the sizes
+decide, without it counts as shrinking. When the model cannot be traced with ``torch.fx`` and no
+``input_shape`` is given, ``stage`` and ``block`` are unknown (NA), with a warning.
 
 From a bare state dict, conv vs. linear comes from the weight's rank (3, 4, 5 -> conv1d/2d/3d,
 2 -> linear); hyper-parameters, stages and input shapes are then unknown (``None``/NA), since a
@@ -19,17 +30,13 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .errors import ArchitectureError, LayerError, ShapeError
+from .errors import LayerError, RelugeomWarning, UnsupportedLayerError, warn
+from .modules import rule_for_module
+from .modules.batchnorm import batchnorm_affine
+from .modules.registry import skip_warning
 
-_KINDS: dict[type, str] = {nn.Conv1d: "conv1d", nn.Conv2d: "conv2d", nn.Conv3d: "conv3d", nn.Linear: "linear"}
 _RANK_KIND = {2: "linear", 3: "conv1d", 4: "conv2d", 5: "conv3d"}
-POOLING: tuple[type, ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.LPPool1d, nn.LPPool2d,
-)  # fmt: skip
+__all__ = ["AffineLayer", "as_affine", "batchnorm_affine", "check_finite", "find_layers", "layer_table"]
 
 
 @dataclass(frozen=True)
@@ -100,10 +107,16 @@ def _tuple(v: object, n: int) -> tuple[int, ...]:
     return tuple(int(x) for x in v)  # type: ignore[union-attr]
 
 
+def _kind(module: nn.Module) -> str | None:
+    """"linear", "conv1d/2d/3d" for a module whose rule makes it an affine layer, else None."""
+    rule = rule_for_module(module)
+    if rule is None or rule.role != "layer":
+        return None
+    return "linear" if rule.family == "linear" else _RANK_KIND.get(module.weight.dim(), "conv")
+
+
 def _from_module(name: str, module: nn.Module) -> AffineLayer:
-    kind = _KINDS[type(module)] if type(module) in _KINDS else next(
-        k for t, k in _KINDS.items() if isinstance(module, t)
-    )
+    kind = _kind(module)
     weight = module.weight.detach()
     bias = None if module.bias is None else module.bias.detach()
     if kind == "linear":
@@ -121,29 +134,24 @@ def as_affine(layer: nn.Module | AffineLayer, name: str = "") -> AffineLayer:
     """An :class:`AffineLayer` for a Conv1d/2d/3d or Linear module (an AffineLayer is returned as is)."""
     if isinstance(layer, AffineLayer):
         return layer
-    if isinstance(layer, nn.Module) and _is_affine(layer):
+    if isinstance(layer, nn.Module) and _kind(layer) is not None:
         return _from_module(name or type(layer).__name__, layer)
-    from .errors import UnsupportedLayerError
-
     raise UnsupportedLayerError(
         f"{type(layer).__name__} is not an affine layer (Conv1d/2d/3d or Linear); cannot treat it"
     )
 
 
-def _is_affine(module: nn.Module) -> bool:
-    # Transposed convolutions subclass _ConvNd but are not the maps the papers study.
-    return isinstance(module, tuple(_KINDS)) and not isinstance(module, nn.modules.conv._ConvTransposeNd)
-
-
 def _module_layers(model: nn.Module) -> list[AffineLayer]:
+    """The affine layers in module order; modules with weights of their own and no rule are named in a
+    warning (never dropped silently)."""
     out: list[AffineLayer] = []
-    stage, block = 0, 0
+    skipped = []
     for name, module in model.named_modules():
-        if isinstance(module, POOLING):
-            stage, block = stage + 1, 0
-        elif _is_affine(module):
-            out.append(replace(_from_module(name, module), stage=stage, block=block))
-            block += 1
+        if _kind(module) is not None:
+            out.append(_from_module(name, module))
+        elif rule_for_module(module) is None and any(True for _ in module.parameters(recurse=False)):
+            skipped.append(f"module {name!r} ({type(module).__name__})")
+    skip_warning(skipped, "the layer list (affine layers: Linear, Conv1d/2d/3d)")
     return out
 
 
@@ -161,48 +169,29 @@ def _state_dict_layers(state_dict: Mapping[str, torch.Tensor]) -> list[AffineLay
     return out
 
 
-def _trace_shapes(model: nn.Module, layers: list[AffineLayer], input_shape: tuple[int, ...]) -> dict:
-    """Input and output shape (without batch) of each layer for one example input, via hooks.
+def _positions(model: nn.Module, layers: list[AffineLayer], input_shape: tuple[int, ...] | None) -> list[AffineLayer]:
+    """Stage (resolution level of the output) and, with ``input_shape``, input and output shapes of each layer,
+    from the model's graph (its first call of each layer)."""
+    from .graph import walk
 
-    Runs on the meta device (no memory, no arithmetic); falls back to a real forward pass of a
-    zero input for modules that cannot run on meta tensors.
-    """
-    wanted = {layer.name for layer in layers}
-    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
-
-    def hook(name: str):
-        def fn(_mod, args, out):
-            if name not in shapes and args and isinstance(args[0], torch.Tensor):
-                shapes[name] = (tuple(args[0].shape[1:]), tuple(out.shape[1:]))
-
-        return fn
-
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n in wanted]
     try:
-        try:
-            meta = {k: torch.empty_like(v, device="meta") for k, v in model.state_dict(keep_vars=True).items()}
-            x = torch.empty((1, *input_shape), device="meta")
-            torch.func.functional_call(model, meta, (x,))
-        except (NotImplementedError, RuntimeError) as meta_error:
-            shapes.clear()
-            first = next(model.parameters(), None)
-            dtype = first.dtype if first is not None else torch.float32
-            device = first.device if first is not None else "cpu"
-            was_training = model.training
-            model.eval()
-            try:
-                with torch.no_grad():
-                    model(torch.zeros((1, *input_shape), dtype=dtype, device=device))
-            except (RuntimeError, ValueError) as e:
-                raise ShapeError(
-                    f"input shape {tuple(input_shape)} does not fit the model: {e}".split("\n")[0]
-                ) from meta_error
-            finally:
-                model.train(was_training)
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
+        graph = walk(model, input_shape=input_shape)
+    except UnsupportedLayerError as e:
+        warn(f"{type(model).__name__}: stages unknown: {e}; pass input_shape", RelugeomWarning)
+        return layers
+    shapes = graph.shapes(input_shape) if input_shape is not None else None
+    levels = graph.levels(shapes)
+    out = []
+    for layer in layers:
+        calls = graph.calls(layer.name)
+        if not calls:
+            out.append(layer)
+            continue
+        node = calls[0]
+        shape_in = shapes.get(node.inputs[0]) if shapes is not None and node.inputs else None
+        shape_out = shapes.get(node) if shapes is not None else None
+        out.append(replace(layer, stage=levels[node], input_shape=shape_in, output_shape=shape_out))
+    return out
 
 
 def find_layers(
@@ -235,17 +224,12 @@ def find_layers(
     """
     if isinstance(source, nn.Module):
         layers = _module_layers(source)
+        if layers:
+            layers = _positions(source, layers, None if input_shape is None else tuple(input_shape))
     elif isinstance(source, Mapping):
         layers = _state_dict_layers(source)
     else:
         raise TypeError(f"expected an nn.Module or a state dict, got {type(source).__name__}")
-    if input_shape is not None and isinstance(source, nn.Module) and layers:
-        shapes = _trace_shapes(source, layers, tuple(input_shape))
-        layers = [
-            replace(layer, input_shape=shapes[layer.name][0], output_shape=shapes[layer.name][1])
-            if layer.name in shapes else layer
-            for layer in layers
-        ]  # fmt: skip
     kept = [
         layer for layer in layers
         if (linear if layer.kind == "linear" else conv and (pointwise or not layer.is_pointwise))
@@ -270,29 +254,6 @@ def check_finite(layer: AffineLayer, where: str = "") -> None:
                 f"{where}layer {layer.name!r}: {part} has {n_bad} NaN/inf value(s); "
                 "the checkpoint is corrupt or training diverged"
             )
-
-
-def batchnorm_affine(bn: nn.Module, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """An eval-mode batch norm as the per-channel affine map ``y = scale * x + shift`` (float64).
-
-    ``scale = gamma / sqrt(running_var + eps)``, ``shift = beta - running_mean * scale``: folding it into
-    the layer before it gives ``W' = W * scale``, ``b' = b * scale + shift``. A batch norm without running
-    statistics normalises every batch by its own, which no fixed affine map reproduces:
-    :class:`ArchitectureError` with ``name`` (e.g. "run/epoch_3.pt: batch norm 'features.1'").
-    """
-    if bn.running_mean is None or bn.running_var is None:
-        raise ArchitectureError(
-            f"{name} keeps no running statistics (track_running_stats=False): it normalises "
-            "each batch by its own statistics and cannot be folded into the layer before it"
-        )
-    var = bn.running_var.detach().cpu().double()
-    scale = 1.0 / torch.sqrt(var + bn.eps)
-    if bn.weight is not None:
-        scale = scale * bn.weight.detach().cpu().double()
-    shift = -bn.running_mean.detach().cpu().double() * scale
-    if bn.bias is not None:
-        shift = shift + bn.bias.detach().cpu().double()
-    return scale, shift
 
 
 def layer_table(

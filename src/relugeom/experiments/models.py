@@ -30,6 +30,7 @@ from ..architectures import (  # noqa: F401  (re-exported: the registry's names,
     model_from_state_dict,
 )
 from ..errors import ArchitectureError
+from ..modules import rule_for_module
 from ..zoo.mlp import MLP  # noqa: F401
 from ..zoo.mnist1d import MNIST1DCNN  # noqa: F401
 from ..zoo.vgg import VGG_CFGS, ConvNet  # noqa: F401
@@ -62,8 +63,10 @@ def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, 
         normal_(t, math.sqrt(2.0 / fan_out))
 
     for m in model.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
-            is_conv = not isinstance(m, nn.Linear)
+        rule = rule_for_module(m)
+        role = rule.role if rule is not None else None
+        if role == "layer":
+            is_conv = rule.family != "linear"  # type: ignore[union-attr]
             if scheme == "normal001":
                 normal_(m.weight, std)
             elif scheme == "kaiming_all" or is_conv:
@@ -72,7 +75,7 @@ def initialize(model: nn.Module, scheme: str = "kaiming", *, std: float = 0.01, 
                 normal_(m.weight, 0.01)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)):
+        elif role == "norm" and m.weight is not None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
     return model

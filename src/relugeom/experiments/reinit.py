@@ -11,19 +11,22 @@ the relative drop of seed 001's heatmaps (rows: epochs, columns: layers). Only t
 ``weight`` and ``bias`` are reset; batch-norm layers (scale, shift and running statistics) keep
 their trained values, and the evaluation is in ``eval()`` mode (no dropout, BN running stats).
 
-Reuse: resetting layer l does not change the activations entering it, so for every batch the
-trained network is run once, layer by layer, and at each conv layer the cached input is pushed
-through layers l, l+1, ... only, once per reference state. This needs the model to be a chain of
-modules (relugeom's ConvNet / MLP, or an ``nn.Sequential``); the chain is checked against the
-model's own forward on the first batch, and any other model is evaluated in full per state
-(``reuse=False`` forces that naive path, the baseline of ``benchmarks/bench_reinit.py``).
+Reuse: resetting layer l changes only the nodes of the network's graph (:mod:`relugeom.graph`) that
+depend on it, so for every batch the trained network is run once, node by node, and as soon as every value
+that layer l's dependants read from outside (its input, and in a residual network the shortcut values they
+are added to) has been computed, those dependants alone are recomputed, once per reference state. This works
+for any network the walker reads, residual ones included; the trained pass is checked against the model's own
+forward on the first batch, and a model whose graph cannot be read (or does not reproduce it) is evaluated in
+full per state, with a warning (``reuse=False`` forces that naive path, the baseline of
+``benchmarks/bench_reinit.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections import ChainMap
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,29 +37,74 @@ import torch
 from torch import nn
 
 from .._progress import progress
-from ..errors import DataError, RelugeomError, RelugeomWarning, warn
+from ..errors import DataError, RelugeomError, RelugeomWarning, UnsupportedLayerError, warn
+from ..graph import Graph, Node, walk
 from ..layers import find_layers
 
 RANDOM_EPOCH = -1  # the ``epoch`` of the fresh random initialisation in the tables
 
 
-def _chain(model: nn.Module) -> list[nn.Module] | None:
-    """The modules whose composition is ``model.forward``, when the model is a known chain."""
-    from .models import MLP, ConvNet
+@dataclass
+class _Reset:
+    """What resetting one layer recomputes: its dependants in graph order, the outside values they read (the
+    frontier), the graph position after which all of those exist (the trigger), and each dependant's last
+    reader among them."""
 
-    if isinstance(model, ConvNet):
-        return [*model.features, model.avgpool, nn.Flatten(1), *model.classifier]
-    if isinstance(model, MLP):
-        return list(model.layers)
-    if isinstance(model, nn.Sequential):
-        return list(model)
-    return None
+    name: str
+    nodes: list[Node]
+    frontier: set[Node]
+    trigger: int
+    last: dict[Node, int]
 
 
-def _run(chain: Sequence[nn.Module], h: torch.Tensor) -> torch.Tensor:
-    for mod in chain:
-        h = mod(h)
-    return h
+def _plan(graph: Graph, name: str) -> _Reset | None:
+    calls = graph.calls(name)
+    if not calls:
+        return None
+    desc = graph.descendants(calls)
+    nodes = [n for n in graph.nodes if n in desc]
+    frontier = {i for n in nodes for i in n.inputs if i not in desc}
+    last = {n: max((u.index for u in n.users if u in desc), default=n.index) for n in nodes}
+    return _Reset(name, nodes, frontier, max(i.index for i in frontier), last)
+
+
+def _recompute(graph: Graph, reset: _Reset, values: dict[Node, Any]) -> Any:
+    """The network's output with ``reset``'s dependants recomputed (the other values read from ``values``)."""
+    local: dict[Node, Any] = {}
+    view = ChainMap(local, values)
+    for node in reset.nodes:
+        local[node] = graph.compute(node, view)
+        for i in node.inputs:
+            if i in local and reset.last[i] <= node.index:
+                del local[i]
+    return local[graph.output] if graph.output in local else values[graph.output]
+
+
+def _sweep(graph: Graph, resets: list[_Reset], x: torch.Tensor, on_reset: Callable[[_Reset, Callable[[], Any]], None]
+           ) -> Any:  # fmt: skip
+    """One trained pass over the graph; at each reset's trigger, ``on_reset(reset, recompute)``. Values are kept
+    while a later node or a pending reset reads them."""
+    keep = dict(graph.last_use)
+    for r in resets:
+        for f in r.frontier:
+            keep[f] = max(keep[f], r.trigger)
+    free_at: dict[int, list[Node]] = {}
+    for node, t in keep.items():
+        free_at.setdefault(t, []).append(node)
+    at: dict[int, list[_Reset]] = {}
+    for r in resets:
+        at.setdefault(r.trigger, []).append(r)
+    values: dict[Node, Any] = {}
+    out = None
+    for node in graph.nodes:
+        values[node] = x if node is graph.input else graph.compute(node, values)
+        if node is graph.output:
+            out = values[node]
+        for r in at.get(node.index, []):
+            on_reset(r, lambda r=r: _recompute(graph, r, values))
+        for done in free_at.get(node.index, []):
+            values.pop(done, None)
+    return out
 
 
 def _batches(data, batch_size: int) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:  # noqa: ANN001
@@ -118,14 +166,11 @@ def reinit_accuracy(
     ref = {(name, e): (states[e][f"{name}.weight"].to(device, modules[name].weight.dtype),
                        None if modules[name].bias is None else states[e][f"{name}.bias"].to(device))
            for name in names for e in epochs}  # fmt: skip
-    chain = _chain(model) if reuse else None
-    position = {}
-    if chain is not None:
-        ids = {id(m): p for p, m in enumerate(chain)}
-        position = {name: ids[id(m)] for name, m in modules.items() if id(m) in ids}
     correct = {(name, e): 0 for name in names for e in epochs}
     n_correct, n = 0, 0
-    checked = False
+    graph: Graph | None = None
+    resets: list[_Reset] = []
+    checked = not reuse
 
     def swap(name: str, w: torch.Tensor, b: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         mod = modules[name]
@@ -135,34 +180,45 @@ def reinit_accuracy(
             mod.bias.data = b
         return old
 
+    def hits(out: torch.Tensor, y: torch.Tensor) -> int:
+        return int((out.argmax(1) == y).sum())
+
     for x, y in progress(_batches(data, batch_size), desc="re-init"):
         x, y = x.to(device), y.to(device)
         n += int(y.shape[0])
-        if chain is not None and not checked:
-            if not torch.allclose(_run(chain, x), model(x), atol=1e-5, rtol=1e-4):
-                chain, position = None, {}
+        if not checked:
             checked = True
-        fast = [name for name in names if name in position]
-        if chain is not None and fast:
-            at = {position[name]: name for name in fast}
-            h = x
-            for p, mod in enumerate(chain):
-                if p in at:
-                    name = at[p]
+            try:
+                graph = walk(model, x)
+                plans = [_plan(graph, name) for name in names]
+                resets = [r for r in plans if r is not None]
+                if not torch.allclose(graph.run(x), model(x), atol=1e-5, rtol=1e-4):
+                    raise UnsupportedLayerError("the graph's output differs from the model's")
+            except UnsupportedLayerError as e:
+                warn(f"re-initialization: no activation reuse ({e}); every reset runs the whole network",
+                     RelugeomWarning)  # fmt: skip
+                graph, resets = None, []
+        if graph is not None:
+            fast = {r.name for r in resets}
+
+            def on_reset(r: _Reset, recompute: Callable[[], Any], y: torch.Tensor = y) -> None:
+                for e in epochs:
+                    old = swap(r.name, *ref[(r.name, e)])
+                    correct[(r.name, e)] += hits(recompute(), y)
+                    swap(r.name, *old)
+
+            trained = hits(_sweep(graph, resets, x, on_reset), y)
+            n_correct += trained
+            for name in names:
+                if name not in fast:  # never called by the forward pass: a reset changes nothing
                     for e in epochs:
-                        old = swap(name, *ref[(name, e)])
-                        correct[(name, e)] += int((_run(chain[p:], h).argmax(1) == y).sum())
-                        swap(name, *old)
-                h = mod(h)
-            n_correct += int((h.argmax(1) == y).sum())
-        else:
-            n_correct += int((model(x).argmax(1) == y).sum())
+                        correct[(name, e)] += trained
+            continue
+        n_correct += hits(model(x), y)
         for name in names:
-            if name in fast and chain is not None:
-                continue
             for e in epochs:
                 old = swap(name, *ref[(name, e)])
-                correct[(name, e)] += int((model(x).argmax(1) == y).sum())
+                correct[(name, e)] += hits(model(x), y)
                 swap(name, *old)
     if n == 0:
         raise DataError("re-initialization: the evaluation data is empty")

@@ -1,4 +1,4 @@
-"""Pieces shared by the complexity measures: data batches, model copies, losses, activation checks."""
+"""Pieces shared by the complexity measures: data batches, model copies, losses, the network graph."""
 
 from __future__ import annotations
 
@@ -11,20 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ArchitectureError, DataError, LayerError, ShapeError
+from ..graph import Graph, Node, walk
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
-
-# Activations with sigma(z) = sigma'(z) z (positively 1-homogeneous): the identities of seed 004 hold.
-HOMOGENEOUS: tuple[type, ...] = (nn.ReLU, nn.LeakyReLU, nn.PReLU, nn.Identity)
-# Modules that are linear maps without parameters (pooling, reshaping) or the identity in eval mode.
-NEUTRAL: tuple[type, ...] = (
-    nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d,
-    nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d,
-    nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Sequential, nn.ModuleList,
-)  # fmt: skip
-AFFINE: tuple[type, ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-NORMS: tuple[type, ...] = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 
 def batches(data: Data, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64
@@ -128,27 +117,31 @@ def accuracy_and_loss(model: nn.Module, data: list[tuple[torch.Tensor, torch.Ten
     return correct / n, total / n
 
 
-def non_homogeneous_activations(model: nn.Module) -> list[str]:
-    """Names of leaf modules that are neither affine, homogeneous activations nor parameter-free linear maps."""
-    bad = []
-    for name, mod in model.named_modules():
-        if len(list(mod.children())) > 0 or isinstance(mod, AFFINE + HOMOGENEOUS + NEUTRAL + NORMS):
-            continue
-        bad.append(f"{name} ({type(mod).__name__})")
-    return bad
+def network_graph(model: nn.Module, x: torch.Tensor) -> Graph:
+    """The computation graph of a prepared model (:func:`relugeom.graph.walk`), every node with its layer rule;
+    where ``torch.fx`` cannot trace the model, the module order checked against ``model(x[:1])``."""
+    return walk(model, x[:1])
 
 
-def affine_call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
-    """Names of the Linear/Conv modules in the order the forward pass calls them (one entry per call)."""
-    order: list[str] = []
-    handles = []
-    for name, mod in model.named_modules():
-        if isinstance(mod, AFFINE):
-            handles.append(mod.register_forward_hook(lambda _m, _a, _o, n=name: order.append(n)))
-    try:
-        with torch.no_grad():
-            forward(model, x)
-    finally:
-        for h in handles:
-            h.remove()
-    return order
+def parameter_holders(graph: Graph) -> tuple[list[Node], list[Node]]:
+    """The graph's nodes that hold parameters: ``(with a rule, without one)``. Without a rule: a module the
+    registry does not know (a transposed convolution, attention) or a parameter read directly in ``forward``."""
+    params = {n for n, _ in graph.model.named_parameters()}
+    ruled, unruled = [], []
+    for node in graph.nodes:
+        if node.op == "attribute" and str(node.target) in params:
+            unruled.append(node)
+        elif node.op == "module" and node.rule is None and any(True for _ in node.module.parameters()):
+            unruled.append(node)
+        elif node.rule is not None and node.rule.parametrized:
+            ruled.append(node)
+    return ruled, unruled
+
+
+def shared(graph: Graph, nodes: list[Node]) -> str | None:
+    """Why a measure with one block per layer cannot take ``nodes``: a module called more than once (shared
+    weights), named; None when every one is called once."""
+    for node in nodes:
+        if node.op == "module" and len(graph.calls(str(node.target))) > 1:
+            return f"{node.label} is called more than once (shared weights)"
+    return None

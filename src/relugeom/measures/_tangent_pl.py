@@ -1,124 +1,96 @@
 """Tangent sensitivity of a piecewise-linear network without per-sample nested autograd (internal).
 
-In a network built from Linear/Conv layers, ReLU-like activations, pooling and eval-mode batch norms,
-the back-propagated signal ``delta_l = d f / d o_l`` at every layer output is constant on each
-activation region, so differentiating the parameter gradient along an input direction ``z`` only
-moves the layer inputs (Daróczy 2020, Lemma 3.1 and its proof):
+In a network whose graph holds only piecewise-linear nodes (Linear/Conv layers, ReLU-like activations, pooling,
+eval-mode batch norms, reshapes, residual additions, concatenations), the back-propagated signal
+``delta = d f / d o`` at every layer output is constant on each activation region, so differentiating the
+parameter gradient along an input direction ``z`` only moves the layer inputs (Daróczy 2020, Lemma 3.1 and its
+proof):
 
     S(x) z  restricted to W_l  =  sum_p delta_l[p] (J a_{l-1} z)[p]^T       (bias: 0)
     S(x) z  restricted to gamma_c of a batch norm  =  sum_p delta[c, p] (J x z)[c, p] / sqrt(var_c + eps)
 
-``delta`` comes from one backward pass of the batch (shared by every probe), the input tangents
-``J a z`` from one forward-mode pass per probe, and the per-sample squared norms from the patches
-(or their Gram matrices when a layer has few positions), never a per-sample gradient of every sample.
-Exact almost everywhere (off region boundaries), float64.
+``delta`` comes from one backward pass of the batch (shared by every probe), the input tangents ``J a z`` from
+one forward-mode pass per probe, and each layer's per-sample squared norm from its layer rule
+(:meth:`relugeom.modules.Rule.pl_sq_norm`: patches, or their Gram matrices when a layer has few positions), never
+a per-sample gradient of every sample. Exact almost everywhere (off region boundaries), float64.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.autograd.forward_ad as fwAD
-import torch.nn.functional as F
-from torch import nn
 
-from ._common import AFFINE, NORMS, affine_call_order, non_homogeneous_activations
+from ..errors import UnsupportedLayerError
+from ..graph import Graph, Node
+from ..modules.registry import unsupported_error
+from ..modules.rule import implements
+from ._common import parameter_holders, shared
 
-_SUPPORTED = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-def unsupported(model: nn.Module, x: torch.Tensor) -> str | None:
-    """Why the piecewise-linear route cannot take ``model`` (None when it can)."""
-    bad = non_homogeneous_activations(model)
-    if bad:
-        return f"not piecewise linear: {', '.join(bad[:3])}"
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.PReLU):
-            return f"{name} (PReLU) has a learned slope"
-        if isinstance(mod, NORMS) and (mod.running_mean is None or mod.running_var is None):
-            return f"{name} normalises with batch statistics"
-        if isinstance(mod, AFFINE) and not isinstance(mod, _SUPPORTED):
-            return f"{name} ({type(mod).__name__})"
-        if isinstance(mod, nn.Conv1d | nn.Conv2d) and (mod.groups != 1 or mod.padding_mode != "zeros"
-                                                       or mod.padding == "same"):  # fmt: skip
-            return f"{name}: groups {mod.groups}, padding {mod.padding!r} ({mod.padding_mode})"
-    order = affine_call_order(model, x)
-    if len(order) != len(set(order)):
-        return "a layer is called more than once (shared weights)"
-    return None
+ROUTE = "the piecewise-linear tangent route"
 
 
-def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, m) for n, m in model.named_modules() if isinstance(m, AFFINE + NORMS)]
+def unsupported(graph: Graph) -> UnsupportedLayerError | None:
+    """Why the piecewise-linear route cannot take the network of ``graph`` (None when it can)."""
+    for node in graph.operations:
+        if node.rule is None:
+            return unsupported_error(node, ROUTE)
+        why = node.rule.check(node)
+        if why is not None:
+            return unsupported_error(node, ROUTE, why)
+        if not node.rule.piecewise_linear and node.rule.role != "shape":
+            return unsupported_error(node, ROUTE, "not piecewise linear")
+    ruled, unruled = parameter_holders(graph)
+    if unruled:
+        return unsupported_error(unruled[0], ROUTE, "it holds parameters without a layer rule")
+    for node in ruled:
+        if not implements(node.rule, "pl_sq_norm"):
+            return unsupported_error(node, ROUTE, f"no rule for the tangent of its parameters ({node.rule.family})")
+    why = shared(graph, ruled)
+    return None if why is None else UnsupportedLayerError(f"{ROUTE}: {why}")
 
 
-def output_signals(model: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """``d sum(f) / d o`` at the output of every Linear/Conv/batch-norm module, for the whole batch."""
-    outs: dict[str, torch.Tensor] = {}
-    layers = _layers(model)
-    hooks = [m.register_forward_hook(lambda _m, _a, o, n=n: outs.__setitem__(n, o)) for n, m in layers]
-    try:
-        with torch.enable_grad():
-            total = model(x.detach().requires_grad_(True)).sum()
-            names = [n for n, _ in layers if n in outs]
-            grads = torch.autograd.grad(total, [outs[n] for n in names], allow_unused=True)
-    finally:
-        for h in hooks:
-            h.remove()
-    return {n: (torch.zeros_like(outs[n]) if g is None else g) for n, g in zip(names, grads)}
+def _layers(graph: Graph) -> list[Node]:
+    return parameter_holders(graph)[0]
 
 
-def _input_tangents(model: nn.Module, x: torch.Tensor, z: torch.Tensor) -> dict[str, torch.Tensor]:
-    tangents: dict[str, torch.Tensor] = {}
+def output_signals(graph: Graph, x: torch.Tensor) -> dict[Node, torch.Tensor]:
+    """``d sum(f) / d o`` at the output of every parametrized node, for the whole batch."""
+    layers = set(_layers(graph))
+    outs: dict[Node, torch.Tensor] = {}
 
-    def keep(name: str):  # noqa: ANN202
-        def fn(_m, args, _o) -> None:
-            t = fwAD.unpack_dual(args[0]).tangent
-            tangents[name] = torch.zeros_like(fwAD.unpack_dual(args[0]).primal) if t is None else t
+    def keep(node: Node, args: list[Any], kwargs: dict[str, Any]) -> Any:
+        if node in layers:
+            outs[node] = node.rule.forward(node, args, kwargs)  # type: ignore[union-attr]
+            return outs[node]
+        return None
 
-        return fn
+    with torch.enable_grad():
+        total = graph.run(x.detach().requires_grad_(True), hook=keep).sum()
+        nodes = list(outs)
+        grads = torch.autograd.grad(total, [outs[n] for n in nodes], allow_unused=True)
+    return {n: (torch.zeros_like(outs[n]) if g is None else g) for n, g in zip(nodes, grads)}
 
-    hooks = [m.register_forward_hook(keep(n)) for n, m in _layers(model)]
-    try:
-        with torch.no_grad(), fwAD.dual_level():
-            model(fwAD.make_dual(x, z))
-    finally:
-        for h in hooks:
-            h.remove()
+
+def _input_tangents(graph: Graph, x: torch.Tensor, z: torch.Tensor) -> dict[Node, torch.Tensor]:
+    layers = set(_layers(graph))
+    tangents: dict[Node, torch.Tensor] = {}
+
+    def keep(node: Node, args: list[Any], kwargs: dict[str, Any]) -> None:
+        if node in layers:
+            primal, t = fwAD.unpack_dual(args[0])
+            tangents[node] = torch.zeros_like(primal) if t is None else t
+
+    with torch.no_grad(), fwAD.dual_level():
+        graph.run(fwAD.make_dual(x, z), hook=keep)
     return tangents
 
 
-def _patch_sq_norm(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
-    """Per sample ``||sum_p delta[:, p] patches[:, p]^T||_F^2`` for delta (B, O, P), patches (B, K, P)."""
-    _, o, p = delta.shape
-    k = patches.shape[1]
-    if p * p * (o + k) < o * k * p:  # few positions: through the Gram matrices of the positions
-        return (torch.einsum("bop,boq->bpq", delta, delta) * torch.einsum("bkp,bkq->bpq", patches, patches)).sum((1, 2))
-    return torch.einsum("bop,bkp->bok", delta, patches).pow(2).sum((1, 2))
-
-
-def sq_norms(model: nn.Module, x: torch.Tensor, z: torch.Tensor, signals: dict[str, torch.Tensor]) -> torch.Tensor:
+def sq_norms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor]) -> torch.Tensor:
     """``||S(x) z||^2`` per sample (output "sum"), with ``signals`` from :func:`output_signals`."""
-    tangents = _input_tangents(model, x, z)
+    tangents = _input_tangents(graph, x, z)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    for name, mod in _layers(model):
-        if name not in tangents:
-            continue
-        t, delta = tangents[name], signals[name]
-        b = t.shape[0]
-        if isinstance(mod, NORMS):
-            if mod.weight is None:
-                continue
-            scale = torch.rsqrt(mod.running_var + mod.eps).reshape(1, -1, *([1] * (t.dim() - 2)))
-            total += ((delta * t * scale).reshape(b, t.shape[1], -1).sum(2) ** 2).sum(1)
-        elif isinstance(mod, nn.Linear):
-            total += _patch_sq_norm(delta.reshape(b, -1, mod.out_features).transpose(1, 2),
-                                    t.reshape(b, -1, mod.in_features).transpose(1, 2))  # fmt: skip
-        else:
-            one_d = isinstance(mod, nn.Conv1d)
-            t4 = t.unsqueeze(2) if one_d else t
-            pad = (0,) * len(mod.kernel_size) if mod.padding == "valid" else tuple(mod.padding)
-            kernel, dil, stride = ((1, *v) if one_d else v for v in (mod.kernel_size, mod.dilation, mod.stride))
-            pad = (0, *pad) if one_d else pad
-            patches = F.unfold(t4, kernel, dilation=dil, padding=pad, stride=stride)
-            total += _patch_sq_norm(delta.reshape(b, mod.out_channels, -1), patches)
+    for node, t in tangents.items():
+        total += node.rule.pl_sq_norm(node, t, signals[node])  # type: ignore[union-attr]
     return total

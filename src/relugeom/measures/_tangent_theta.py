@@ -1,104 +1,57 @@
-"""Forward propagation of the tangent ``J_theta f . theta`` (the direction is theta itself) by module hooks.
+"""Forward propagation of the tangent ``J_theta f . theta`` (the direction is theta itself) over the network graph.
 
-For a module whose output is linear in its own parameters (Linear, Conv, affine BatchNorm: ``o(x, a p)
-= a o(x, p)``), the tangent in the direction ``theta`` is ``J_x o . t_in + o``: one extra linear map
-per layer instead of the two a generic Jacobian-vector product needs, so the whole tangent costs about
-two forward passes. Parameter-free linear modules (pooling, flatten, dropout in eval mode) map the
-tangent like their input; ReLU/leaky ReLU/max pooling use the primal's pattern.
-
-Tangents are matched to tensors by storage pointer and size, so a functional operation between
-modules (an addition, a non-ReLU activation) breaks the chain: :func:`theta_tangent` then returns
-``None`` and the caller falls back to ``torch.func.jvp``. Callers also check the result against
-``torch.func.jvp`` on a few samples.
+For a layer whose output is linear in its own parameters (Linear, Conv, affine batch norm: ``o(x, a p) =
+a o(x, p)``), the tangent in the direction ``theta`` is ``J_x o . t_in + o``: one extra linear map per layer
+instead of the two a generic Jacobian-vector product needs, so the whole tangent costs about two forward passes.
+Every node asks its layer rule (:meth:`relugeom.modules.Rule.theta_tangent`): parameter-free linear maps (pooling,
+reshapes, residual additions, concatenations) carry the tangents like their inputs, ReLU/leaky ReLU/max-pooling
+use the primal's pattern. Where a node has no rule, or its rule no tangent (a functional non-linearity, a learned
+slope, a parameter read in ``forward``), :func:`theta_tangent` returns ``None`` and the caller falls back to
+``torch.func.jvp``. Callers also check the result against ``torch.func.jvp`` on a few samples.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ._common import AFFINE, NORMS
-
-_LINEAR_NOPARAM = (
-    nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d,
-    nn.Flatten, nn.Unflatten, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.Identity,
-)  # fmt: skip
-_MAXPOOL = {nn.MaxPool1d: F.max_pool1d, nn.MaxPool2d: F.max_pool2d, nn.MaxPool3d: F.max_pool3d}
+from ..graph import Graph, Node
+from ._common import network_graph
 
 
-class _Fallback(Exception):
-    pass
-
-
-def _supported(model: nn.Module) -> bool:
-    for mod in model.modules():
-        if len(list(mod.children())) > 0:
-            if any(True for _ in mod.parameters(recurse=False)):
-                return False
-            continue
-        ok = isinstance(mod, AFFINE + _LINEAR_NOPARAM + (nn.ReLU, nn.LeakyReLU) + tuple(_MAXPOOL))
-        ok = ok or (isinstance(mod, NORMS) and mod.track_running_stats)
-        if not ok:
-            return False
-    return True
-
-
-def _tangent_of(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor | None:
-    """Tangent of ``out`` given the tangent ``t`` of ``inp`` (None: zero, the model input)."""
-    if isinstance(mod, nn.Linear):
-        return out if t is None else F.linear(t, mod.weight) + out
-    if isinstance(mod, AFFINE):  # convolutions
-        return out if t is None else mod._conv_forward(t, mod.weight, None) + out
-    if isinstance(mod, NORMS):
-        scale = torch.rsqrt(mod.running_var + mod.eps)
-        if mod.affine:
-            scale = scale * mod.weight
-        shape = (1, -1) + (1,) * (inp.dim() - 2)
-        lin = None if t is None else t * scale.reshape(shape)
-        if not mod.affine:
-            return lin  # None: still zero
-        return out if lin is None else lin + out
-    if t is None:
-        return None  # a zero tangent stays zero through parameter-free modules (no GEMM on zeros later)
-    if isinstance(mod, nn.ReLU):
-        return t * (inp > 0)
-    if isinstance(mod, nn.LeakyReLU):
-        return torch.where(inp > 0, t, mod.negative_slope * t)
-    if type(mod) in _MAXPOOL:
-        _, idx = _MAXPOOL[type(mod)](inp, mod.kernel_size, mod.stride, mod.padding, mod.dilation,
-                                     ceil_mode=mod.ceil_mode, return_indices=True)  # fmt: skip
-        flat = t.flatten(2)
-        return flat.gather(2, idx.flatten(2)).reshape(out.shape)
-    return mod.forward(t)  # parameter-free linear modules (forward() does not run the hooks again)
-
-
-def theta_tangent(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``(f(x), J_theta f(x) . theta)`` by hooks, or None when the model's structure is not supported."""
-    if not _supported(model):
-        return None
-    tangents: dict[tuple[int, int], torch.Tensor | None] = {(x.data_ptr(), x.numel()): None}
-
-    def hook(mod: nn.Module, args: tuple, out: torch.Tensor) -> None:
-        inp = args[0]
-        key = (inp.data_ptr(), inp.numel())
-        if key not in tangents:
-            raise _Fallback
-        t = tangents[key]
-        t = None if t is None else t.reshape(inp.shape)
-        tangents[(out.data_ptr(), out.numel())] = _tangent_of(mod, inp, out, t)
-
-    leaves = [m for m in model.modules() if len(list(m.children())) == 0]
-    handles = [m.register_forward_hook(hook) for m in leaves]
-    try:
-        with torch.no_grad():
-            out = model(x)
-    except _Fallback:
-        return None
-    finally:
-        for h in handles:
-            h.remove()
-    key = (out.data_ptr(), out.numel())
-    if key not in tangents or tangents[key] is None:
-        return None
-    return out, tangents[key].reshape(out.shape)
+def theta_tangent(model: nn.Module, x: torch.Tensor, graph: Graph | None = None
+                  ) -> tuple[torch.Tensor, torch.Tensor] | None:  # fmt: skip
+    """``(f(x), J_theta f(x) . theta)`` node by node, or None when a node has no tangent rule."""
+    graph = network_graph(model, x) if graph is None else graph
+    params = {n for n, _ in model.named_parameters()}
+    values: dict[Node, Any] = {}
+    tangents: dict[Node, torch.Tensor | None] = {}
+    last = graph.last_use
+    with torch.no_grad():
+        for node in graph.nodes:
+            if node.op == "input":
+                values[node] = x if node is graph.input else graph.compute(node, values)
+                tangents[node] = None
+                continue
+            if node.op == "attribute":
+                if str(node.target) in params:
+                    return None  # a parameter read outside a layer rule
+                values[node], tangents[node] = graph.compute(node, values), None
+                continue
+            out = graph.compute(node, values)
+            if node.op == "output":
+                t = tangents.get(node.inputs[0]) if node.inputs else None
+                return (out, t.reshape(out.shape)) if isinstance(out, torch.Tensor) and t is not None else None
+            if node.rule is None:
+                return None
+            t = node.rule.theta_tangent(node, values, tangents, out)
+            if t is NotImplemented:
+                return None
+            values[node], tangents[node] = out, t
+            for i in node.inputs:
+                if last[i] <= node.index:
+                    values.pop(i, None)
+                    tangents.pop(i, None)
+    return None

@@ -12,18 +12,23 @@ Two routes, both exact (float64 by default):
 - **JVP** (any architecture; biases, batch norm in eval mode, any activation): ``<theta, grad_theta l>
   = <dl/df, J_theta f . theta>`` and ``J_theta f . theta`` is one forward-mode Jacobian-vector product
   in the direction ``theta`` itself (every parameter of the model, biases and BN affine included).
-  For chains of Linear/Conv/BatchNorm/ReLU/pooling modules the tangent is propagated by hooks at
-  about two forward passes' cost (``J_x o . t + o`` per layer, since each layer is linear in its own
-  parameters; checked against ``torch.func.jvp`` on the first samples); other models use
+  Where every node of the network's graph has a tangent rule (Linear/Conv/BatchNorm/ReLU/pooling,
+  reshapes, residual additions, concatenations: :meth:`relugeom.modules.Rule.theta_tangent`) the tangent is
+  carried node by node at about two forward passes' cost (``J_x o . t + o`` per layer, since each layer is
+  linear in its own parameters; checked against ``torch.func.jvp`` on the first sample); other models use
   ``torch.func.jvp``.
-- **Identity** (Theorem 3.1, eq. 3.1): for a bias-free network whose activations satisfy
-  ``sigma(z) = sigma'(z) z`` (ReLU, leaky ReLU) with max/average pooling, ``f`` is positively
-  homogeneous of degree ``L+1`` in ``theta`` where ``L+1`` is the number of weight layers on every
-  input-output path (not the number of modules), so ``J_theta f . theta = (L+1) f`` (Euler) and
-  ``||theta||_fr^2 = (L+1)^2 E <dl/df, f>^2``. The depth is counted from the Linear/Conv calls of a
-  forward pass and checked: ``f_{2 theta} = 2^{L+1} f_theta`` must hold on the first batch, otherwise
-  (biases, batch norm, residual paths of unequal depth, non-homogeneous activations, named in a
-  warning) the identity is not reported and the JVP route stands alone.
+- **Identity** (Theorem 3.1, eq. 3.1): when ``f`` is positively homogeneous of degree ``L+1`` in ``theta``,
+  Euler's theorem gives ``J_theta f . theta = (L+1) f`` and ``||theta||_fr^2 = (L+1)^2 E <dl/df, f>^2``.
+  ``L+1`` is read from the graph: every node adds its rule's degree (:meth:`relugeom.modules.Rule.param_degree`:
+  1 for a bias-free Linear/Conv, 1 for a batch norm with zero running mean and shift, 0 for ReLU, leaky ReLU,
+  pooling and reshapes), and the inputs of an addition or concatenation must carry the same degree. So ``L+1``
+  is the number of weight layers on *every* input-output path, the same for all of them. A residual network
+  whose shortcut skips weight layers has paths of unequal depth (a ResNet's identity shortcut skips two convs,
+  its projection shortcut has one conv where the branch has two): ``f`` is then not homogeneous in ``theta``
+  at all (scaling ``theta`` changes its activation pattern), no single ``L`` satisfies the identity, and the
+  identity route is refused with the addition named in a warning. Biases, batch norm with a mean or shift,
+  non-homogeneous activations and modules without a rule are refused the same way. The degree is checked
+  numerically, ``f(2 theta) = 2^(L+1) f(theta)`` on the first batch.
 """
 
 from __future__ import annotations
@@ -36,8 +41,9 @@ from torch import nn
 from torch.func import functional_call, jvp
 
 from ..errors import warn
-from ._common import AFFINE, NORMS, Data, all_finite, batches, check_loss, forward, non_homogeneous_activations, prepare
-from ._common import affine_call_order as _affine_call_order
+from ..graph import Graph, Node
+from ..modules.registry import HOW_TO
+from ._common import Data, all_finite, batches, check_loss, forward, network_graph, prepare
 from ._tangent_theta import theta_tangent
 
 FISHERS = ("empirical", "model")
@@ -68,22 +74,52 @@ def _quadratic(out: torch.Tensor, u: torch.Tensor, y: torch.Tensor, fisher: str)
     return (p * (pu[:, None] - u) ** 2).sum(1)
 
 
-def _identity_check(model: nn.Module, x: torch.Tensor) -> tuple[int | None, str]:
-    """(L+1, "") when f is positively homogeneous of degree L+1 in theta, else (None, why)."""
+def _degrees(graph: Graph) -> tuple[int | None, list[str]]:
+    """The degree of positive homogeneity of the output in the parameters, from the graph (see the module
+    docstring), and why it has none: one line per reason, naming the nodes."""
+    found: dict[str, list[str]] = {}
+    degree: dict[Node, int | None] = {}  # None: no tensor value (sizes)
+    params = {n for n, _ in graph.model.named_parameters()}
+    for node in graph.nodes:
+        if node.op == "input":
+            degree[node] = 0 if node is graph.input else None
+            continue
+        if node.op == "attribute":
+            if str(node.target) in params:
+                found.setdefault("a parameter read outside a layer", []).append(repr(node.target))
+            degree[node] = None
+            continue
+        ins = sorted({degree[i] for i in node.inputs if degree.get(i) is not None})  # type: ignore[type-var]
+        if node.op == "output" or (node.rule is not None and node.rule.role == "shape"):
+            degree[node] = ins[0] if ins and node.op == "output" else None
+            continue
+        if node.rule is None:
+            found.setdefault(f"no layer rule ({HOW_TO})", []).append(node.label)
+            own: int | str = 1 if node.op == "module" and any(True for _ in node.module.parameters()) else 0
+        else:
+            why = node.rule.check(node)
+            own = node.rule.param_degree(node) if why is None else why
+            if isinstance(own, str):
+                found.setdefault(own, []).append(node.label)
+                own = int(node.rule.parametrized)  # its nominal degree, to go on looking for unequal depths
+        if len(ins) > 1:
+            found.setdefault("paths of unequal depth meet (f is not positively homogeneous in theta: no single L "
+                             "fits)", []).append(f"{node.label} ({' and '.join(map(str, ins))} weight layers)")
+        degree[node] = (ins[-1] if ins else 0) + own
     reasons = []
-    bad = non_homogeneous_activations(model)
-    if bad:
-        reasons.append("activations without sigma(z) = sigma'(z) z: " + ", ".join(bad))
-    biased = [n for n, m in model.named_modules() if isinstance(m, AFFINE) and m.bias is not None
-              and bool(m.bias.detach().abs().max() > 0)]  # fmt: skip
-    if biased:
-        reasons.append("non-zero biases in " + ", ".join(biased))
-    bn = [n for n, m in model.named_modules() if isinstance(m, NORMS)]
-    if bn:
-        reasons.append("batch norm in " + ", ".join(bn))
-    order = _affine_call_order(model, x[:2])
-    depth = len(order)
-    if not reasons:
+    for why, labels in found.items():
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        reasons.append(f"{why}: {', '.join(labels[:3])}{more}")
+    depth = degree[graph.output]
+    if depth is None and not reasons:
+        reasons.append("the output does not depend on the input through the graph")
+    return (None if reasons else depth), reasons
+
+
+def _identity_check(model: nn.Module, graph: Graph, x: torch.Tensor) -> tuple[int | None, str]:
+    """(L+1, "") when f is positively homogeneous of degree L+1 in theta, else (None, why)."""
+    depth, reasons = _degrees(graph)
+    if depth is not None:
         params = dict(model.named_parameters())
         buffers = dict(model.named_buffers())
         with torch.no_grad():
@@ -125,9 +161,11 @@ def fisher_rao_norm(
     data_ = batches(data, device=device, dtype=dtype)
     params = {k: v.detach() for k, v in m.named_parameters()}
     buffers = dict(m.named_buffers())
+    forward(m, data_[0][0][:1])  # the shape check, before the graph is read
+    graph = network_graph(m, data_[0][0])
     depth, note = (None, "not requested")
     if identity:
-        depth, note = _identity_check(m, data_[0][0])
+        depth, note = _identity_check(m, graph, data_[0][0])
         if depth is None:
             warn(f"Fisher-Rao identity (L+1)^2 E<dl/df, f>^2 not applicable ({note}); reporting the JVP route only")
     s_jvp, s_id, n = 0.0, 0.0, 0
@@ -137,7 +175,7 @@ def fisher_rao_norm(
         def f(p: dict[str, torch.Tensor], x: torch.Tensor = x) -> torch.Tensor:
             return functional_call(m, (p, buffers), (x,))
 
-        res = theta_tangent(m, x) if fast else None
+        res = theta_tangent(m, x, graph) if fast else None
         if res is not None and i == 0:  # check the hook route against torch.func.jvp on one sample
             with torch.no_grad():
                 _, u_ref = jvp(lambda p, x=x: functional_call(m, (p, buffers), (x[:1],)), (params,), (params,))

@@ -13,14 +13,23 @@ block of the Fisher is approximated by ``G (x) A``:
   position ``t`` (plus the constant 1) and ``g_t`` the output gradient at ``t``, over ``T`` positions,
   ``A = E[(1/T) sum_t a_t a_t^T]`` and ``G = E[sum_t g_t g_t^T]``: the 1/T scaling sits on ``A``, so
   that ``G (x) A = T E_t[g g^T] (x) E_t[a a^T]``, KFC's approximation of ``E[(sum_t g_t (x) a_t)(...)^T]``.
+- **Grouped convolutions** (depthwise included): the ``G`` groups of a convolution are independent layers side
+  by side (group ``g``'s outputs read only group ``g``'s inputs), so each gets its own factors ``G_g (x) A_g``
+  over its rows of ``[W | b]`` (contiguous in the row-major order above) and the layer's block is their block
+  diagonal: like the blocks of two layers, the blocks of two groups are left out. For one input and one
+  output position, ``G_g (x) A_g`` is exactly the Fisher block of group ``g``'s parameters.
+- Layers are found on the network's graph (:mod:`relugeom.graph`; residual networks included) and read by
+  their layer rules (:meth:`relugeom.modules.Rule.kfac_patches`): Linear, Conv1d/2d/3d with any stride,
+  padding (mode included), dilation and groups.
 - ``E`` is the **mean** over the samples (not the sum).
 - ``fisher="empirical"``: ``y`` is the true label; ``fisher="model"`` (the true Fisher): the
   expectation over ``y ~ p(.|x)`` is exact, not a Monte-Carlo sample: ``sum_c p_c (p - e_c)(p - e_c)^T
   = diag(p) - p p^T`` has rank K-1, and its eigen-decomposition gives K-1 backward passes from the
   logits whose outer products sum to it exactly.
 
-Computed in float64 by default. Other parameterised modules (batch norm) get no block and are
-named in a warning; grouped convolutions and Conv3d are not supported.
+Computed in float64 by default. Other modules with a rule and parameters (batch norm, PReLU) get no block and
+are named in a warning; a module holding parameters without a layer rule (a transposed convolution, attention),
+or a layer called more than once (shared weights), is refused with its name.
 """
 
 from __future__ import annotations
@@ -34,26 +43,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError, warn
-from ..geometry.unroll import _pads
-from ..layers import as_affine
-from ._common import AFFINE, Data, batches, check_loss, forward, n_samples, prepare
+from ..graph import Node
+from ..modules.registry import unsupported_error
+from ..modules.rule import implements
+from ._common import Data, batches, check_loss, forward, n_samples, network_graph, parameter_holders, prepare, shared
 
 FISHERS = ("empirical", "model")
 
 
 @dataclass(frozen=True)
 class KFACBlock:
-    """Kronecker factors of one layer: the block is ``kron(G, A)`` over row-major ``[W | b]``."""
+    """Kronecker factors of one layer: the block is ``kron(G, A)`` over row-major ``[W | b]``; for a convolution
+    with ``groups > 1``, ``A`` and ``G`` hold one factor per group (first axis) and the block is the block diagonal
+    of the groups' ``kron(G[g], A[g])``."""
 
     name: str
-    A: torch.Tensor  # (in+1, in+1), or (in, in) without bias
-    G: torch.Tensor  # (out, out)
+    A: torch.Tensor  # (in+1, in+1), or (in, in) without bias; (groups, in/groups [+1], ...) for groups > 1
+    G: torch.Tensor  # (out, out); (groups, out/groups, out/groups) for groups > 1
     weight_shape: tuple[int, ...]
     bias: bool
+    groups: int = 1
 
     @property
     def n_params(self) -> int:
-        return self.A.shape[0] * self.G.shape[0]
+        return self.groups * self.A.shape[-1] * self.G.shape[-1]
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, G)`` with the group axis always first (length 1 for an ungrouped layer)."""
+        if self.groups == 1:
+            return self.A[None], self.G[None]
+        return self.A, self.G
+
+    def trace(self) -> torch.Tensor:
+        """``sum_g tr(G_g) tr(A_g)``, the trace of the block."""
+        A, G = self.factors()
+        return (A.diagonal(dim1=1, dim2=2).sum(1) * G.diagonal(dim1=1, dim2=2).sum(1)).sum()
 
 
 class KFAC:
@@ -81,31 +105,39 @@ class KFAC:
 
     def trace(self) -> float:
         """``sum_layers tr(G) tr(A)`` (the trace of a Kronecker product is the product of the traces)."""
-        return float(sum(torch.trace(b.G) * torch.trace(b.A) for b in self.blocks))
+        return float(sum(b.trace() for b in self.blocks))
 
     def _split(self, v: torch.Tensor) -> list[torch.Tensor]:
         v = torch.as_tensor(v, dtype=self.blocks[0].A.dtype)
         if v.dim() != 1 or v.numel() != self.n_params:
             raise ShapeError(f"K-FAC vectors have {self.n_params} entries (flat), got shape {tuple(v.shape)}")
         out, i = [], 0
-        for b in self.blocks:
-            out.append(v[i : i + b.n_params].reshape(b.G.shape[0], b.A.shape[0]))
+        for b in self.blocks:  # a group's rows of [W | b] are contiguous: (groups, out/groups, in)
+            out.append(v[i : i + b.n_params].reshape(b.groups, b.G.shape[-1], b.A.shape[-1]))
             i += b.n_params
         return out
 
     def mv(self, v: torch.Tensor) -> torch.Tensor:
-        """``F v`` blockwise: ``(G (x) A) vec(V) = vec(G V A)`` (row-major vec, A symmetric)."""
-        return torch.cat([(b.G @ V @ b.A).reshape(-1) for b, V in zip(self.blocks, self._split(v))])
+        """``F v`` blockwise: ``(G (x) A) vec(V) = vec(G V A)`` (row-major vec, A symmetric), group by group."""
+        out = []
+        for b, V in zip(self.blocks, self._split(v)):
+            A, G = b.factors()
+            out.append((G @ V @ A).reshape(-1))
+        return torch.cat(out)
 
     def vTMv(self, v: torch.Tensor) -> float:  # noqa: N802
         """``v^T F v``; with ``v = theta`` (:meth:`vector`), a K-FAC estimate of the squared Fisher-Rao norm."""
-        return float(sum((V * (b.G @ V @ b.A)).sum() for b, V in zip(self.blocks, self._split(v))))
+        total = 0.0
+        for b, V in zip(self.blocks, self._split(v)):
+            A, G = b.factors()
+            total += float((V * (G @ V @ A)).sum())
+        return total
 
     def dense(self, max_params: int = 20_000) -> torch.Tensor:
         """The full block-diagonal matrix (small models only)."""
         if self.n_params > max_params:
             raise BudgetExceeded(f"K-FAC dense(): {self.n_params} parameters (limit {max_params}); use mv/vTMv")
-        return torch.block_diag(*[torch.kron(b.G, b.A) for b in self.blocks])
+        return torch.block_diag(*[torch.kron(G, A) for b in self.blocks for A, G in zip(*b.factors())])
 
     def vector(self, model: nn.Module | Mapping[str, torch.Tensor]) -> torch.Tensor:
         """A model's parameters as a flat vector in K-FAC order."""
@@ -119,36 +151,21 @@ class KFAC:
         return torch.cat(parts)
 
     def table(self) -> pd.DataFrame:
-        """One row per layer: parameters, traces of the factors and of the block."""
-        rows = [{"layer": b.name, "layer_index": i, "n_params": b.n_params, "trace_A": float(torch.trace(b.A)),
-                 "trace_G": float(torch.trace(b.G)), "trace": float(torch.trace(b.A) * torch.trace(b.G))}
-                for i, b in enumerate(self.blocks)]  # fmt: skip
+        """One row per layer: parameters, traces of the factors (summed over the groups) and of the block."""
+        rows = []
+        for i, b in enumerate(self.blocks):
+            A, G = b.factors()
+            rows.append({"layer": b.name, "layer_index": i, "n_params": b.n_params, "groups": b.groups,
+                         "trace_A": float(A.diagonal(dim1=1, dim2=2).sum()),
+                         "trace_G": float(G.diagonal(dim1=1, dim2=2).sum()), "trace": float(b.trace())})  # fmt: skip
         return pd.DataFrame(rows)
-
-
-def _patches(mod: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Inputs as (B, T, in) rows: the input itself for Linear, the padded patches for Conv1d/2d."""
-    if isinstance(mod, nn.Linear):
-        return x.reshape(x.shape[0], 1, -1) if x.dim() == 2 else x.reshape(x.shape[0], -1, x.shape[-1])
-    L = as_affine(mod)
-    n = x.dim() - 2
-    pads = [p for lohi in reversed(_pads(L, n)) for p in lohi]
-    if any(pads):
-        x = F.pad(x, pads, mode="constant" if L.padding_mode == "zeros" else L.padding_mode)
-    if n == 1:
-        x = x.unsqueeze(2)
-        k, s, d = (1, *L.kernel_size), (1, *L.stride), (1, *L.dilation)
-    else:
-        k, s, d = L.kernel_size, L.stride, L.dilation
-    cols = F.unfold(x, k, dilation=d, stride=s)  # (B, C*k*k, T)
-    return cols.transpose(1, 2)
 
 
 def kfac(
     model: nn.Module, data: Data, fisher: str = "empirical", *,
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
 ) -> KFAC:  # fmt: skip
-    """K-FAC factors of every Linear/Conv1d/Conv2d layer of ``model`` on ``data`` (see the module docstring).
+    """K-FAC factors of every Linear/Conv layer of ``model`` on ``data`` (see the module docstring).
 
     Example
     -------
@@ -163,90 +180,104 @@ def kfac(
         raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
     m = prepare(model, device=device, dtype=dtype).requires_grad_(False)
     data_ = batches(data, device=device, dtype=dtype)
-    mods: list[tuple[str, nn.Module]] = []
-    skipped = []
-    for name, mod in m.named_modules():
-        if isinstance(mod, AFFINE):
-            if isinstance(mod, nn.Conv3d) or getattr(mod, "groups", 1) != 1:
-                raise UnsupportedLayerError(
-                    f"K-FAC: layer {name!r} ({type(mod).__name__}, groups={getattr(mod, 'groups', 1)}) is not "
-                    "supported (Linear, Conv1d/2d with groups=1)"
-                )
-            mods.append((name, mod))
-        elif any(True for _ in mod.parameters(recurse=False)):
-            skipped.append(f"{name} ({type(mod).__name__})")
-    if not mods:
+    forward(m, data_[0][0][:1])  # the shape check, before the graph is read
+    graph = network_graph(m, data_[0][0])
+    ruled, unruled = parameter_holders(graph)
+    if unruled:
+        raise unsupported_error(unruled[0], "K-FAC", "it holds parameters without a layer rule")
+    layers = [n for n in ruled if implements(n.rule, "kfac_patches")]  # type: ignore[arg-type]
+    for node in layers:
+        why = node.rule.check(node)  # type: ignore[union-attr]
+        if why is not None:
+            raise unsupported_error(node, "K-FAC", why)
+    why = shared(graph, layers)
+    if why is not None:
+        raise UnsupportedLayerError(f"K-FAC: {why}; one Kronecker block per layer needs one call per layer")
+    if not layers:
         raise UnsupportedLayerError("K-FAC: the model has no Linear/Conv layer")
+    skipped = [n.label for n in ruled if n not in layers]
     if skipped:
         warn("K-FAC covers Linear/Conv layers only; no block for " + ", ".join(skipped))
-    Aacc: dict[str, torch.Tensor] = {}
-    Gacc: dict[str, torch.Tensor] = {}
-    positions: dict[str, int] = {}
-    store: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    wanted = set(layers)
+    Aacc: dict[Node, torch.Tensor] = {}
+    Gacc: dict[Node, torch.Tensor] = {}
+    positions: dict[Node, int] = {}
+    store: dict[Node, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def hook(name: str):  # noqa: ANN202
-        def fn(mod: nn.Module, args: tuple, out: torch.Tensor) -> torch.Tensor | None:
-            if not out.requires_grad:  # the first layer: the graph starts at its output
-                out = out.detach().requires_grad_(True)
-                store[name] = (args[0].detach(), out)
-                return out
-            store[name] = (args[0].detach(), out)
+    def hook(node: Node, args: list, kwargs: dict) -> torch.Tensor | None:
+        if node not in wanted:
             return None
+        out = node.rule.forward(node, args, kwargs)  # type: ignore[union-attr]
+        if not out.requires_grad:  # a layer fed by the input: the autograd graph starts at its output
+            out = out.detach().requires_grad_(True)
+        store[node] = (args[0].detach(), out)
+        return out
 
-        return fn
-
-    def add(acc: dict[str, torch.Tensor], name: str, rows: torch.Tensor) -> None:
-        gram = rows.T @ rows
-        if name in acc:
-            acc[name] += gram
+    def add(acc: dict[Node, torch.Tensor], node: Node, rows: torch.Tensor) -> None:
+        """``rows`` (N, groups, k): add each group's ``rows^T rows``."""
+        gram = rows[:, 0].T @ rows[:, 0] if rows.shape[1] == 1 else torch.einsum("ngi,ngj->gij", rows, rows)
+        if node in acc:
+            acc[node] += gram
         else:
-            acc[name] = gram
+            acc[node] = gram
 
-    handles = [mod.register_forward_hook(hook(n)) for n, mod in mods]
-    try:
-        for x, y in data_:
-            store.clear()
-            # gradients are needed for the layer outputs only: the graph starts at the first layer's
-            # output and the parameters are not in it (no weight or input gradients are computed)
-            out = forward(m, x)
-            check_loss(F.cross_entropy(out, y))
-            outs = [store[n][1] for n, _ in mods]
-            for n, mod in mods:
-                a = _patches(mod, store[n][0])  # (B, T, in)
-                positions[n] = a.shape[1]
-                a = a.reshape(-1, a.shape[-1])
-                k = a.shape[1]
-                if n not in Aacc:
-                    Aacc[n] = a.new_zeros((k + 1, k + 1) if mod.bias is not None else (k, k))
-                acc = Aacc[n]
-                acc[:k, :k].addmm_(a.T, a)
-                if mod.bias is not None:  # [a, 1]^T [a, 1] without copying the patches
-                    s = a.sum(0)
-                    acc[:k, k] += s
-                    acc[k, :k] += s
-                    acc[k, k] += a.shape[0]
-            # dl/df of the cross-entropy is softmax(f) - e_y; the model Fisher needs E_{y~p}[g_y g_y^T]:
-            # one backward pass per column of a square root of that expectation.
-            p = F.softmax(out, 1).detach()
-            if fisher == "empirical":
-                v = (p - F.one_hot(y, out.shape[1]).to(p.dtype))[None]
+    for x, y in data_:
+        store.clear()
+        # gradients are needed for the layer outputs only: the autograd graph starts at the first layers'
+        # outputs and the parameters are not in it (no weight or input gradients are computed)
+        out = graph.run(x, hook=hook)
+        if not isinstance(out, torch.Tensor) or out.dim() != 2:
+            forward(m, x)  # raises the shape error
+        check_loss(F.cross_entropy(out, y))
+        outs = [store[n][1] for n in layers]
+        for n in layers:
+            a = n.rule.kfac_patches(n, store[n][0])  # type: ignore[union-attr]  # (B, T, groups, k)
+            positions[n] = a.shape[1]
+            a = a.reshape(-1, *a.shape[2:])
+            groups, k = a.shape[1], a.shape[2]
+            bias = n.module.bias is not None  # type: ignore[union-attr]
+            if n not in Aacc:
+                Aacc[n] = a.new_zeros((groups, k + 1, k + 1) if bias else (groups, k, k))
+            acc = Aacc[n]
+            if groups == 1:
+                acc[0, :k, :k].addmm_(a[:, 0].T, a[:, 0])
             else:
-                # sum_c p_c (p - e_c)(p - e_c)^T = diag(p) - p p^T =: M has rank K-1 (M 1 = 0): its
-                # eigen-decomposition gives K-1 output gradients u_j with sum_j u_j u_j^T = M.
-                M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
-                lam, U = torch.linalg.eigh(M)  # ascending; lam[:, 0] = 0 up to rounding
-                v = (U * lam.clamp_min(0).sqrt()[:, None, :])[:, :, 1:].permute(2, 0, 1)  # (K-1, B, K)
-            for c in range(v.shape[0]):
-                grads = torch.autograd.grad(out, outs, grad_outputs=v[c], retain_graph=c < v.shape[0] - 1)
-                for (n, _mod), g in zip(mods, grads):
-                    g = g.reshape(g.shape[0], g.shape[1], -1)  # (B, out, T)
-                    add(Gacc, n, g.transpose(1, 2).reshape(-1, g.shape[1]))
-    finally:
-        for h in handles:
-            h.remove()
+                acc[:, :k, :k].baddbmm_(a.permute(1, 2, 0), a.permute(1, 0, 2))
+            if bias:  # [a, 1]^T [a, 1] without copying the patches
+                s = a.sum(0)
+                acc[:, :k, k] += s
+                acc[:, k, :k] += s
+                acc[:, k, k] += a.shape[0]
+        # dl/df of the cross-entropy is softmax(f) - e_y; the model Fisher needs E_{y~p}[g_y g_y^T]:
+        # one backward pass per column of a square root of that expectation.
+        p = F.softmax(out, 1).detach()
+        if fisher == "empirical":
+            v = (p - F.one_hot(y, out.shape[1]).to(p.dtype))[None]
+        else:
+            # sum_c p_c (p - e_c)(p - e_c)^T = diag(p) - p p^T =: M has rank K-1 (M 1 = 0): its
+            # eigen-decomposition gives K-1 output gradients u_j with sum_j u_j u_j^T = M.
+            M = torch.diag_embed(p) - p[:, :, None] * p[:, None, :]
+            lam, U = torch.linalg.eigh(M)  # ascending; lam[:, 0] = 0 up to rounding
+            v = (U * lam.clamp_min(0).sqrt()[:, None, :])[:, :, 1:].permute(2, 0, 1)  # (K-1, B, K)
+        for c in range(v.shape[0]):
+            grads = torch.autograd.grad(out, outs, grad_outputs=v[c], retain_graph=c < v.shape[0] - 1,
+                                        allow_unused=True)  # fmt: skip
+            for n, g in zip(layers, grads):
+                if g is not None:
+                    rows = n.rule.kfac_grads(n, g)  # type: ignore[union-attr]  # (B, T, groups, out/groups)
+                    add(Gacc, n, rows.reshape(-1, *rows.shape[2:]))
     N = n_samples(data_)
-    for n, mod in mods:  # a single-class model has a zero Fisher
-        Gacc.setdefault(n, Aacc[n].new_zeros((mod.weight.shape[0],) * 2))
-    blocks = [KFACBlock(n, Aacc[n].div_(N * positions[n]).cpu(), Gacc[n].div_(N).cpu(), tuple(mod.weight.shape),
-                        mod.bias is not None) for n, mod in mods]  # fmt: skip
+    blocks = []
+    for n in layers:
+        mod = n.module
+        groups = Aacc[n].shape[0]
+        out_g = mod.weight.shape[0] // groups  # type: ignore[union-attr]
+        G = Gacc.get(n)  # a single-class model, or a layer the output does not depend on: a zero Fisher
+        G = Aacc[n].new_zeros((groups, out_g, out_g)) if G is None else G.reshape(groups, out_g, out_g)
+        A = Aacc[n].div_(N * positions[n])
+        G = G.div_(N)
+        if groups == 1:
+            A, G = A[0], G[0]
+        blocks.append(KFACBlock(n.module_name or n.label, A.cpu(), G.cpu(), tuple(mod.weight.shape),  # type: ignore[union-attr]
+                                mod.bias is not None, groups))  # type: ignore[union-attr]  # fmt: skip
     return KFAC(blocks, fisher, N)

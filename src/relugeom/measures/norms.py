@@ -35,8 +35,11 @@ import torch
 from torch import nn
 
 from ..errors import ArchitectureError, UnsupportedLayerError, warn
+from ..graph import Graph, Node, walk
 from ..layers import batchnorm_affine
-from ._common import AFFINE, NORMS, Data, batches, forward, n_samples, non_homogeneous_activations, prepare
+from ..modules.registry import unsupported_error
+from ..modules.rule import implements
+from ._common import Data, batches, forward, n_samples, parameter_holders, prepare
 from .spectral import conv_spectral_norm
 
 
@@ -64,15 +67,17 @@ class NormMeasures:
         return d
 
 
-def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
+def fold_batchnorm(model: nn.Module, example: torch.Tensor | None = None) -> tuple[nn.Module, list[str]]:
     """A copy of ``model`` (eval mode) with every BatchNorm folded into the Linear/Conv right before it.
 
     ``W' = W * g / sqrt(v + eps)`` per output channel and ``b' = (b - m) * g / sqrt(v + eps) + beta``
     (running mean ``m``, variance ``v``, affine ``g``, ``beta``); the BatchNorm becomes an Identity,
     so the folded model computes the same function in eval mode. Returns the copy and the names of
-    the folded BatchNorms. A BatchNorm not directly preceded by an affine layer in its parent raises
-    :class:`UnsupportedLayerError`, one without running statistics :class:`ArchitectureError`
-    (see :func:`relugeom.layers.batchnorm_affine`).
+    the folded BatchNorms. "Right before" is read on the network's graph (:mod:`relugeom.graph`; ``example``,
+    a batch, is needed only where ``torch.fx`` cannot trace the model): the batch norm's input is the output of
+    one affine layer that nothing else reads, each called once. Otherwise :class:`UnsupportedLayerError` names
+    the batch norm; one without running statistics raises :class:`ArchitectureError` (see
+    :func:`relugeom.layers.batchnorm_affine`).
 
     Example
     -------
@@ -87,78 +92,75 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, list[str]]:
     import copy
 
     m = copy.deepcopy(model).eval()
+    graph = walk(m, example)
     folded: list[str] = []
-    for pname, parent in m.named_modules():
-        children = list(parent.named_children())
-        for i, (cname, child) in enumerate(children):
-            if not isinstance(child, NORMS):
-                continue
-            full = f"{pname}.{cname}" if pname else cname
-            prev = children[i - 1][1] if i > 0 else None
-            if not isinstance(prev, AFFINE):
-                raise UnsupportedLayerError(
-                    f"batch norm {full!r} does not directly follow a Linear/Conv layer in its parent module; "
-                    "cannot fold it (the norm measures need BN folded)"
-                )
-            scale, shift = batchnorm_affine(child, f"batch norm {full!r}")
-            with torch.no_grad():
-                scale, shift = scale.to(prev.weight), shift.to(prev.weight)
-                b = prev.bias if prev.bias is not None else torch.zeros_like(scale)
-                new_b = b * scale + shift
-                prev.weight.mul_(scale.reshape(-1, *([1] * (prev.weight.dim() - 1))))
-                if prev.bias is None:
-                    prev.bias = nn.Parameter(new_b.clone())
-                else:
-                    prev.bias.copy_(new_b)
-            setattr(parent, cname, nn.Identity())
-            folded.append(full)
+    for node in graph.operations:
+        if node.rule is None or node.rule.role != "norm":
+            continue
+        full = str(node.module_name)
+        prev = node.inputs[0] if node.inputs else None
+        alone = prev is not None and prev.op == "module" and prev.rule is not None and prev.rule.role == "layer" \
+            and prev.users == [node] and len(graph.calls(str(prev.target))) == 1 and len(graph.calls(full)) == 1
+        if not alone:
+            raise UnsupportedLayerError(
+                f"batch norm {full!r} does not directly follow a Linear/Conv layer whose output nothing else reads; "
+                "cannot fold it (the norm measures need BN folded)"
+            )
+        layer = prev.module  # type: ignore[union-attr]
+        scale, shift = batchnorm_affine(node.module, f"batch norm {full!r}")  # type: ignore[arg-type]
+        with torch.no_grad():
+            scale, shift = scale.to(layer.weight), shift.to(layer.weight)
+            b = layer.bias if layer.bias is not None else torch.zeros_like(scale)
+            new_b = b * scale + shift
+            layer.weight.mul_(scale.reshape(-1, *([1] * (layer.weight.dim() - 1))))
+            if layer.bias is None:
+                layer.bias = nn.Parameter(new_b.clone())
+            else:
+                layer.bias.copy_(new_b)
+        parent, _, child = full.rpartition(".")
+        setattr(m.get_submodule(parent), child, nn.Identity())
+        folded.append(full)
     return m, folded
 
 
-def _affine_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(n, mod) for n, mod in model.named_modules() if isinstance(mod, AFFINE)]
+def _layers(graph: Graph, measure: str) -> list[Node]:
+    """The affine layers of the graph (first call of each); a module holding parameters without a layer rule is
+    refused with its name (its weights would be left out of the products)."""
+    ruled, unruled = parameter_holders(graph)
+    if unruled:
+        raise unsupported_error(unruled[0], measure, "it holds parameters without a layer rule")
+    seen: set[str] = set()
+    out = []
+    for node in ruled:
+        if node.rule.role == "layer" and node.module_name not in seen:  # type: ignore[union-attr]
+            seen.add(str(node.module_name))
+            out.append(node)
+    return out
 
 
-def _input_shapes(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    def hook(name: str):  # noqa: ANN202
-        def fn(_m: nn.Module, args: tuple, _out: torch.Tensor) -> None:
-            shapes.setdefault(name, tuple(args[0].shape[1:]))
-
-        return fn
-
-    handles = [mod.register_forward_hook(hook(n)) for n, mod in _affine_modules(model)]
-    try:
-        with torch.no_grad():
-            forward(model, x[:1])
-    finally:
-        for h in handles:
-            h.remove()
-    return shapes
-
-
-def _window(mod: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> float:
-    """Number of inputs averaged by one output of an average pool (uniform windows only)."""
-    if isinstance(mod, (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)):
-        n = inp.dim() - 2
-        k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,) * n
-        pad = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,) * n
-        if any(pad) or getattr(mod, "divisor_override", None):
-            raise UnsupportedLayerError("path norms: average pooling with padding or a divisor override")
-        return float(math.prod(k))
-    sizes_in, sizes_out = inp.shape[2:], out.shape[2:]
-    if any(i % o for i, o in zip(sizes_in, sizes_out)):
-        raise UnsupportedLayerError(
-            f"path norms: adaptive average pooling from {tuple(sizes_in)} to {tuple(sizes_out)} has unequal windows"
-        )
-    return float(math.prod(i // o for i, o in zip(sizes_in, sizes_out)))
+def _not_path_normable(graph: Graph) -> list[str]:
+    """The nodes the path norms cannot go through (no rule, or no rule for their coefficients), by name."""
+    bad = []
+    for node in graph.operations:
+        rule = node.rule
+        why = "no layer rule" if rule is None else rule.check(node)
+        if why is None and rule.role not in ("layer", "shape"):  # type: ignore[union-attr]
+            if rule.parametrized:  # type: ignore[union-attr]
+                why = f"{rule.family} with parameters"  # type: ignore[union-attr]
+            elif rule.role not in ("activation", "max") and not implements(rule, "path_map"):  # type: ignore[union-attr, arg-type]
+                why = f"{rule.family}: no rule for its coefficients"  # type: ignore[union-attr]
+        if why is not None:
+            bad.append(f"{node.label} ({why})")
+    return bad
 
 
 def path_norm(model: nn.Module, input_shape: Sequence[int], p: int = 1, *, bias: bool = True) -> float:
     """``sum_paths prod_e |w_e|^p`` (p = 1 or 2) by one forward pass of ones (see the module docstring).
 
-    ``model`` should be BN-free (fold first); float64. ``bias=False`` leaves the bias paths out.
+    Batch norms are folded first (:func:`fold_batchnorm`); float64. The forward pass runs over the network's
+    graph, residual additions included (the paths of both branches add up), each parameter-free node mapping
+    by its rule's coefficients raised to ``p`` (:meth:`relugeom.modules.Rule.path_map`). ``bias=False`` leaves
+    the bias paths out.
 
     Example
     -------
@@ -171,28 +173,31 @@ def path_norm(model: nn.Module, input_shape: Sequence[int], p: int = 1, *, bias:
     """
     if p not in (1, 2):
         raise ValueError("p must be 1 or 2")
-    m = prepare(model)
-    bad = non_homogeneous_activations(m)
+    ones = torch.ones((1, *input_shape), dtype=torch.float64)
+    m, _ = fold_batchnorm(prepare(model), ones)
+    graph = walk(m, ones)
+    bad = _not_path_normable(graph)
     if bad:
         raise UnsupportedLayerError("path norms are defined for ReLU networks; found " + ", ".join(bad))
-    with torch.no_grad():
-        for _, mod in _affine_modules(m):
-            mod.weight.copy_(mod.weight.abs() ** p)
-            if mod.bias is not None:
-                mod.bias.copy_(mod.bias.abs() ** p if bias else torch.zeros_like(mod.bias))
-    handles = []
-    if p == 2:
-        avg = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
-               nn.AdaptiveAvgPool3d)  # fmt: skip
-        for mod in m.modules():
-            if isinstance(mod, avg):
-                handles.append(mod.register_forward_hook(lambda mm, a, o: o / _window(mm, a[0], o)))
-    try:
+    for node in _layers(graph, "path norms"):
+        mod = node.module
         with torch.no_grad():
-            out = forward(m, torch.ones((1, *input_shape), dtype=torch.float64))
-    finally:
-        for h in handles:
-            h.remove()
+            mod.weight.copy_(mod.weight.abs() ** p)  # type: ignore[union-attr]
+            if mod.bias is not None:  # type: ignore[union-attr]
+                mod.bias.copy_(mod.bias.abs() ** p if bias else torch.zeros_like(mod.bias))  # type: ignore[union-attr]
+
+    def coefficients(node: Node, args: list, kwargs: dict) -> torch.Tensor | None:
+        if node.rule is None or node.rule.role in ("layer", "shape"):
+            return None
+        out = node.rule.path_map(node, args, kwargs, p)
+        if out is NotImplemented:
+            raise UnsupportedLayerError(f"path norms: {node.label} has no rule for its coefficients")
+        return out
+
+    with torch.no_grad():
+        out = graph.run(ones, hook=coefficients)
+    if not isinstance(out, torch.Tensor) or out.dim() != 2:
+        forward(m, ones)  # raises the shape error
     return float(out.sum())
 
 
@@ -239,25 +244,29 @@ def norm_measures(
     (2, True)
     """
     m = prepare(model, device=device)
-    folded_model, folded = fold_batchnorm(m)
     data_ = batches(data, device=device)
-    layers = _affine_modules(folded_model)
+    x0 = data_[0][0]
+    forward(m, x0[:1])  # the shape check, before the graph is read
+    folded_model, folded = fold_batchnorm(m, x0[:1])
+    graph = walk(folded_model, x0[:1])
+    layers = _layers(graph, "norm measures")
     if not layers:
         raise UnsupportedLayerError("the model has no Linear/Conv layer")
-    shapes = _input_shapes(folded_model, data_[0][0])
+    shapes = graph.shapes(tuple(x0.shape[1:]))
     fro, spec = 1.0, 1.0
-    for name, mod in layers:
-        fro *= float((mod.weight.detach() ** 2).sum())
-        if name in shapes:
-            s = conv_spectral_norm(mod, shapes[name], method=spectral_method)
-            spec *= s.value**2
-    input_shape = tuple(data_[0][0].shape[1:])
-    folded_model = folded_model.cpu()
-    bad = non_homogeneous_activations(folded_model)
+    for node in layers:
+        mod = node.module
+        fro *= float((mod.weight.detach() ** 2).sum())  # type: ignore[union-attr]
+        if node.inputs and node.inputs[0] in shapes:
+            sn = conv_spectral_norm(mod, shapes[node.inputs[0]], method=spectral_method)  # type: ignore[arg-type]
+            spec *= sn.value**2
+    input_shape = tuple(x0.shape[1:])
+    bad = _not_path_normable(graph)
     if bad:
         warn("path norms are defined for ReLU networks; l1_path and l2_path are NaN because of " + ", ".join(bad))
         l1 = l2 = math.nan
     else:
+        folded_model = folded_model.cpu()
         l1, l2 = path_norm(folded_model, input_shape, 1), path_norm(folded_model, input_shape, 2)
     marg = margins(m, data_, device=device)
     gamma = float(np.percentile(marg, margin_percentile))

@@ -35,8 +35,9 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
+from ..graph import Graph
 from . import _tangent_pl
-from ._common import Data, batches, forward, prepare
+from ._common import Data, batches, forward, network_graph, prepare
 
 OUTPUTS = ("sum", "per_logit")
 METHODS = ("exact", "random")
@@ -77,17 +78,23 @@ def _sample_fn(m: nn.Module, output: str):  # noqa: ANN202
     return sq_norm
 
 
-def _choose_route(route: str, m: nn.Module, x: torch.Tensor, z: torch.Tensor, output: str, generic) -> str:  # noqa: ANN001
+def _choose_route(route: str, graph: Graph | UnsupportedLayerError | None, x: torch.Tensor, z: torch.Tensor,
+                  output: str, generic) -> str:  # noqa: ANN001  # fmt: skip
     """The route to take (see the module docstring)."""
     if route == "generic":
         return route
-    why = "output 'per_logit'" if output != "sum" else _tangent_pl.unsupported(m, x[:1])
+    if output != "sum":
+        why: UnsupportedLayerError | None = UnsupportedLayerError(f"{_tangent_pl.ROUTE}: output 'per_logit'")
+    elif isinstance(graph, UnsupportedLayerError):  # the network's graph could not be read
+        why = graph
+    else:
+        why = _tangent_pl.unsupported(graph)  # type: ignore[arg-type]
     if why is not None:
         if route == "piecewise_linear":
-            raise UnsupportedLayerError(f"the piecewise-linear route cannot take this model: {why}")
+            raise why
         return "generic"
     if route == "auto":
-        fast = _tangent_pl.sq_norms(m, x[:2], z[:2], _tangent_pl.output_signals(m, x[:2]))
+        fast = _tangent_pl.sq_norms(graph, x[:2], z[:2], _tangent_pl.output_signals(graph, x[:2]))  # type: ignore[arg-type]
         slow = generic(x[:2], z[:2]).detach()
         if not torch.allclose(fast, slow, rtol=1e-7, atol=1e-12 * float(slow.abs().max())):
             warn("tangent sensitivity: the piecewise-linear route disagrees with the generic route on the first "
@@ -127,14 +134,20 @@ def tangent_sensitivity(
     x0 = data_[0][0]
     probe0 = torch.randint(0, 2, x0.shape, generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
                            device=x0.device).to(x0.dtype) * 2 - 1  # fmt: skip
-    chosen = _choose_route(route, m, x0, probe0, output, generic)
+    graph: Graph | UnsupportedLayerError | None = None
+    if route != "generic" and output == "sum":
+        try:
+            graph = network_graph(m, x0)
+        except UnsupportedLayerError as e:
+            graph = e
+    chosen = _choose_route(route, graph, x0, probe0, output, generic)
     per_sample, per_var = [], []
     for x, _ in data_:
         if chosen == "piecewise_linear":
-            signals = _tangent_pl.output_signals(m, x)
+            signals = _tangent_pl.output_signals(graph, x)  # type: ignore[arg-type]
 
             def sq_norm(x_: torch.Tensor, z_: torch.Tensor, s: dict = signals) -> torch.Tensor:
-                return _tangent_pl.sq_norms(m, x_, z_, s)
+                return _tangent_pl.sq_norms(graph, x_, z_, s)  # type: ignore[arg-type]
         else:
             sq_norm = generic
         d_in = x[0].numel()

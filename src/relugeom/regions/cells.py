@@ -1,125 +1,70 @@
 """The cell machinery behind the exact segment and slice partitions (float64, homogeneous coordinates).
 
 The propagation works in homogeneous coordinates: a point of the slice ``x = o + z_1 u + z_2 v`` is the ray
-``(z_1, z_2, 1)``; a cell is the convex cone of its extreme rays and every pre-activation is a linear form
-on it. A cell is cut by a neuron when the form takes both signs at its rays. With ``bounds=None`` the plane
-is covered by the four quadrant cones, whose rays may lie at infinity (last coordinate 0), so the whole
-plane is partitioned exactly; the box then returned contains every finite vertex of every cell.
+``(z_1, z_2, 1)``; a cell is the convex cone of its extreme rays. On a cell every node of the network's graph
+(:mod:`relugeom.graph`) has a value that is an affine map of the cell's coordinates, kept as ``k + 1`` columns
+(the slopes, then the offset). The graph is walked in order and each node's rule (:mod:`relugeom.modules`) says
+how: affine nodes (layers, batch norms, poolings by averages, reshapes, residual additions, concatenations) map
+the columns, the offset removed from the slope columns; activation nodes (ReLU, leaky ReLU, PReLU) cut a cell
+where a feature changes sign and scale each feature by its slope on each part; max-pool nodes cut a cell where
+the arg-max of a window changes and select the winner. Residual networks need nothing more: an addition sums
+two affine maps of the same coordinates. A cell is cut by a neuron when the form takes both signs at its rays.
+Cells are walked in batches of bounded memory (depth first), so wide networks fit.
+
+With ``bounds=None`` the plane is covered by the four quadrant cones, whose rays may lie at infinity (last
+coordinate 0), so the whole plane is partitioned exactly; the box then returned contains every finite vertex
+of every cell.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError
+from ..graph import Graph, Node, walk
 from ._budget import Budget
 
-_AFFINE: tuple[type, ...] = (
-    nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d,
-    nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Unflatten,
-    nn.Dropout, nn.Identity,
-)  # fmt: skip
-_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d)
+ANALYSIS = "the exact region counters"
+_CHUNK = 1 << 23  # float64 entries of the live values of one batch of cells (64 MiB)
 
 
-def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    """The leaf modules in registration order (nested containers flattened). Containers other than
-    nn.Sequential are taken in registration order too; :func:`_prepare` checks the result against the
-    model's own forward pass."""
-    if isinstance(model, _AFFINE + _MAXPOOL + (nn.ReLU,)):
-        return [(prefix, model)]
-    children = list(model.named_children())
-    if not children:
-        raise UnsupportedLayerError(
-            f"module {prefix or '(model)'!r} ({type(model).__name__}) is not supported by the exact region "
-            "counters (supported: Linear, Conv, ReLU, MaxPool, AvgPool, Flatten, BatchNorm in eval mode, "
-            "Dropout, Identity)"
-        )
-    out = []
-    for name, m in children:
-        out += _leaves(m, f"{prefix}.{name}" if prefix else name)
-    return out
+def _prepare(model: nn.Module, x: torch.Tensor | None = None) -> Graph:
+    """The graph of a float64, CPU, eval-mode copy of ``model``, every operation checked against the registry.
 
-
-def _prepare(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    import copy
-
+    ``x`` (one input, without the batch axis) is needed only when the model cannot be traced with torch.fx.
+    """
     if not isinstance(model, nn.Module):
         raise UnsupportedLayerError(f"expected an nn.Module, got {type(model).__name__}")
-    m = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval()
-    leaves = _leaves(m)
-    for name, mod in leaves:
-        for pname, p in list(mod.named_parameters()) + list(mod.named_buffers()):
-            if p.is_floating_point() and not torch.isfinite(p).all():
-                raise UnsupportedLayerError(f"layer {name!r}: {pname} contains NaN or inf")
-        if isinstance(mod, _MAXPOOL) and (mod.dilation not in (1, (1, 1)) or mod.ceil_mode):
-            raise UnsupportedLayerError(f"layer {name!r}: MaxPool with dilation or ceil_mode is not supported")
-    return leaves
-
-
-def _check_order(model: nn.Module, leaves: list[tuple[str, nn.Module]], x: torch.Tensor) -> None:
-    """The leaves applied in order must reproduce ``model(x)`` (else the model's forward is not sequential)."""
-    import copy
-
-    ref = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval()
-    with torch.no_grad():
-        want = ref(x[None]).reshape(-1)
-        y = x[None]
-        for _, mod in leaves:
-            if isinstance(mod, nn.Linear) and y.dim() > 2:
-                y = y.reshape(1, -1)
-            y = mod(y)
-    if y.numel() != want.numel() or not torch.allclose(y.reshape(-1), want, rtol=1e-6, atol=1e-8):
-        raise UnsupportedLayerError(
-            f"{type(model).__name__}: applying its modules in registration order does not reproduce its forward "
-            "pass (skip connections or functional ops?); the exact region counters need a sequential network"
-        )
-
-
-def _pool_members(mod: nn.Module, shape: tuple[int, ...]) -> np.ndarray:
-    """For a max-pool on inputs of ``shape`` (C, *S): (n_out, window) flat input indices, -1 for padding."""
-    idx = torch.arange(math.prod(shape), dtype=torch.float64).reshape(1, *shape) + 1.0
-    nd = len(shape) - 1
-    k = mod.kernel_size if isinstance(mod.kernel_size, tuple) else (mod.kernel_size,) * nd
-    s = mod.stride if isinstance(mod.stride, tuple) else (mod.stride,) * nd
-    p = mod.padding if isinstance(mod.padding, tuple) else (mod.padding,) * nd
-    if nd == 1:
-        x = torch.nn.functional.pad(idx, (p[0], p[0]))
-        u = x.unfold(2, k[0], s[0])  # (1, C, Lo, k)
-    else:
-        x = torch.nn.functional.pad(idx, (p[1], p[1], p[0], p[0]))
-        u = x.unfold(2, k[0], s[0]).unfold(3, k[1], s[1])  # (1, C, Ho, Wo, kh, kw)
-    u = u.reshape(-1, math.prod(k))
-    return (u.numpy().astype(np.int64) - 1)
+    m = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval().requires_grad_(False)
+    for pname, p in list(m.named_parameters()) + list(m.named_buffers()):
+        if p.is_floating_point() and p.numel() and not (torch.isfinite(p.sum()) or torch.isfinite(p).all()):
+            layer, _, what = pname.rpartition(".")
+            raise UnsupportedLayerError(f"layer {layer!r}: {what} contains NaN or inf")
+    try:
+        graph = walk(m, None if x is None else x[None])
+    except RuntimeError as e:
+        raise ShapeError(f"{type(model).__name__} does not take inputs of shape {tuple(x.shape)}: {e}") from None
+    varying = graph.descendants([graph.input])
+    graph.require(ANALYSIS, [n for n in graph.operations if n in varying])
+    if graph.output.args and not isinstance(graph.output.args[0], Node):
+        raise UnsupportedLayerError(f"{ANALYSIS}: {type(model).__name__} must return one tensor")
+    return graph
 
 
 @dataclass
 class _Cells:
-    """Cells of the current partition: vertices (homogeneous) and the affine form of the current features."""
+    """Cells of a partition: vertices (homogeneous) and the affine form of the network's output on each."""
 
     verts: list[np.ndarray]  # each (nv, k+1)
-    H: list[np.ndarray]  # each (F, k+1): feature = H @ homogeneous point
+    H: list[np.ndarray]  # each (F, k+1): output = H @ homogeneous point
     patterns: list[list[np.ndarray]]
-
-
-def _apply_affine(mod: nn.Module, H: list[np.ndarray], shape: tuple[int, ...]) -> tuple[list[np.ndarray], tuple]:
-    k1 = H[0].shape[1]
-    if isinstance(mod, nn.Linear) and len(shape) > 1:  # an implicit flatten (torch.flatten in forward)
-        shape = (math.prod(shape),)
-    X = torch.from_numpy(np.stack([h.T for h in H]).reshape(len(H) * k1, *shape))
-    with torch.no_grad():
-        Y = mod(X)
-        zero = mod(torch.zeros((1, *shape), dtype=torch.float64))
-    new_shape = tuple(Y.shape[1:])
-    Y = Y.reshape(len(H), k1, -1)
-    Y[:, :-1, :] -= zero.reshape(1, 1, -1)  # linear columns carry no bias
-    Yn = Y.numpy()
-    return [np.ascontiguousarray(Yn[i].T) for i in range(len(H))], new_shape
 
 
 def _split_segment(V: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -161,12 +106,13 @@ def _interior(V: np.ndarray) -> np.ndarray:
     return V.mean(axis=0)
 
 
-def _relu_step_segment(cells: _Cells, tol: float, budget: Budget) -> _Cells:
-    """1D cells: all roots -alpha/beta of a piece's neurons inside it cut it at once."""
-    out = _Cells([], [], [])
-    for V, H, pat in zip(cells.verts, cells.H, cells.patterns):
+def _segment_cuts(verts: list[np.ndarray], Hs: np.ndarray, tol: float, budget: Budget
+                  ) -> tuple[list[np.ndarray], list[int]]:  # fmt: skip
+    """1D cells: all roots -alpha/beta of a piece's neurons inside it cut it at once. ``Hs``: (n, F, 2)."""
+    new_verts, parents = [], []
+    for i, V in enumerate(verts):
         t0, t1 = sorted((float(V[0, 0]), float(V[1, 0])))
-        beta, alpha = H[:, 0], H[:, 1]
+        beta, alpha = Hs[i, :, 0], Hs[i, :, 1]
         eps = tol * max(1.0, abs(t0), abs(t1))
         with np.errstate(divide="ignore", invalid="ignore"):
             roots = -alpha / beta
@@ -182,22 +128,22 @@ def _relu_step_segment(cells: _Cells, tol: float, budget: Budget) -> _Cells:
                 budget.tick("region partition")
         pts.append(t1)
         for a, b in zip(pts[:-1], pts[1:]):
-            act = (alpha + beta * (0.5 * (a + b))) > 0
-            out.verts.append(np.array([[a, 1.0], [b, 1.0]]))
-            out.H.append(H * act[:, None])
-            out.patterns.append(pat + [act])
-    return out
+            new_verts.append(np.array([[a, 1.0], [b, 1.0]]))
+            parents.append(i)
+    return new_verts, parents
 
 
-def _relu_step(cells: _Cells, tol: float, k: int, budget: Budget) -> _Cells:
+def _sign_cuts(verts: list[np.ndarray], Hs: np.ndarray, tol: float, k: int, budget: Budget
+               ) -> tuple[list[np.ndarray], list[int]]:  # fmt: skip
+    """Cut every cell by every feature that changes sign on it. ``Hs``: (n, F, k+1)."""
     if k == 1:
-        return _relu_step_segment(cells, tol, budget)
-    out = _Cells([], [], [])
-    for V, H, pat in zip(cells.verts, cells.H, cells.patterns):
+        return _segment_cuts(verts, Hs, tol, budget)
+    new_verts, parents = [], []
+    for i, V in enumerate(verts):
+        H = Hs[i]
         hn = np.linalg.norm(H, axis=1)
         # Cut by the first neuron that changes sign on the piece, then each half only by the neurons that
         # change sign on it (one mat-mul per piece): work ~ pieces x candidates, not pieces x neurons calls.
-        parts = []
         stack = [(V, np.arange(len(H)))]
         while stack:
             P, cand = stack.pop()
@@ -210,116 +156,359 @@ def _relu_step(cells: _Cells, tol: float, k: int, budget: Budget) -> _Cells:
                 if r is None:  # within tolerance after all: drop the candidate
                     cand = cand[1:]
             if r is None:
-                parts.append(P)
+                new_verts.append(P)
+                parents.append(i)
                 continue
             budget.tick("region partition")
             stack += [(r[0][0], cand[1:]), (r[1][0], cand[1:])]
-        for P in parts:
-            act = (H @ _interior(P)) > 0
-            out.verts.append(P)
-            out.H.append(H * act[:, None])
-            out.patterns.append(pat + [act])
-    return out
+    return new_verts, parents
 
 
-def _maxpool_step(cells: _Cells, members: np.ndarray, tol: float, k: int, budget: Budget) -> _Cells:
-    out = _Cells([], [], [])
+def _segment_max_cuts(verts: list[np.ndarray], Hs: np.ndarray, members: np.ndarray, tol: float, budget: Budget
+                      ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:  # fmt: skip
+    """1D cells: every window's upper envelope of lines ``a + b t`` over the piece, all windows at once.
+
+    Moving right from the piece's start, the largest member of a window is overtaken first by the member with a
+    larger slope whose line crosses it earliest; at most ``window`` such steps per window give every break."""
+    new_verts, parents, sels = [], [], []
     valid = members >= 0
     safe = np.where(valid, members, 0)
-    todo = list(zip(cells.verts, cells.H, cells.patterns))
+    rows = np.arange(len(members))
+    for i, V in enumerate(verts):
+        t0, t1 = sorted((float(V[0, 0]), float(V[1, 0])))
+        eps = tol * max(1.0, abs(t0), abs(t1))
+        b, a = Hs[i, :, 0][safe], Hs[i, :, 1][safe]  # slopes and offsets, (n_out, window)
+        scale = tol * (np.abs(a) + np.abs(b) * max(1.0, abs(t0), abs(t1))).max(initial=0.0)
+        v0 = np.where(valid, a + b * t0, -np.inf)
+        top = v0.max(1, keepdims=True)
+        cur = np.argmax(np.where(v0 >= top - scale, b, -np.inf), axis=1)  # the winner just right of t0
+        cur_t = np.full(len(members), t0)
+        live = np.ones(len(members), dtype=bool)
+        cuts = []
+        for _ in range(members.shape[1]):
+            bc, ac = b[rows, cur], a[rows, cur]
+            db = b - bc[:, None]
+            with np.errstate(divide="ignore", invalid="ignore"):
+                tc = np.where(valid & (db > 0), (ac[:, None] - a) / db, np.inf)
+            tc = np.where(tc > cur_t[:, None] + eps, tc, np.inf)
+            nxt = tc.min(1)
+            live &= nxt < t1 - eps
+            if not live.any():
+                break
+            cuts.append(nxt[live])
+            tied = tc <= nxt[:, None] + eps
+            cur = np.where(live, np.argmax(np.where(tied, b, -np.inf), axis=1), cur)
+            cur_t = np.where(live, nxt, cur_t)
+        pts = [t0]
+        for c in np.unique(np.concatenate(cuts)) if cuts else []:
+            if c - pts[-1] > eps and t1 - c > eps:
+                pts.append(float(c))
+                budget.tick("region partition")
+        pts.append(t1)
+        for lo, hi in zip(pts[:-1], pts[1:]):
+            mid = 0.5 * (lo + hi)
+            new_verts.append(np.array([[lo, 1.0], [hi, 1.0]]))
+            parents.append(i)
+            sels.append(np.argmax(np.where(valid, a + b * mid, -np.inf), axis=1).astype(np.int64))
+    return new_verts, parents, sels
+
+
+def _max_cuts(verts: list[np.ndarray], Hs: np.ndarray, members: np.ndarray, tol: float, k: int, budget: Budget
+              ) -> tuple[list[np.ndarray], list[int], list[np.ndarray]]:  # fmt: skip
+    """Cut every cell until one member of every window is the largest on it; returns the arg-max per window."""
+    if k == 1:
+        return _segment_max_cuts(verts, Hs, members, tol, budget)
+    new_verts, parents, sels = [], [], []
+    valid = members >= 0
+    safe = np.where(valid, members, 0)
+    todo = [(V, i) for i, V in enumerate(verts)]
     while todo:
-        V, H, pat = todo.pop()
+        V, i = todo.pop()
+        H = Hs[i]
         c = _interior(V)
         vals = np.where(valid, (H @ c)[safe], -np.inf)
         sel = np.argmax(vals, axis=1)
-        chosen = safe[np.arange(len(safe)), sel]
-        Hs = H[chosen]  # (n_out, k+1)
+        Hs_ = H[safe[np.arange(len(safe)), sel]]  # (n_out, k+1)
         cut_done = False
         # any window member that exceeds the chosen one at some vertex of the cell cuts the cell
         for w in range(members.shape[1]):
-            D = H[safe[:, w]] - Hs
+            D = H[safe[:, w]] - Hs_
             S = D @ V.T
-            sc = tol * (np.linalg.norm(H[safe[:, w]], axis=1) + np.linalg.norm(Hs, axis=1)) * np.abs(V).max()
+            sc = tol * (np.linalg.norm(H[safe[:, w]], axis=1) + np.linalg.norm(Hs_, axis=1)) * np.abs(V).max()
             bad = np.nonzero(valid[:, w] & (S > sc[:, None]).any(1) & (S < -sc[:, None]).any(1))[0]
             if len(bad):
                 r = _split(V, D[bad[0]], tol, k)
                 if r is not None:
                     budget.tick("region partition")
-                    todo += [(r[0][0], H, pat), (r[1][0], H, pat)]
+                    todo += [(r[0][0], i), (r[1][0], i)]
                     cut_done = True
                     break
         if not cut_done:
-            out.verts.append(V)
-            out.H.append(Hs.copy())
-            out.patterns.append(pat + [sel.astype(np.int64)])
-    return out
+            new_verts.append(V)
+            parents.append(i)
+            sels.append(sel.astype(np.int64))
+    return new_verts, parents, sels
+
+
+@dataclass
+class _Batch:
+    """Cells walked together from node ``pos`` on: their vertices, patterns and the live nodes' values
+    (tensors (n, k+1, *shape): the slope columns, then the offset; sizes for shape queries)."""
+
+    pos: int
+    verts: list[np.ndarray]
+    patterns: list[list[np.ndarray]]
+    values: dict[Node, Any] = field(default_factory=dict)
+
+
+class _Propagation:
+    """One walk of a graph's nodes over cells (see the module docstring)."""
+
+    def __init__(self, graph: Graph, k: int, tol: float, budget: int) -> None:
+        self.graph, self.k, self.tol, self.budget = graph, k, tol, Budget(budget)
+        self.varying = graph.descendants([graph.input])
+        self.last = graph.last_use
+        self.consts: dict[Node, Any] = {}
+        self.offsets: dict[Node, torch.Tensor] = {}
+        self.windows: dict[Node, tuple[np.ndarray, tuple[int, ...]]] = {}
+        self.done = _Cells([], [], [])
+
+    def run(self, columns: np.ndarray, cells_v: list[np.ndarray]) -> _Cells:
+        cols = torch.from_numpy(np.ascontiguousarray(columns, dtype=np.float64))
+        first = _Batch(0, list(cells_v), [[] for _ in cells_v],
+                       {self.graph.input: cols[None].expand(len(cells_v), *cols.shape)})  # fmt: skip
+        stack = [first]
+        while stack:
+            b = stack.pop()
+            try:
+                self._walk(b, stack)
+            except BudgetExceeded as e:
+                node = self.graph.nodes[min(b.pos, len(self.graph.nodes) - 1)]
+                raise BudgetExceeded(f"{e} (at {node.label}, {len(self.done.verts)} pieces finished, "
+                                     f"{len(b.verts) + sum(len(s.verts) for s in stack)} pending)",
+                                     partial=self.done) from None  # fmt: skip
+        return self.done
+
+    def _arg(self, b: _Batch, a: Any) -> Any:
+        """A node's value as an operation reads it: varying tensors flattened to (n (k+1), *shape)."""
+        if a in self.consts:
+            return self.consts[a]
+        v = b.values[a]
+        return v.reshape(-1, *v.shape[2:]) if isinstance(v, torch.Tensor) else v
+
+    def _walk(self, b: _Batch, stack: list[_Batch]) -> None:
+        nodes = self.graph.nodes
+        while b.pos < len(nodes):
+            node = nodes[b.pos]
+            if node.op == "output":
+                self._finish(b, node)
+                return
+            if node not in self.varying:
+                if node not in self.consts:
+                    self.consts[node] = self.graph.compute(node, self.consts)
+                b.pos += 1
+                continue
+            if node.op != "input":
+                rule = node.rule
+                assert rule is not None  # _prepare required every varying operation to have a rule
+                try:
+                    if rule.role == "activation":
+                        self._activation(b, node)
+                    elif rule.role == "max":
+                        self._max(b, node)
+                    else:
+                        self._affine(b, node)
+                except RuntimeError as e:
+                    shape = self._shape_of(b, node.inputs[0]) if node.inputs else None
+                    raise ShapeError(f"{node.label} does not fit its input of shape {shape}: "
+                                     f"{str(e).splitlines()[0]}") from None  # fmt: skip
+            for i in (*node.inputs, node):
+                if self.last[i] <= node.index:
+                    b.values.pop(i, None)
+            b.pos += 1
+            if node.rule is not None and node.rule.role in ("activation", "max"):
+                self._chunk(b, stack)
+
+    def _shape_of(self, b: _Batch, node: Node) -> tuple[int, ...] | None:
+        v = b.values.get(node)
+        return tuple(v.shape[2:]) if isinstance(v, torch.Tensor) else None
+
+    def _chunk(self, b: _Batch, stack: list[_Batch]) -> None:
+        per_cell = sum(v[0].numel() for v in b.values.values() if isinstance(v, torch.Tensor))
+        size = max(1, _CHUNK // max(per_cell, 1))
+        n = len(b.verts)
+        if n <= size:
+            return
+        for start in range(size, n, size):
+            sl = slice(start, start + size)
+            stack.append(_Batch(b.pos, b.verts[sl], b.patterns[sl],
+                                {k: (v[sl] if isinstance(v, torch.Tensor) else v) for k, v in b.values.items()}))
+        b.verts, b.patterns = b.verts[:size], b.patterns[:size]
+        b.values = {k: (v[:size] if isinstance(v, torch.Tensor) else v) for k, v in b.values.items()}
+
+    def _affine(self, b: _Batch, node: Node) -> None:
+        n, k1 = len(b.verts), self.k + 1
+        args, kwargs = node.bind(_Reader(self, b))
+        y = node.rule.forward(node, args, kwargs)  # type: ignore[union-attr]
+        if not isinstance(y, torch.Tensor):  # a size
+            b.values[node] = y
+            return
+        if y.dim() == 0 or y.shape[0] != n * k1:
+            raise UnsupportedLayerError(f"{ANALYSIS}: {node.label} changes the batch dimension "
+                                        f"({n * k1} in, {tuple(y.shape)} out)")  # fmt: skip
+        if not node.rule.bias_free:  # type: ignore[union-attr]
+            shared = {a.untyped_storage().data_ptr() for a in args if isinstance(a, torch.Tensor)}
+            if y.untyped_storage().data_ptr() in shared:  # the operation returned (a view of) its input
+                y = y.clone()
+            y = y.reshape(n, k1, *y.shape[1:])
+            y[:, : self.k] -= self._offset(b, node)
+        else:
+            y = y.reshape(n, k1, *y.shape[1:])
+        b.values[node] = y
+
+    def _offset(self, b: _Batch, node: Node) -> torch.Tensor:
+        """The node's value on zero inputs (its affine offset), removed from the slope columns."""
+        if node in self.offsets:
+            return self.offsets[node]
+        sized = any(not isinstance(b.values.get(i), torch.Tensor) for i in node.inputs if i in self.varying)
+        zeros = {}
+        for i in node.inputs:
+            if i in self.varying:
+                v = b.values[i]
+                zeros[i] = torch.zeros((1, *v.shape[2:]), dtype=torch.float64) if isinstance(v, torch.Tensor) else v
+            else:
+                zeros[i] = self.consts[i]
+        if sized:  # the operation reads sizes of the batch: evaluate it on a zero batch of the same size
+            zeros = {i: (torch.zeros_like(self._arg(b, i)) if isinstance(self._arg(b, i), torch.Tensor) else
+                         self._arg(b, i)) for i in node.inputs}  # fmt: skip
+        args, kwargs = node.bind(zeros)
+        out = node.rule.forward(node, args, kwargs)[:1]  # type: ignore[union-attr]
+        if not sized:
+            self.offsets[node] = out
+        return out
+
+    def _forms(self, b: _Batch, node: Node) -> tuple[np.ndarray, tuple[int, ...]]:
+        src = node.inputs[0]
+        v = b.values[src]
+        if not isinstance(v, torch.Tensor):
+            raise UnsupportedLayerError(f"{ANALYSIS}: {node.label} does not read a tensor")
+        shape = tuple(v.shape[2:])
+        n = v.shape[0]
+        return v.reshape(n, self.k + 1, -1).transpose(1, 2).numpy(), shape  # (n, F, k+1), a view
+
+    def _regather(self, b: _Batch, parents: list[int], verts: list[np.ndarray]) -> torch.Tensor:
+        idx = torch.as_tensor(parents, dtype=torch.long)
+        for key, v in list(b.values.items()):
+            if isinstance(v, torch.Tensor):
+                b.values[key] = v.index_select(0, idx)
+        b.verts = verts
+        b.patterns = [b.patterns[p] for p in parents]
+        return idx
+
+    def _activation(self, b: _Batch, node: Node) -> None:
+        Hs, shape = self._forms(b, node)
+        verts, parents = _sign_cuts(b.verts, Hs, self.tol, self.k, self.budget)
+        acts = [(Hs[p] @ _interior(V)) > 0 for V, p in zip(verts, parents)]
+        self._regather(b, parents, verts)
+        x = b.values[node.inputs[0]]
+        act = torch.from_numpy(np.stack(acts)) if acts else torch.zeros((0, math.prod(shape)), dtype=torch.bool)
+        slope = node.rule.negative_slope(node, shape)  # type: ignore[union-attr]
+        neg = torch.as_tensor(np.array(np.broadcast_to(slope, (math.prod(shape),)), dtype=np.float64))
+        gain = torch.where(act, torch.ones((), dtype=torch.float64), neg)  # (n, F)
+        b.values[node] = x * gain.reshape(len(verts), 1, *shape)
+        b.patterns = [p + [a] for p, a in zip(b.patterns, acts)]
+
+    def _max(self, b: _Batch, node: Node) -> None:
+        Hs, shape = self._forms(b, node)
+        if node not in self.windows:
+            members = node.rule.windows(node, shape)  # type: ignore[union-attr]
+            probe = torch.zeros((1, *shape), dtype=torch.float64)
+            args, kwargs = node.bind({**{i: probe for i in node.inputs}})
+            out_shape = tuple(node.rule.forward(node, args, kwargs).shape[1:])  # type: ignore[union-attr]
+            if math.prod(out_shape) != len(members):
+                raise UnsupportedLayerError(f"{ANALYSIS}: {node.label}: {len(members)} windows for an output of "
+                                            f"shape {out_shape}")  # fmt: skip
+            self.windows[node] = (members, out_shape)
+        members, out_shape = self.windows[node]
+        verts, parents, sels = _max_cuts(b.verts, Hs, members, self.tol, self.k, self.budget)
+        safe = np.where(members >= 0, members, 0)
+        self._regather(b, parents, verts)
+        x = b.values[node.inputs[0]].reshape(len(verts), self.k + 1, -1)
+        chosen = torch.from_numpy(np.stack([safe[np.arange(len(safe)), s] for s in sels])) if sels else \
+            torch.zeros((0, len(members)), dtype=torch.long)  # fmt: skip
+        y = torch.gather(x, 2, chosen[:, None, :].expand(-1, self.k + 1, -1))
+        b.values[node] = y.reshape(len(verts), self.k + 1, *out_shape)
+        b.patterns = [p + [s] for p, s in zip(b.patterns, sels)]
+
+    def _finish(self, b: _Batch, node: Node) -> None:
+        src = node.inputs[0] if node.inputs else None
+        v = b.values.get(src) if src is not None else None
+        if not isinstance(v, torch.Tensor):
+            raise UnsupportedLayerError(f"{ANALYSIS}: the model's output does not depend on its input as one tensor")
+        H = v.reshape(len(b.verts), self.k + 1, -1).transpose(1, 2).numpy()
+        self.done.verts += b.verts
+        self.done.H += [np.ascontiguousarray(h) for h in H]
+        self.done.patterns += b.patterns
+
+
+class _Reader(dict):
+    """Node values as an operation of one batch reads them (see :meth:`_Propagation._arg`)."""
+
+    def __init__(self, prop: _Propagation, b: _Batch) -> None:
+        super().__init__()
+        self.prop, self.b = prop, b
+
+    def __getitem__(self, node: Node) -> Any:
+        return self.prop._arg(self.b, node)
 
 
 def _propagate(model: nn.Module, columns: np.ndarray, cells_v: list[np.ndarray], tol: float,
-               budget: int) -> tuple[_Cells, list[tuple[str, nn.Module]]]:  # fmt: skip
+               budget: int) -> tuple[_Cells, Graph]:  # fmt: skip
     """``columns``: (k+1, *input_shape), the slice's direction(s) then its origin."""
-    leaves = _prepare(model)
     k = columns.shape[0] - 1
-    shape = tuple(columns.shape[1:])
-    try:
-        _check_order(model, leaves, torch.from_numpy(columns[-1]))
-    except RuntimeError as e:
-        raise ShapeError(f"{type(model).__name__} does not take inputs of shape {shape}: {e}") from None
-    H0 = np.ascontiguousarray(columns.reshape(k + 1, -1).T.astype(np.float64))
-    cells = _Cells(list(cells_v), [H0] * len(cells_v), [[] for _ in cells_v])
-    bud = Budget(budget)
-    for name, mod in leaves:
-        try:
-            if isinstance(mod, nn.ReLU):
-                cells = _relu_step(cells, tol, k, bud)
-            elif isinstance(mod, _MAXPOOL):
-                members = _pool_members(mod, shape)
-                cells = _maxpool_step(cells, members, tol, k, bud)
-                with torch.no_grad():
-                    shape = tuple(mod(torch.zeros((1, *shape), dtype=torch.float64)).shape[1:])
-            else:
-                cells.H, shape = _apply_affine(mod, cells.H, shape)
-        except BudgetExceeded as e:
-            raise BudgetExceeded(f"{e} (at layer {name!r}, {len(cells.verts)} pieces so far)",
-                                 partial=cells) from None  # fmt: skip
-        except RuntimeError as e:
-            raise ShapeError(f"layer {name!r} ({type(mod).__name__}) does not fit its input of shape {shape}: {e}") \
-                from None
-    return cells, leaves
+    graph = _prepare(model, torch.from_numpy(np.ascontiguousarray(columns[-1])))
+    return _Propagation(graph, k, tol, budget).run(columns, cells_v), graph
 
 
 def _key(pattern: list[np.ndarray]) -> bytes:
     return b"|".join(np.asarray(p).tobytes() for p in pattern)
 
 
-def _forward_record(leaves: list[tuple[str, nn.Module]], X: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray],
-                                                                                   np.ndarray]:  # fmt: skip
-    """Forward pass recording, per point, the activation pattern and the smallest |pre-activation| margin."""
+def _forward_record(graph: Graph, X: torch.Tensor) -> tuple[torch.Tensor, list[np.ndarray], np.ndarray]:
+    """Forward pass recording, per point, the activation pattern (the sign of every input of every activation
+    node, the arg-max of every max-pool window) and the smallest margin (|pre-activation|, or the gap between
+    the two largest entries of a window)."""
     pats: list[np.ndarray] = []
     margin = torch.full((X.shape[0],), float("inf"), dtype=torch.float64)
+    windows: dict[Node, np.ndarray] = {}
+
+    def hook(node: Node, args: list[Any], kwargs: dict[str, Any]) -> None:
+        nonlocal margin
+        role = node.rule.role if node.rule is not None else None
+        if role == "activation":
+            x = args[0]
+            pats.append((x > 0).reshape(x.shape[0], -1).numpy())
+            margin = torch.minimum(margin, x.abs().reshape(x.shape[0], -1).min(1).values)
+        elif role == "max":
+            x = args[0]
+            shape = tuple(x.shape[1:])
+            if node not in windows:
+                windows[node] = node.rule.windows(node, shape)  # type: ignore[union-attr]
+            members = windows[node]
+            valid = torch.from_numpy(members >= 0)
+            flat = x.reshape(x.shape[0], -1)
+            vals = torch.where(valid, flat[:, torch.from_numpy(np.where(members >= 0, members, 0))],
+                               torch.tensor(-math.inf, dtype=torch.float64))  # fmt: skip
+            pats.append(vals.argmax(2).numpy())
+            if vals.shape[2] > 1:
+                top2 = vals.topk(2, dim=2).values
+                gap = (top2[..., 0] - top2[..., 1]).reshape(x.shape[0], -1)
+                margin = torch.minimum(margin, torch.nan_to_num(gap, posinf=math.inf).min(1).values)
+        return None
+
     with torch.no_grad():
-        for _, mod in leaves:
-            if isinstance(mod, nn.ReLU):
-                pats.append((X > 0).reshape(X.shape[0], -1).numpy())
-                margin = torch.minimum(margin, X.abs().reshape(X.shape[0], -1).min(1).values)
-                X = mod(X)
-            elif isinstance(mod, _MAXPOOL):
-                shape = tuple(X.shape[1:])
-                members = _pool_members(mod, shape)
-                valid = torch.from_numpy(members >= 0)
-                flat = X.reshape(X.shape[0], -1)
-                vals = torch.where(valid, flat[:, torch.from_numpy(np.where(members >= 0, members, 0))],
-                                   torch.tensor(-math.inf, dtype=torch.float64))  # fmt: skip
-                top2 = vals.topk(2, dim=2).values if vals.shape[2] > 1 else None
-                pats.append(vals.argmax(2).numpy())
-                if top2 is not None:
-                    margin = torch.minimum(margin, (top2[..., 0] - top2[..., 1]).reshape(X.shape[0], -1).min(1).values)
-                X = mod(X)
-            else:
-                if isinstance(mod, nn.Linear) and X.dim() > 2:
-                    X = X.reshape(X.shape[0], -1)
-                X = mod(X)
-    return X.reshape(X.shape[0], -1), pats, margin.numpy()
+        out = graph.run(X.to(torch.float64), hook=hook)
+    return out.reshape(X.shape[0], -1), pats, margin.numpy()
 
 
 def _as_input(x: object, name: str) -> torch.Tensor:

@@ -45,9 +45,12 @@ class SegmentRegions:
 
 def regions_on_segment(model: nn.Module, x0: object, x1: object, *, tol: float = 1e-9,
                        budget: int = 10**6) -> SegmentRegions:  # fmt: skip
-    """Every breakpoint of a Sequential ReLU network along the segment from ``x0`` to ``x1`` (exact, float64).
+    """Every breakpoint of a ReLU network along the segment from ``x0`` to ``x1`` (exact, float64).
 
-    ``x0``/``x1`` have the network's input shape without the batch dimension. Adjacent pieces with the same
+    Any network whose graph the walker reads and whose operations have layer rules (:mod:`relugeom.modules`):
+    chains, residual networks (additions), concatenations, functional ReLUs and reshapes; anything else is
+    refused with :class:`~relugeom.errors.UnsupportedLayerError` naming the module. ``x0``/``x1`` have the
+    network's input shape without the batch dimension. Adjacent pieces with the same
     activation pattern are one activation region; adjacent activation regions on which the network restricted
     to the segment is the same affine function of t (within ``tol``) are one linear region.
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import ShapeError, warn
+from ..graph import Graph
 from .cells import _as_input, _Cells, _forward_record, _key, _propagate, _split_cone
 
 
@@ -49,7 +50,7 @@ class Partition2D:
     region: np.ndarray
     linear_region: np.ndarray
     whole_plane: bool
-    leaves: list = field(repr=False, default_factory=list)
+    graph: Graph | None = field(repr=False, default=None)
 
     @property
     def n_regions(self) -> int:
@@ -108,7 +109,7 @@ class Partition2D:
         x0, x1, y0, y1 = self.bounds
         z = np.column_stack([rng.uniform(x0, x1, n_points), rng.uniform(y0, y1, n_points)])
         idx = self.locate(z)
-        out, pats, margin = _forward_record(self.leaves, self.points(z))
+        out, pats, margin = _forward_record(self.graph, self.points(z))
         out = out.numpy()
         err, mism = 0.0, 0
         scale = max(1.0, float(np.abs(out).max()))
@@ -203,12 +204,21 @@ def _linear_components(polys: list[np.ndarray], maps: list[np.ndarray], region: 
     keys: dict[bytes, list[int]] = {}
     for i, m in enumerate(maps):
         keys.setdefault(np.round(m / (scale * 1e-7)).astype(np.int64).tobytes(), []).append(i)
+    lo = np.array([P.min(0) for P in polys])
+    hi = np.array([P.max(0) for P in polys])
+    pad = tol * 1e3 * (1 + np.maximum(np.abs(lo), np.abs(hi)).max(1))
     for group in keys.values():
-        for a_i, a in enumerate(group):
-            for b in group[a_i + 1:]:
-                if find(a) != find(b) and _share_edge(polys[a], polys[b], tol) and \
-                        np.allclose(maps[a], maps[b], rtol=1e-7, atol=1e-7 * scale):
-                    parent[find(a)] = find(b)
+        if len(group) < 2:
+            continue
+        g = np.array(group)
+        # only polygons whose bounding boxes touch can share an edge
+        touch = ((lo[g][:, None] <= hi[g][None] + pad[g][None, :, None]) &
+                 (lo[g][None] <= hi[g][:, None] + pad[g][:, None, None])).all(2)  # fmt: skip
+        for i, j in zip(*np.nonzero(np.triu(touch, 1))):
+            a, b = int(g[i]), int(g[j])
+            if find(a) != find(b) and _share_edge(polys[a], polys[b], tol) and \
+                    np.allclose(maps[a], maps[b], rtol=1e-7, atol=1e-7 * scale):
+                parent[find(a)] = find(b)
     roots = [find(i) for i in range(n)]
     _, lab = np.unique(roots, return_inverse=True)
     return lab
@@ -269,7 +279,7 @@ def partition_2d(
     if bounds is None:
         e = np.eye(3)
         quads = [np.array([sx * e[0], sy * e[1], e[2]]) for sx in (1, -1) for sy in (1, -1)]
-        cells, leaves = _propagate(model, cols, quads, tol, budget)
+        cells, graph = _propagate(model, cols, quads, tol, budget)
         fin = np.concatenate([V[V[:, 2] > 1e-12 * np.abs(V).max(1)] for V in cells.verts])
         pts = fin[:, :2] / fin[:, 2:3]
         lo, hi = pts.min(0), pts.max(0)
@@ -292,7 +302,7 @@ def partition_2d(
         box = tuple(float(x) for x in bounds)
         if len(box) != 4 or not (box[0] < box[1] and box[2] < box[3]) or not np.isfinite(box).all():
             raise ShapeError(f"bounds must be (z1_min, z1_max, z2_min, z2_max) with min < max, got {bounds!r}")
-        cells, leaves = _propagate(model, cols, [_box_cone(box)], tol, budget)
+        cells, graph = _propagate(model, cols, [_box_cone(box)], tol, budget)
         whole = False
     polys = [V[:, :2] / V[:, 2:3] for V in cells.verts]
     keys = [_key(p) for p in cells.patterns]
@@ -300,4 +310,4 @@ def partition_2d(
     maps = [np.ascontiguousarray(H) for H in cells.H]
     lin = _linear_components(polys, maps, np.asarray(region), tol) if polys else np.zeros(0, dtype=int)
     return Partition2D(model, o.numpy(), uu.numpy(), vv.numpy(), box, polys, cells.patterns, maps,
-                       np.asarray(region), lin, whole, leaves)  # fmt: skip
+                       np.asarray(region), lin, whole, graph)  # fmt: skip

@@ -241,7 +241,7 @@ class _Cones:
         self.layers = cone_layers(obj, input_shape, where)
         for la in self.layers:
             check_finite(la, where)
-        self.links = layer_links(obj, self.layers, where) if len(self.layers) > 1 else []
+        self.links = layer_links(obj, self.layers, where, input_shape) if len(self.layers) > 1 else []
         bns: dict[str, nn.Module] = {}
         if fold_bn:
             for link in self.links:
