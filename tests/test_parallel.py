@@ -330,3 +330,52 @@ def test_reproduce_trains_its_seeds_as_parallel_jobs(tmp_path):
         found = [tables(tmp_path / mode / "vgg19-cifar10" / "vgg19-cifar10", (name,)) for mode in ("serial", "pool")]
         assert_same(*found)
     assert n_parts(tmp_path / "pool" / "vgg19-cifar10" / "vgg19-cifar10" / "parts" / "stats") > 0
+
+
+# ------------------------------------------------------------------------------------------------ reinit jobs
+def test_reinit_items_share_the_trained_pass_on_a_resnet(tmp_path, monkeypatch):
+    """Re-initialization parts are per (epoch, layer), but the items run as jobs that keep the activation reuse:
+    one reinit_accuracy call in this process, one per reference epoch on an executor; on a ResNet run the tables
+    equal the naive path (every reset runs the whole network) exactly, and a rerun computes only the missing
+    parts, in one call over just their layers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from relugeom.experiments import reinit as reinit_mod
+    from relugeom.experiments.data import load_dataset
+
+    out = tmp_path / "run"
+    train(TrainConfig(arch="resnet18_cifar", dataset="digits", epochs=1, batch_size=64, seed=0, n_train=64,
+                      model_kwargs={"width": 2}), out)  # fmt: skip
+    d = load_dataset("digits")
+    data = (d.test.x[:120], d.test.y[:120])
+    naive = reinit_mod.reinit_run(out, data=data, reuse=False)
+    assert naive.layer.nunique() == 20 and len(naive) == 40
+    calls = []
+    real = reinit_mod.reinit_accuracy
+
+    def counting(model, states, data, **kw):  # noqa: ANN001, ANN202
+        calls.append((sorted(states), list(kw["layers"])))
+        return real(model, states, data, **kw)
+
+    monkeypatch.setattr(reinit_mod, "reinit_accuracy", counting)
+    key = ["epoch", "layer_index"]
+
+    def same(df: pd.DataFrame) -> None:
+        pd.testing.assert_frame_equal(df.sort_values(key).reset_index(drop=True),
+                                      naive.sort_values(key).reset_index(drop=True), check_exact=True)  # fmt: skip
+
+    same(reinit_mod.reinit_run(out, data=data, parts=tmp_path / "serial"))
+    assert len(calls) == 1 and calls[0][0] == [0, 1] and len(calls[0][1]) == 20
+    calls.clear()
+    parts = tmp_path / "threads"
+    with ThreadPoolExecutor(2) as ex:
+        same(reinit_mod.reinit_run(out, data=data, parts=parts, executor=ex))
+    assert sorted(c[0] for c in calls) == [[0], [1]] and all(len(c[1]) == 20 for c in calls)
+    assert n_parts(parts) == 40
+    gone = sorted(parts.glob(f"*-epoch0000-*{PART_SUFFIX}"))[:3]
+    for p in gone:
+        p.unlink()
+    calls.clear()
+    same(reinit_mod.reinit_run(out, data=data, parts=parts))
+    assert len(calls) == 1 and calls[0][0] == [0] and len(calls[0][1]) == 3
+    assert n_parts(parts) == 40

@@ -36,6 +36,7 @@ import json
 import logging
 import os
 import re
+import threading
 import time
 import warnings
 import zipfile
@@ -150,6 +151,11 @@ class Task:
     ``name`` is the part's file name (unique within a parts folder); ``label`` names the item in messages
     (its checkpoint file); ``sources`` are the files the item reads (their identities go into the part);
     ``spec`` is the fingerprint of the analysis and its options.
+
+    Tasks with the same non-empty ``group`` and ``batch`` function that are still to compute run as one job:
+    ``batch([task.args, ...])`` returns one table (or an exception: that item failed) per task, so that work
+    shared between items (re-initialization's trained forward pass) is done once per job; each item still gets
+    its own part.
     """
 
     name: str
@@ -158,6 +164,8 @@ class Task:
     args: tuple = ()
     sources: Sequence[Path] = ()
     spec: str = ""
+    group: str = ""
+    batch: Callable[[Sequence[tuple]], list[Any]] | None = None
 
 
 @dataclass
@@ -200,6 +208,60 @@ def run_task(task: Task, part: Path | None = None, quiet: bool = False) -> Outco
         write_part(part, task, out, record)
         out = Outcome(None, seen)  # the caller reads the part back: every mode assembles from the same bytes
     return out
+
+
+def run_job(tasks: Sequence[Task], parts: Sequence[Path | None], quiet: bool = False) -> list[Outcome]:
+    """Run a job: one task (:func:`run_task`), or several of one group through their ``batch`` function, writing
+    each item's part. The warnings the job raised go with its first item that succeeded (shown once)."""
+    # torch.fx patches nn.Module.__call__ while it traces and warnings.catch_warnings is process-global: jobs
+    # given to a thread pool run one at a time (for parallel jobs, use processes: --jobs N, submitit)
+    with _ONE_JOB_AT_A_TIME:
+        return _run_job(tasks, parts, quiet)
+
+
+_ONE_JOB_AT_A_TIME = threading.RLock()
+
+
+def _run_job(tasks: Sequence[Task], parts: Sequence[Path | None], quiet: bool) -> list[Outcome]:
+    if len(tasks) == 1 and tasks[0].batch is None:
+        return [run_task(tasks[0], parts[0], quiet)]
+    if quiet:
+        from ._progress import set_quiet
+
+        set_quiet(True)
+    records = [None if p is None else _record(t) for t, p in zip(tasks, parts)]
+    batch = tasks[0].batch
+    assert batch is not None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            got = list(batch([t.args for t in tasks]))
+        except Exception as e:  # noqa: BLE001 -- every failure becomes a message naming the file
+            return [Outcome(error=_error_message(t.label, e), exc=None if quiet else e) for t in tasks]
+    if len(got) != len(tasks):
+        raise RuntimeError(f"{batch.__qualname__} returned {len(got)} results for {len(tasks)} items")
+    seen = [(w.category.__name__, str(w.message)) for w in caught]
+    outs = []
+    for t, p, record, tables in zip(tasks, parts, records, got):
+        if isinstance(tables, BaseException):
+            outs.append(Outcome(error=_error_message(t.label, tables), exc=None if quiet else tables))
+            continue
+        out, seen = Outcome(tables, seen), []
+        if p is not None:
+            write_part(p, t, out, record)
+            out = Outcome(None, out.warnings)
+        outs.append(out)
+    return outs
+
+
+def _jobs(todo: Sequence[int], tasks: Sequence[Task]) -> list[list[int]]:
+    """The items to compute, joined into jobs: one per group of tasks sharing ``group`` and ``batch``."""
+    jobs: dict[Any, list[int]] = {}
+    for i in todo:
+        t = tasks[i]
+        key = (t.group, t.batch) if t.group and t.batch is not None else i
+        jobs.setdefault(key, []).append(i)
+    return list(jobs.values())
 
 
 def reraise_for_debugging(outcome: Outcome) -> None:
@@ -326,36 +388,47 @@ def run_tasks(
     reused = sum(r is not None for r in results)
     mine = set(shard_items(len(tasks), shard))
     todo = [i for i in range(len(tasks)) if results[i] is None and i in mine]
-    remote = [i for i in todo if executor is not None and tasks[i].sources]
+    jobs = _jobs(todo, tasks)
+    remote = [j for j, job in enumerate(jobs) if executor is not None and all(tasks[i].sources for i in job)]
     pending: dict[int, Any] = {}
-    if remote:
-        batch = getattr(executor, "batch", None)  # submitit: one job array instead of one job per item
-        with batch() if callable(batch) and len(remote) > 1 else contextlib.nullcontext():
-            for i in remote:
-                pending[i] = executor.submit(run_task, tasks[i], paths[i], True)
+    # jobs on a thread pool enter and leave warnings.catch_warnings out of order (it is not thread-safe): this
+    # process's warning filters and display are restored once they are done, before any warning is shown again
+    restore = warnings.catch_warnings()
+    restore.__enter__()
     try:
-        for i in progress(todo, desc=desc, total=len(todo)) if len(todo) > 1 else todo:
-            if i in pending:
+        if remote:
+            batch = getattr(executor, "batch", None)  # submitit: one job array instead of one job per item
+            with batch() if callable(batch) and len(remote) > 1 else contextlib.nullcontext():
+                for j in remote:
+                    pending[j] = executor.submit(run_job, [tasks[i] for i in jobs[j]], [paths[i] for i in jobs[j]],
+                                                 True)  # fmt: skip
+        for j in progress(range(len(jobs)), desc=desc, total=len(jobs)) if len(jobs) > 1 else range(len(jobs)):
+            job = jobs[j]
+            if j in pending:
                 try:
-                    results[i] = pending[i].result()
+                    outs = pending[j].result()
                 except Exception as e:  # noqa: BLE001 -- a job killed, lost or refused by the cluster
-                    results[i] = Outcome(error=_error_message(tasks[i].label, e))
+                    outs = [Outcome(error=_error_message(tasks[i].label, e)) for i in job]
             else:
-                results[i] = run_task(tasks[i], paths[i])
-            if results[i].error is None and paths[i] is not None:
-                back = read_part(paths[i], tasks[i])
-                for _ in range(20 if i in pending and back is None else 0):  # a shared file system may lag
-                    time.sleep(0.5)
+                outs = run_job([tasks[i] for i in job], [paths[i] for i in job])
+            for i, out in zip(job, outs):
+                results[i] = out
+                if out.error is None and paths[i] is not None:
                     back = read_part(paths[i], tasks[i])
-                if back is None:
-                    results[i] = Outcome(error=f"{tasks[i].label}: its part {paths[i]} was not written or changed "
-                                               "while it was read")  # fmt: skip
-                else:
-                    results[i] = Outcome(back.tables, back.warnings)
+                    for _ in range(20 if j in pending and back is None else 0):  # a shared file system may lag
+                        time.sleep(0.5)
+                        back = read_part(paths[i], tasks[i])
+                    if back is None:
+                        results[i] = Outcome(error=f"{tasks[i].label}: its part {paths[i]} was not written or "
+                                                   "changed while it was read")  # fmt: skip
+                    else:
+                        results[i] = Outcome(back.tables, back.warnings)
     except BaseException:
         if isinstance(executor, ProcessPoolExecutor):
             executor.shutdown(wait=False, cancel_futures=True)
         raise
+    finally:
+        restore.__exit__(None, None, None)
     computed = sum(1 for i in todo if results[i] is not None and results[i].error is None)
     if folder is not None and computed + reused:
         log.info("%s: %d part(s) computed, %d reused, in %s", desc, computed, reused, folder)

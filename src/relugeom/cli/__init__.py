@@ -61,16 +61,32 @@ def _register() -> None:
 
 
 class _EchoHandler(logging.Handler):
+    """Holds relugeom's log lines (parts computed and reused) until the verb has finished: shown on success (or
+    an incomplete shard), dropped when the verb fails, whose error stays one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+
     def emit(self, record: logging.LogRecord) -> None:
-        click.echo(record.getMessage(), err=True)
+        self.held.append(record.getMessage())
+
+    def show(self) -> None:
+        for line in self.held:
+            click.echo(line, err=True)
+        self.held.clear()
 
 
-def _log_to_stderr() -> None:
-    """relugeom's log lines (parts computed and reused) go to stderr, once."""
+def _log_to_stderr() -> _EchoHandler:
+    """relugeom's log lines go to stderr through one held handler (returned, emptied)."""
     logger = logging.getLogger("relugeom")
-    if not any(isinstance(h, _EchoHandler) for h in logger.handlers):
-        logger.addHandler(_EchoHandler())
+    handler = next((h for h in logger.handlers if isinstance(h, _EchoHandler)), None)
+    if handler is None:
+        handler = _EchoHandler()
+        logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    handler.held.clear()
+    return handler
 
 
 def _environment_error(e: BaseException) -> str | None:
@@ -99,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
 
     debug = os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0")
-    _log_to_stderr()
+    held = _log_to_stderr()
     with warnings.catch_warnings():
         warnings.simplefilter("always", RelugeomWarning)
         warnings.showwarning = show
@@ -115,6 +131,7 @@ def main(argv: list[str] | None = None) -> None:
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
         except ShardIncomplete as e:
+            held.show()
             click.echo(str(e), err=True)
             sys.exit(0)
         except RelugeomError as e:
@@ -133,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
                 fg="red", err=True,
             )  # fmt: skip
             sys.exit(EXIT_INTERNAL)
+        else:
+            held.show()
     if skipped:
         click.secho(f"finished, but {len(skipped)} input(s) were skipped (see the warnings above)", err=True)
         sys.exit(EXIT_PARTIAL)

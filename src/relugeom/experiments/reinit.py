@@ -23,6 +23,7 @@ full per state, with a warning (``reuse=False`` forces that naive path, the base
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 from collections import ChainMap
@@ -279,9 +280,11 @@ def reinit_run(
     factory as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
     the factory's own, seeded with ``seed``).
 
-    Each (reference epoch, layer) is one work item: ``executor``, ``parts`` and ``shard`` run them as
-    :func:`~relugeom.sources.map_sources` runs checkpoints (each item loads the trained and the reference
-    checkpoint itself; its part records both files).
+    Each (reference epoch, layer) is one work item with its own part: ``executor``, ``parts`` and ``shard`` run
+    them as :func:`~relugeom.sources.map_sources` runs checkpoints (each part records the trained and the
+    reference checkpoint). The items still to compute run as jobs that keep the activation reuse of
+    :func:`reinit_accuracy`: in this process one job (one trained pass per batch for every item), on an
+    executor one job per reference epoch (its layers share the trained pass).
 
     Example
     -------
@@ -346,14 +349,18 @@ def reinit_run(
             name = part_name(run.name, f"L{k:02d}", layer, "random" if ref is None else f"epoch{e:04d}",
                              fingerprint(str(final.path.resolve()))[:10])  # fmt: skip
             sources = (final.path,) if ref is None else (final.path, ref)
+            group = "all" if executor is None else f"epoch{e}"
             tasks.append(Task(name, str(ref or final.path), _reinit_item,
-                              (run.path, final.path, ref, e, layer, k, options), sources, spec))  # fmt: skip
+                              (run.path, final.path, ref, e, layer, k, options), sources, spec, group,
+                              _reinit_items))  # fmt: skip
     outcomes = run_tasks(tasks, executor=executor, parts=parts, shard=shard, desc="reinit")
-    frames = []
+    frames, reported = [], set()
     for outcome in outcomes:
         if outcome.error is not None:
             reraise_for_debugging(outcome)
-            warn(f"{outcome.error}; left out", SkippedWarning)
+            if outcome.error not in reported:  # a bad reference checkpoint: once, not once per layer
+                reported.add(outcome.error)
+                warn(f"{outcome.error}; left out", SkippedWarning)
             continue
         frames.append(outcome.tables)
     if not frames:
@@ -399,34 +406,75 @@ def _eval_data(run_dir: Path, split: str, batch_size: int, stamp: tuple) -> Any:
     return list(Batches(part, batch_size, resize=splits.resize))
 
 
-def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer: str, layer_index: int,
-                 options: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
-    """One work item of :func:`reinit_run`: the accuracy with ``layer`` reset to its state at ``epoch``."""
-    import json
-
+def _reference(ref: Path | None, model: nn.Module, options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The state a layer is reset to: a reference checkpoint's, or (``ref`` None) a fresh seeded initialisation."""
     from ..checkpoints import load_checkpoint
     from .models import build_model, import_factory, infer_kwargs
 
-    st = final.stat()
     arch, kwargs = options["arch"], options["kwargs"]
-    model = _trained(run_dir, final, (st.st_size, st.st_mtime_ns), arch, json.dumps(kwargs, sort_keys=True))
     if ref is not None:
-        state = dict(load_checkpoint(ref).state_dict)
-    elif ":" in arch:
+        return dict(load_checkpoint(ref).state_dict)
+    if ":" in arch:
         with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
             torch.manual_seed(options["seed"])
-            state = import_factory(arch)(**kwargs).state_dict()
-    else:
-        state = build_model(arch, **infer_kwargs(arch, model.state_dict()), init=options["init"],
-                            seed=options["seed"]).state_dict()  # fmt: skip
-    data = options["data"]
-    if data is None:
-        cst = (run_dir / "config.json").stat()
-        data = _eval_data(run_dir, options["split"], options["batch_size"], (cst.st_size, cst.st_mtime_ns))
-    df = reinit_accuracy(model, {epoch: state}, data, layers=[layer], batch_size=options["batch_size"],
-                         reuse=options["reuse"], device=options["device"])  # fmt: skip
-    df["layer_index"] = layer_index
-    return df
+            return import_factory(arch)(**kwargs).state_dict()
+    return build_model(arch, **infer_kwargs(arch, model.state_dict()), init=options["init"],
+                       seed=options["seed"]).state_dict()  # fmt: skip
+
+
+def _reinit_items(items: Sequence[tuple]) -> list[pd.DataFrame | Exception]:
+    """Work items of :func:`reinit_run` as one job, all of one trained checkpoint: every (epoch, layer) asked for,
+    in one :func:`reinit_accuracy` call (one trained pass per batch); an item whose reference checkpoint cannot
+    be read comes back as its error."""
+    import json
+
+    run_dir, final, _, _, _, _, options = items[0]
+    st = final.stat()
+    # a copy of the process's cached model: jobs on a thread pool must not swap each other's layers
+    model = copy.deepcopy(_trained(run_dir, final, (st.st_size, st.st_mtime_ns), options["arch"],
+                                   json.dumps(options["kwargs"], sort_keys=True)))  # fmt: skip
+    states: dict[int, Mapping[str, torch.Tensor]] = {}
+    failed: dict[int, Exception] = {}
+    layers: dict[str, int] = {}
+    for _, _, ref, epoch, layer, k, _ in items:
+        if epoch not in states and epoch not in failed:
+            try:
+                states[epoch] = _reference(ref, model, options)
+            except RelugeomError as e:
+                failed[epoch] = e
+        if epoch in states:
+            w = states[epoch].get(f"{layer}.weight")
+            if w is None or tuple(w.shape) != tuple(model.get_submodule(layer).weight.shape):
+                failed[epoch] = RelugeomError(f"{ref}: no weight of layer {layer} with the trained shape")
+                del states[epoch]
+            else:
+                layers[layer] = k
+    df = pd.DataFrame()
+    if states:
+        data = options["data"]
+        if data is None:
+            cst = (run_dir / "config.json").stat()
+            data = _eval_data(run_dir, options["split"], options["batch_size"], (cst.st_size, cst.st_mtime_ns))
+        layer_order = sorted(layers, key=layers.get)
+        df = reinit_accuracy(model, states, data, layers=layer_order, batch_size=options["batch_size"],
+                             reuse=options["reuse"], device=options["device"])  # fmt: skip
+        df["layer_index"] = df["layer"].map(layers)
+    out: list[pd.DataFrame | Exception] = []
+    for _, _, _, epoch, layer, _, _ in items:
+        if epoch in failed:
+            out.append(failed[epoch])
+        else:
+            out.append(df[(df["layer"] == layer) & (df["epoch"] == epoch)].reset_index(drop=True))
+    return out
+
+
+def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer: str, layer_index: int,
+                 options: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
+    """One work item of :func:`reinit_run` alone: the accuracy with ``layer`` reset to its state at ``epoch``."""
+    (got,) = _reinit_items([(run_dir, final, ref, epoch, layer, layer_index, options)])
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 @dataclass(frozen=True)

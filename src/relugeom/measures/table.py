@@ -55,6 +55,12 @@ def _subset(data: list[tuple[torch.Tensor, torch.Tensor]], n: int | None) -> lis
     return out
 
 
+def _pairs(n_probes: int) -> int:
+    """Expected sharpness draws ``n_probes // 2`` antithetic pairs (``n_probes`` forward passes, at least 2 pairs for
+    the standard error), so that the default set stays within 20 passes even when every sample is measured."""
+    return max(2, n_probes // 2)
+
+
 def estimate_costs(
     measures: Sequence[str], *, n_train: int, n_test: int = 0, max_samples: int | None = 256, n_probes: int = 20,
     input_numel: int | None = None,
@@ -77,7 +83,9 @@ def estimate_costs(
         "kfac": (2.0, "one forward and backward with per-layer factor products"),
         "norms": (3.5, "one forward for the margin; spectral norms by Lanczos, path norms"),
         "sharpness": (200 * frac, f"up to 50 L-BFGS steps (about 4 passes each) on {frac:.0%} of the data"),
-        "expected_sharpness": (2 * n_probes * frac * 0.45, f"{2 * n_probes} forwards on {frac:.0%} of the data"),
+        "expected_sharpness": (_pairs(n_probes) * 2 * frac * 0.45,
+                               f"{_pairs(n_probes)} antithetic pairs ({2 * _pairs(n_probes)} forwards) on {frac:.0%} "
+                               "of the data"),
         "hessian_trace": ((1.5 + 2 * n_probes) * frac, f"{n_probes} Hessian-vector products on {frac:.0%}"),
         "tangent": (tangent_probes * frac * 2 / 3,
                     f"{tangent_probes} forward-mode passes on {frac:.0%} of the data"),
@@ -110,7 +118,7 @@ def measure_rows(
         s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
         return _rows("", {"epsilon_sharpness": s.value})
     if name == "expected_sharpness":
-        e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
+        e = expected_sharpness(model, small, sigma, n_samples=_pairs(n_probes), seed=seed, device=device)
         return _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
     if name == "hessian_trace":
         h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
