@@ -33,7 +33,7 @@ def test_cones_on_two_seeds_writes_tables_and_figures(runs, tmp_path, capsys, mo
     real_load = SourceItem.load
     monkeypatch.setattr(SourceItem, "load", lambda item: loads.append(item.path) or real_load(item))
     code, out, err = run(["cones", str(runs / "seed0"), str(runs / "seed1"), "--input-shape", "1,8,8",
-                          "--out", str(tmp_path), "--pairs"], capsys)
+                          "--out", str(tmp_path), "--pairs", "--cones", "filter"], capsys)
     assert code == 0, err
     # every checkpoint read once for all three tables; the first once more, before any work, to check --input-shape
     assert len(set(loads)) == 6 and len(loads) == 7 and loads.count(loads[0]) == 2
@@ -58,3 +58,15 @@ def test_cones_bad_input(runs, tmp_path, capsys):
     assert code == 2 and "--input-shape" in err  # a shape that does not fit the model is a usage error
     code, _, err = run(["cones", str(runs / "seed0"), "--input-shape", "a,b", "--out", str(tmp_path)], capsys)
     assert code in (1, 2) and "input-shape" in err.lower()
+
+
+def test_cones_per_channel_is_the_default(runs, tmp_path, capsys):
+    code, out, err = run(["cones", str(runs / "seed0"), "--input-shape", "1,8,8", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    params = pd.read_csv(tmp_path / "params.csv")
+    # vgg9 on 1x8x8: per (filter, input channel): 64*1 + 64*64 + 128*64 + 128*128 + 256*128 + 256*256 per epoch
+    assert len(params) == 3 * (64 + 64 * 64 + 128 * 64 + 128 * 128 + 256 * 128 + 256 * 256)
+    states = pd.read_csv(tmp_path / "states.csv")
+    ok = states[states.state.notna()]
+    assert len(ok) == 3 * (64 * 64 + 128 * 128 + 256 * 256) and set(ok.rotation_space) == {"channel"}
+    assert (ok.prev_filter == ok.channel).all()

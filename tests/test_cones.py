@@ -163,9 +163,9 @@ def test_hand_built_cones_land_in_each_state(first, t1, second, t2, expected):
 def test_state_uses_max_dist_and_min_opening_over_the_previous_layer():
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)).double()
-    pairs = cone_states(net, (2, 5, 5), pairs=True)
-    per_filter = cone_states(net, (2, 5, 5))
-    params = cone_params(net, (2, 5, 5))
+    pairs = cone_states(net, (2, 5, 5), pairs=True, cones="filter")
+    per_filter = cone_states(net, (2, 5, 5), cones="filter")
+    params = cone_params(net, (2, 5, 5), cones="filter")
     prev, cur = params[params.layer_index == 0], params[params.layer_index == 1]
     for _, row in per_filter.iterrows():
         ci = cur.iloc[int(row["filter"])]
@@ -198,7 +198,7 @@ def test_cone_params_and_rotations_match_the_dense_circulant_rows(c0, c1, h, w, 
     pad = dil * (k - 1) // 2
     net = nn.Sequential(nn.Conv2d(c0, c1, k, padding=pad, dilation=dil), nn.ReLU(),
                         nn.Conv2d(c1, 2, k, padding=pad, dilation=dil)).double()  # fmt: skip
-    params = cone_params(net, (c0, h, w))
+    params = cone_params(net, (c0, h, w), cones="filter")
     rows_of = {}
     for idx, (conv, c) in enumerate(((net[0], c0), (net[2], c1))):
         a, b = circulant(conv, (c, h, w))
@@ -213,7 +213,7 @@ def test_cone_params_and_rotations_match_the_dense_circulant_rows(c0, c1, h, w, 
                 np.testing.assert_allclose(rows @ np.full(d, got.apex.iloc[f]) + b[f * h * w], 0, atol=1e-8)
             angle = np.arcsin(np.abs(rows.sum(axis=1)) / (np.linalg.norm(rows, axis=1) * math.sqrt(d)))
             np.testing.assert_allclose(angle, got.opening.iloc[f], atol=1e-12)
-    pairs = cone_states(net, (c0, h, w), pairs=True)
+    pairs = cone_states(net, (c0, h, w), pairs=True, cones="filter")
     # rotation truth: channel sums (when c0 != c1) of the dense rows, mean-free, best over all rows of filter p
     for row in pairs.itertuples():
         x = rows_of[1, row.filter][0]
@@ -231,8 +231,14 @@ def test_cone_params_and_rotations_match_the_dense_circulant_rows(c0, c1, h, w, 
 
 
 def test_classify_boundaries():
-    out = classify(np.array([0.0, 0.0, -1.0, -1.0, np.nan]), np.array([1.0, 0.0, 0.0, -1.0, 0.0]))
-    assert out.tolist() == ["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None]
+    d, o = np.array([0.0, 0.0, -1.0, -1.0, np.nan, 1.0, 1.0]), np.array([1.0, 0.0, 0.0, -1.0, 0.0, 1.0, -0.0])
+    authors = classify(d, o, ties="authors")
+    assert authors.tolist() == ["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None,
+                                "OUT_PARTIAL_IN", "OUT_FULL_IN"]  # fmt: skip
+    # a tie (one apex): the wider cone holds the narrower one
+    assert classify(d, o).tolist() == ["IN_FULL_OUT", "OUT_FULL_IN"] + authors.tolist()[2:]
+    with pytest.raises(ValueError):
+        classify(d, o, ties="other")
 
 
 def test_batch_norm_is_folded_into_the_cone():
@@ -245,13 +251,13 @@ def test_batch_norm_is_folded_into_the_cone():
         bn.weight.copy_(torch.tensor([1.5, -0.7]))
         bn.bias.copy_(torch.tensor([0.1, 0.4]))
     net = nn.Sequential(conv, bn, nn.ReLU(), nn.Conv2d(2, 2, 3, padding=1).double()).eval()
-    params = cone_params(net, (1, 4, 4))
+    params = cone_params(net, (1, 4, 4), cones="filter")
     first = params[params.layer_index == 0]
     for f, t in enumerate(first.apex):
         # the folded cone's apex is where bn(conv(t * 1)) vanishes, per torch itself
         out = net[1](conv(torch.full((1, 1, 4, 4), float(t), dtype=torch.float64)))
         np.testing.assert_allclose(out[0, f].detach().numpy(), 0, atol=1e-9)
-    unfolded = cone_params(net, (1, 4, 4), fold_bn=False)
+    unfolded = cone_params(net, (1, 4, 4), fold_bn=False, cones="filter")
     assert not np.allclose(unfolded.apex[:2], first.apex)
     net[1] = nn.BatchNorm2d(2, track_running_stats=False).double()
     with pytest.raises(ArchitectureError, match="batch norm after layer '0' keeps no running statistics"):
@@ -314,3 +320,140 @@ def test_state_distribution_counts_every_filter():
         assert g.fraction.sum() == pytest.approx(1.0)
     net_level = state_distribution(states, "net")
     assert net_level["count"].sum() == states.state.notna().sum()
+
+
+# --------------------------------------------------------------------- cones per channel (the default)
+def _cone_sampler(n: np.ndarray, b: float):  # noqa: ANN202
+    """Membership in the polyhedral cone of a single-channel filter: every circulant row (every 2D cyclic shift
+    of the embedded normal n, (H, W)) on the non-negative side."""
+    rows = np.stack([np.roll(n, s, axis=(0, 1)).ravel() for s in np.ndindex(*n.shape)])
+    return lambda x: (x @ rows.T + b >= -1e-12).all(axis=1)
+
+
+def _hand_built(c_first: float, t_first: float, c_second: float, t_second: float) -> nn.Module:
+    """Two single-channel 3x3 convs on 3x3 inputs whose kernels are one zero-mean pattern v plus c * ones: the
+    cones share their rotation, so apex (t) and opening (arctan(3c / ||v||)) alone decide inclusion."""
+    v = np.array([[0.0, 1.0, 0.0], [-1.0, 0.5, 0.3], [0.2, -0.7, -0.3]])
+    v -= v.mean()
+
+    def conv(c: float, t: float) -> nn.Conv2d:
+        m = nn.Conv2d(1, 1, 3, padding=1).double()
+        with torch.no_grad():
+            m.weight.copy_(torch.from_numpy(v + c)[None, None])
+            m.bias.fill_(-t * 9 * c)
+        return m
+
+    return nn.Sequential(conv(c_first, t_first), nn.ReLU(), conv(c_second, t_second))
+
+
+def _inclusion(net: nn.Module, rng: np.random.Generator) -> tuple[float, float]:
+    """Brute force: the fraction of sampled points of the second cone (layer l+1) inside the first (layer l),
+    and of the first inside the second (points drawn around the identity line, kept when inside)."""
+    cones = []
+    for conv in (net[0], net[2]):
+        kernel = conv.weight.detach().numpy()[0, 0]
+        n = np.zeros((3, 3))
+        for (i, j), w in np.ndenumerate(kernel):
+            n[(i - 1) % 3, (j - 1) % 3] += w  # centred and circular, as the circulant embedding
+        cones.append(_cone_sampler(n, float(conv.bias.detach())))
+    z = rng.uniform(-3, 40, size=200_000)
+    x = z[:, None] / 3 + rng.normal(size=(len(z), 9)) * rng.uniform(0, 12, size=(len(z), 1))
+    in_first, in_second = cones[0](x), cones[1](x)
+    return in_first[in_second].mean(), in_second[in_first].mean()
+
+
+@pytest.mark.parametrize(
+    "c1, t1, c2, t2, expected",
+    [
+        (1.0, 0.0, 0.5, 1.0, "OUT_FULL_IN"),  # second: apex further out, narrower: inside the first
+        (0.5, 0.0, 1.0, 1.0, "OUT_PARTIAL_IN"),  # apex inside the first, wider: pokes out far away
+        (0.5, 1.0, 1.0, -0.5, "IN_FULL_OUT"),  # apex behind, wider: holds the first
+        (1.0, 1.0, 0.5, 0.0, "IN_PARTIAL_OUT"),  # apex behind, narrower: the first pokes out of it
+        (0.5, 0.0, 1.0, 0.0, "IN_FULL_OUT"),  # a tie (one apex), the second wider: it holds the first
+        (1.0, 0.0, 0.5, 0.0, "OUT_FULL_IN"),  # a tie, the second narrower: inside the first
+    ],
+)
+def test_states_of_hand_built_cones_against_brute_force_inclusion(c1, t1, c2, t2, expected):
+    net = _hand_built(c1, t1, c2, t2)
+    row = cone_states(net, (1, 3, 3)).iloc[0]
+    assert row.state == expected
+    second_in_first, first_in_second = _inclusion(net, np.random.default_rng(0))
+    if expected == "OUT_FULL_IN":
+        assert second_in_first == 1.0
+    elif expected == "IN_FULL_OUT":
+        assert first_in_second == 1.0
+    elif expected == "OUT_PARTIAL_IN":
+        assert 0 < second_in_first < 1 and first_in_second < 1
+    else:
+        assert 0 < first_in_second < 1 and second_in_first < 1
+    if t1 == t2:  # the authors' code puts a tie with a wider second cone into OUT_PARTIAL_IN
+        authors = cone_states(net, (1, 3, 3), ties="authors").iloc[0].state
+        assert authors == ("OUT_PARTIAL_IN" if c2 > c1 else "OUT_FULL_IN")
+
+
+def _dense_single_channel(w: np.ndarray, bias: float, spatial: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    one = nn.Conv2d(1, 1, w.shape[-1], padding=w.shape[-1] // 2).double()
+    with torch.no_grad():
+        one.weight.copy_(torch.from_numpy(w)[None, None])
+        one.bias.fill_(bias)
+    a, b = circulant(one, (1, *spatial))
+    return a.toarray(), b
+
+
+@settings(max_examples=12, deadline=None)
+@given(c0=st.integers(1, 3), c1=st.integers(1, 3), c2=st.integers(1, 3), h=st.integers(2, 5), w=st.integers(2, 5),
+       seed=st.integers(0, 10_000))  # fmt: skip
+def test_channel_cones_against_the_dense_single_channel_circulants(c0, c1, c2, h, w, seed):
+    torch.manual_seed(seed)
+    net = nn.Sequential(nn.Conv2d(c0, c1, 3, padding=1), nn.ReLU(), nn.Conv2d(c1, c2, 3, padding=1)).double()
+    with torch.no_grad():
+        for m in (net[0], net[2]):
+            m.bias.normal_()
+    params = cone_params(net, (c0, h, w)).set_index(["layer_index", "filter", "channel"])
+    assert len(params) == c1 * c0 + c2 * c1 and (params.D == h * w).all()
+    rows = {}
+    for idx, conv in enumerate((net[0], net[2])):
+        W, B = conv.weight.detach().numpy(), conv.bias.detach().numpy()
+        for k in range(W.shape[0]):
+            for c in range(W.shape[1]):
+                A, b = _dense_single_channel(W[k, c], B[k] / W.shape[1], (h, w))  # bias share b_k / C_in
+                rows[idx, k, c] = A
+                got = params.loc[(idx, k, c)]
+                if abs(A[0].sum()) > 1e-9:  # every plane of the channel's circulant passes through apex * 1
+                    np.testing.assert_allclose(A @ np.full(h * w, got.apex) + b, 0, atol=1e-8)
+                angle = np.arcsin(np.abs(A.sum(1)) / (np.linalg.norm(A, axis=1) * math.sqrt(h * w)))
+                np.testing.assert_allclose(angle, got.opening, atol=1e-12)
+    pairs = cone_states(net, (c0, h, w), pairs=True)
+    assert len(pairs) == c2 * c1 * c0  # (filter i, its channel c) against (filter c, each of its channels j)
+    for r in pairs.itertuples():
+        assert r.prev_filter == r.channel
+        pi, pp = params.loc[(1, r.filter, r.channel)], params.loc[(0, r.prev_filter, r.prev_channel)]
+        assert r.dist == pytest.approx((pi.apex - pp.apex) * math.sqrt(h * w), rel=1e-9, abs=1e-9)
+        assert r.open_diff == pytest.approx(pi.opening - pp.opening, abs=1e-12)
+        x, ys = rows[1, r.filter, r.channel][0], rows[0, r.prev_filter, r.prev_channel]
+        xm, ysm = x - x.mean(), ys - ys.mean(axis=1, keepdims=True)
+        denom = np.linalg.norm(xm) * np.linalg.norm(ysm[0])
+        if denom < 1e-12:
+            assert np.isnan(r.rotation)
+            continue
+        assert r.rotation == pytest.approx(math.acos(min(1.0, float((ysm @ xm).max() / denom))), abs=1e-7)
+        # the poster's rotation, densely: shear the wider normal along 1 to the narrower's opening, best shift
+        u = np.ones(h * w) / math.sqrt(h * w)
+        wide, narrow = (x, ys) if pi.opening >= pp.opening else (ys[0], np.stack([np.roll(
+            x.reshape(h, w), s, axis=(0, 1)).ravel() for s in np.ndindex(h, w)]))  # fmt: skip
+        theta = min(pi.opening, pp.opening)
+        perp = wide - (wide @ u) * u
+        sheared = perp + np.sign(wide @ u) * math.tan(theta) * np.linalg.norm(perp) * u
+        cosines = narrow @ sheared / (np.linalg.norm(narrow, axis=1) * np.linalg.norm(sheared))
+        assert r.rotation_shear == pytest.approx(math.acos(min(1.0, float(cosines.max()))), abs=1e-7)
+    states = cone_states(net, (c0, h, w))
+    assert len(states) == c2 * c1 and set(states.rotation_space) == {"channel"}
+
+
+def test_whole_filter_cones_stay_an_option_and_bad_options_are_refused():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1)).double()
+    assert len(cone_states(net, (2, 5, 5), cones="filter")) == 4
+    assert len(cone_states(net, (2, 5, 5))) == 4 * 3
+    with pytest.raises(ValueError):
+        cone_states(net, (2, 5, 5), cones="kernel")

@@ -250,3 +250,91 @@ def test_warnings_module_is_quiet_for_complete_enumeration():
     with warnings.catch_warnings():
         warnings.simplefilter("error", RelugeomWarning)
         preimage_through(ws, np.zeros(2), domain="full")
+
+
+# ------------------------------------------------------------- the paper's complete nesting (dual basis, LPs)
+def _in_positive_span(w, b, E, I, z):  # noqa: ANN001, ANN202
+    """Independent truth by LP feasibility: is there x on every plane of I and a >= 0 with z = x + E_I a?"""
+    from scipy.optimize import linprog
+
+    d, p = len(z), len(I)
+    # variables (x, a): x + E_I a = z ; W_I x = -b_I ; a >= 0
+    A_eq = np.vstack([np.hstack([np.eye(d), E[:, I]]), np.hstack([w[I], np.zeros((p, p))])])
+    b_eq = np.concatenate([z, -b[I]])
+    res = linprog(np.zeros(d + p), A_eq=A_eq, b_eq=b_eq, bounds=[(None, None)] * d + [(0, None)] * p,
+                  method="highs")  # fmt: skip
+    assert res.status in (0, 2)
+    return res.status == 0
+
+
+@settings(max_examples=25, deadline=None)
+@given(d=st.integers(2, 4), seed=st.integers(0, 10**6), scale=st.floats(0.05, 0.6), shift=st.floats(-0.5, 0.3))
+def test_complete_nesting_against_lp_feasibility_of_positive_spans(d, seed, scale, shift):
+    import itertools
+
+    from relugeom.geometry.preimage import complete_nesting, face_nesting
+
+    rng = np.random.default_rng(seed)
+    row = np.concatenate([[1.0], rng.uniform(-scale, scale * 0.5, d - 1)])
+    w = np.stack([np.roll(row, i) for i in range(d)])  # circulant near the identity (seed 002, eq. 20)
+    b = np.full(d, -0.5 + shift)
+    df = complete_nesting(w, b)
+    E = dual_basis(w, b).E
+    for r in range(1, d + 1):
+        for I in itertools.combinations(range(d), r):
+            I = list(I)
+            for _ in range(6):  # points of the coordinate face O_I
+                z = rng.exponential(2.0, size=d)
+                z[I] = 0.0
+                if df.attrs["nested"]:
+                    assert _in_positive_span(w, b, E, I, z)
+    for _, row_ in df[~df.nested].iterrows():  # a witness of O_i outside every positive span from M_i
+        z = row_.witness
+        assert z[row_.plane] == pytest.approx(0) and (z >= -1e-12).all()
+        assert not _in_positive_span(w, b, E, [row_.plane], np.clip(z, 0, None))
+    # for square layers the paper's definition and relugeom's face criterion agree (docs/cones.md)
+    face = face_nesting(None, (w, b))
+    assert list(df.nested) == list(face.nested)
+
+
+def test_complete_nesting_closed_forms_and_errors():
+    from relugeom.geometry.preimage import complete_nesting
+
+    assert complete_nesting(np.eye(3), -0.5 * np.ones(3)).attrs["nested"]  # identity, bias only (fig. 3 left)
+    # 2 nodes (eq. 19): a narrower cone (b < 0) is nested, a wider one (b > 0) meets the axes: not nested
+    assert complete_nesting(np.array([[1.0, -0.3], [-0.3, 1.0]]), -np.ones(2)).attrs["nested"]
+    df = complete_nesting(np.array([[1.0, 0.3], [0.3, 1.0]]), -np.ones(2))
+    assert not df.nested.any() and (df.min_dual_coordinate < 0).all()
+    assert not complete_nesting(np.eye(2), np.array([0.2, -1.0])).attrs["nested"]  # positive bias: the corner
+    with pytest.raises(LayerError):
+        complete_nesting(np.ones((2, 3)), np.zeros(2))
+
+
+def test_channel_nesting_of_a_non_square_pair_against_the_dense_single_channel_circulant():
+    from relugeom.geometry.preimage import channel_nesting, complete_nesting
+    from relugeom.geometry.unroll import circulant
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 3, 3, padding=1).double()  # 2 -> 3 channels: not square
+    with torch.no_grad():
+        conv.weight.mul_(0.3)
+        conv.weight[:, :, 1, 1] = 1.0
+        conv.weight[0, 0] = -conv.weight[0, 0].abs()  # (filter 0, channel 0): every off-centre tap <= 0
+        conv.weight[0, 0, 1, 1] = 1.0
+        conv.bias.copy_(torch.tensor([-0.4, -0.2, 0.3], dtype=torch.float64))
+    df = channel_nesting(conv, (2, 4, 5)).set_index(["filter", "channel"])
+    assert len(df) == 6 and df.loc[(0, 0), "nested"] and not df.loc[(2, 0), "nested"]  # positive bias share
+    for k in range(3):
+        for c in range(2):
+            one = nn.Conv2d(1, 1, 3, padding=1).double()
+            with torch.no_grad():
+                one.weight.copy_(conv.weight[k:k + 1, c:c + 1])
+                one.bias.fill_(float(conv.bias[k]) / 2)  # the bias share b_k / C_in
+            A, b = circulant(one, (1, 4, 5))
+            A = A.toarray()
+            assert df.loc[(k, c), "diagonal"] == pytest.approx(A[0, 0])
+            assert df.loc[(k, c), "positive_off_diagonal"] == pytest.approx(np.clip(A[0, 1:], 0, None).sum())
+            assert df.loc[(k, c), "bias_share"] == pytest.approx(b[0])
+            assert bool(df.loc[(k, c), "nested"]) == complete_nesting(A, b).attrs["nested"]
+    with pytest.raises(ShapeError):
+        channel_nesting(conv, (3, 4, 5))

@@ -228,6 +228,119 @@ def test_auto_route_falls_back_where_the_network_is_not_piecewise_linear():
     np.testing.assert_allclose(r.per_sample_sq, truth.per_sample_sq, rtol=1e-12)
 
 
+# ------------------------------------------------- the defined quantity E_x S(x) against the explicit Jacobian
+def dense_sample_sensitivity(net, x, per_logit=False):
+    """S(x) built densely by autograd: the Jacobian, with respect to x, of the parameter gradient (N_theta x d_in;
+    per logit (K N_theta) x d_in, logit-major)."""
+    params = list(net.parameters())
+
+    def tangent(inp):
+        out = net(inp[None])[0]
+        if not per_logit:
+            return torch.cat([g.reshape(-1) for g in torch.autograd.grad(out.sum(), params, create_graph=True)])
+        return torch.cat([torch.cat([g.reshape(-1) for g in torch.autograd.grad(o, params, create_graph=True)])
+                          for o in out])  # fmt: skip
+
+    return torch.autograd.functional.jacobian(tangent, x).reshape(-1, x.numel())
+
+
+def _defined_nets():
+    torch.manual_seed(5)
+    return {
+        "mlp": (nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3)), (4,)),
+        "conv-bn-pool": (nn.Sequential(nn.Conv2d(1, 3, 2), randomize_bn(nn.BatchNorm2d(3)), nn.ReLU(),
+                                       nn.MaxPool2d(2), nn.Flatten(), nn.Linear(12, 2)), (1, 5, 5)),
+        "conv1d-tanh": (nn.Sequential(nn.Conv1d(2, 3, 3), nn.Tanh(), nn.Flatten(), nn.Linear(12, 2)), (2, 6)),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv-bn-pool", "conv1d-tanh"])
+def test_tangent_sensitivity_is_the_mean_of_the_explicit_jacobians(name):
+    net, shape = _defined_nets()[name]
+    net = net.double().eval()
+    X = torch.randn(9, *shape, dtype=torch.float64)
+    data = [(X[:4], torch.zeros(4, dtype=torch.long)), (X[4:], torch.zeros(5, dtype=torch.long))]
+    S = torch.stack([dense_sample_sensitivity(net, x) for x in X])  # (n, N_theta, d_in)
+    M = S.mean(0)
+    fro_sq, spec = float((M**2).sum()), float(torch.linalg.matrix_norm(M, 2))
+    mean_sq = float((S**2).sum((1, 2)).mean())
+    r = tangent_sensitivity(net, data)
+    assert r.frobenius_sq == pytest.approx(fro_sq, rel=1e-10) and r.frobenius_sq_se == 0
+    assert r.frobenius == pytest.approx(fro_sq**0.5, rel=1e-10)
+    assert r.spectral == pytest.approx(spec, rel=1e-10) and r.spectral_method == "svd"
+    assert r.mean_sq == pytest.approx(mean_sq, rel=1e-10) == r.mean_sq_sample_sensitivity
+    assert fro_sq < mean_sq  # Jensen: the defined quantity is not the mean squared sample sensitivity
+    # the dense matrix too large (dense_limit): columns in blocks, spectral by Lanczos, same numbers
+    b = tangent_sensitivity(net, data, dense_limit=S.shape[1] * 2, spectral_tol=0)
+    assert b.frobenius_sq == pytest.approx(fro_sq, rel=1e-10)
+    assert b.spectral_method == "svds" and b.spectral == pytest.approx(spec, rel=1e-8)
+    # the image-sized estimator: shared Rademacher probes, unbiased, with a standard error
+    est = tangent_sensitivity(net, data, method="random", n_probes=48, seed=3, spectral_tol=1e-10)
+    assert est.frobenius_sq_se > 0 and abs(est.frobenius_sq - fro_sq) <= 3.5 * est.frobenius_sq_se
+    assert est.spectral == pytest.approx(spec, rel=1e-6)
+
+
+def test_tangent_sensitivity_per_logit_against_the_explicit_jacobian():
+    net, shape = _defined_nets()["mlp"]
+    net = net.double()
+    X = torch.randn(6, *shape, dtype=torch.float64)
+    S = torch.stack([dense_sample_sensitivity(net, x, per_logit=True) for x in X])
+    M = S.mean(0)
+    r = tangent_sensitivity(net, (X, torch.zeros(6, dtype=torch.long)), output="per_logit")
+    assert r.frobenius_sq == pytest.approx(float((M**2).sum()), rel=1e-10)
+    assert r.spectral == pytest.approx(float(torch.linalg.matrix_norm(M, 2)), rel=1e-10)
+    assert r.mean_sq == pytest.approx(float((S**2).sum((1, 2)).mean()), rel=1e-10)
+
+
+def test_random_estimator_standard_error_is_calibrated():
+    # over independent seeds, the estimates scatter around the exact value as their standard errors say
+    net, shape = _defined_nets()["mlp"]
+    net = net.double()
+    X = torch.randn(8, *shape, dtype=torch.float64)
+    data = (X, torch.zeros(8, dtype=torch.long))
+    exact = tangent_sensitivity(net, data, spectral=False).frobenius_sq
+    z = [(e.frobenius_sq - exact) / e.frobenius_sq_se
+         for e in (tangent_sensitivity(net, data, method="random", n_probes=16, seed=s, spectral=False)
+                   for s in range(30))]  # fmt: skip
+    assert abs(np.mean(z)) < 0.8 and 0.5 < np.std(z) < 1.6
+
+
+# ------------------------------------------------- Daróczy 2020, Proposition 3.2
+@pytest.mark.parametrize("p,mu,sigma", [(1, 3.0, 1.5), (2, 0.5, 2.0), (3, 10.0, 2.0), (4, -2.0, 1.0), (5, 20.0, 4.0)])
+def test_kummer_reading_is_the_normal_absolute_moment(p, mu, sigma):
+    from scipy.integrate import quad
+    from scipy.stats import norm
+
+    from relugeom.measures.tangent_bound import normal_abs_moment
+
+    truth = quad(lambda t: abs(t) ** p * norm.pdf(t, mu, sigma), -np.inf, np.inf, epsabs=0, epsrel=1e-11)[0]
+    assert normal_abs_moment(p, mu, sigma) == pytest.approx(truth, rel=1e-8)
+
+
+def test_proposition_3_2_on_a_bias_free_net():
+    from relugeom.errors import ArchitectureError
+    from relugeom.measures.tangent_bound import normal_abs_moment, tangent_sensitivity_bound
+
+    torch.manual_seed(2)
+    net = nn.Sequential(nn.Linear(3, 6, bias=False), nn.ReLU(), nn.Linear(6, 4, bias=False), nn.ReLU(),
+                        nn.Linear(4, 2, bias=False)).double()  # fmt: skip
+    X = torch.randn(40, 3, dtype=torch.float64)
+    r = tangent_sensitivity_bound(net, (X, torch.zeros(40, dtype=torch.long)))
+    # T(x): active hidden units, counted by hand
+    h1 = X @ net[0].weight.T
+    T = (h1 > 0).sum(1) + (torch.relu(h1) @ net[2].weight.T > 0).sum(1)
+    np.testing.assert_array_equal(r.active_counts, T.numpy())
+    w = [float(net[i].weight.detach().abs().max()) for i in (0, 2, 4)]
+    k, mu, sigma = 3, float(T.double().mean()), float(T.double().std())
+    by_hand = 50 * 3 * normal_abs_moment(k - 1, mu, sigma) ** 2 / k ** (2 * k) * np.prod(w) ** 2
+    assert r.bound == pytest.approx(by_hand, rel=1e-10) and r.n_params == 6 * 3 + 4 * 6 + 2 * 4 == 50
+    S = torch.stack([dense_sample_sensitivity(net, x) for x in X]).mean(0)
+    assert r.measured_frobenius_sq == pytest.approx(float((S**2).sum()), rel=1e-10)
+    assert r.holds == (r.measured_frobenius_sq <= r.bound)
+    with pytest.raises(ArchitectureError, match="bias"):
+        tangent_sensitivity_bound(nn.Sequential(nn.Linear(3, 4), nn.ReLU(), nn.Linear(4, 2)), (X.float(), None))
+
+
 def nested_autograd_sq(net, x):
     """||S(x)||_F^2 for one input by plain nested autograd: sum_j ||grad_theta (d f / d x_j)||^2, f the sum of
     the logits (S is the mixed second derivative, so its rows are the parameter gradients of grad_x f)."""
@@ -256,3 +369,5 @@ def test_piecewise_linear_route_on_a_resnet_with_batch_norm_equals_nested_autogr
     est = tangent_sensitivity(net, data, method="random", n_probes=3, seed=1, route="piecewise_linear")
     ref = tangent_sensitivity(net, data, method="random", n_probes=3, seed=1, route="generic")
     np.testing.assert_allclose(est.per_sample_sq, ref.per_sample_sq, rtol=1e-10)
+    # E_x S(x) through the layer rules' batch sums (residual additions, batch norms) against the generic route
+    assert est.frobenius_sq == pytest.approx(ref.frobenius_sq, rel=1e-10)

@@ -41,18 +41,25 @@ def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa
 @click.argument("sources", nargs=-1, required=True)
 @click.option("--input-shape", "input_shape", required=True, help="Shape of one network input, e.g. 3,32,32.")
 @arch_option("Architecture of bare state dicts (needed for their strides and pooling)")
-@click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per (filter of layer l+1, filter of l).")
+@click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per compared pair of cones (per-channel "
+                                            "cones: at most 10^7 rows per layer pair).")
 @click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
+@click.option("--cones", "cones", type=click.Choice(["channel", "filter"]), default="channel", show_default=True,
+              help="One cone per (filter, input channel) on the channel's H x W positions (Gamba et al. 2019: each "
+                   "channel of each filter defines a cone), or one per whole filter.")
+@click.option("--ties", type=click.Choice(["geometry", "authors"]), default="geometry", show_default=True,
+              help="A tie (apexes equal, dist = 0): decided by the openings (geometry), or counted with dist > 0 "
+                   "as in the authors' code.")
 @device_option
 @out_option
 @format_option
 @schedule_options
-def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, schedule) -> None:  # noqa: ANN001
-    """Each conv filter as a cone around the identity line, and how consecutive layers' cones nest.
+def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, out, fmt, schedule) -> None:  # noqa: ANN001
+    """Each conv filter's channels as cones around the identity line, and how consecutive layers' cones nest.
 
     SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
     seed). Writes into --out (default ./relugeom-cones): params.FMT (apex, orientation, opening per
-    filter), states.FMT (per filter of layer l+1: dist, open_diff, rotation, state; skipped pairs with
+    cone), states.FMT (per cone of layer l+1: dist, open_diff, rotation, state; skipped pairs with
     their reason), states_net.FMT and states_stage.FMT (the distributions of the four states per
     epoch and run), and the figures states_net.png, states_stage.png and continuous.png.
     """
@@ -66,7 +73,8 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, device, out, fmt, sch
     fold = not no_fold_bn
     names = ("params", "states", "pairs") if pairs else ("params", "states")
     with schedule.open(out, "cones") as sched:
-        found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device, **sched)
+        found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device, cones=cones, ties=ties,
+                            **sched)  # fmt: skip
     states = found["states"]
     net = state_distribution(states, "net")
     by_stage = state_distribution(states, "stage")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import ArchitectureError, DataError, RelugeomError
+from ..errors import ArchitectureError, BudgetExceeded, DataError, RelugeomError
 from ._common import arch_option as _arch_option
 from ._common import (
     echo_table,
@@ -38,6 +38,9 @@ def _big(v: object) -> str:
     """An exact integer in full when short, else its leading digits and number of digits."""
     if v is None:
         return "-"
+    if isinstance(v, int) and v.bit_length() > 13000:  # past Python's 4300-digit str() limit: from log10
+        lg = math.log10(v)
+        return f"{10 ** (lg - int(lg)):.4f}e{int(lg)} ({int(lg) + 1} digits)"
     s = str(v)
     return s if len(s) <= 30 else f"{s[:6]}...e{len(s) - 1} ({len(s)} digits)"
 
@@ -65,7 +68,6 @@ def _show(df: pd.DataFrame) -> None:
 def formula(input_shape, kernel, stride, filters, layers, widths, method, budget, no_exact) -> None:  # noqa: ANN001
     """Print the published counts exactly (big integers): Theorem 1 for --input/--kernel/--filters,
     Theorems 2-3 for --input/--layers, the fully connected results for --widths."""
-    from ..errors import BudgetExceeded
     from ..regions.formulas import cnn_formula_caveat, cnn_max_regions, cnn_region_bounds, fc_region_bounds
 
     did = False
@@ -85,8 +87,16 @@ def formula(input_shape, kernel, stride, filters, layers, widths, method, budget
     if input_shape and kernel and filters is not None:
         shape, k = _ints(input_shape), _ints(kernel)
         k = k[0] if len(k) == 1 else k
-        value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
-        rows = [("theorem1_max_regions", _big(value), "as published (seed 003, Theorem 1 (i))")]
+        try:
+            value = cnn_max_regions(shape, k, stride, filters, method=method, budget=budget)
+            rows = [("theorem1_max_regions", _big(value), "as published (Xiong et al. 2020, Theorem 1 (i))")]
+        except BudgetExceeded as e:
+            from ..regions.formulas import cnn_max_regions_bounds
+
+            b = cnn_max_regions_bounds(shape, k, stride, filters)
+            click.echo(f"exact value out of reach ({e}); certified bounds instead", err=True)
+            rows = [(f"theorem1_{side}_bound", _big(v), f"log10 = {math.log10(v):.3f} (certified; docs/regions.md)")
+                    for side, v in (("lower", b.lower), ("upper", b.upper))]
         if not no_exact and cnn_formula_caveat(shape, k, stride, filters) and int(np.prod(shape)) <= 40:
             from ..regions.arrangement import random_layer_regions
 

@@ -36,15 +36,24 @@ def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
 def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: ANN001
     """Render seed 002's pictures for a toy circulant network into --out (default ./relugeom-toy).
 
-    2 nodes: flows.png (layer boundaries remapped to the input, fig. 2) and preimages.png. 3 nodes:
-    cells.png (cells and their images, fig. 3), preimages.png and manifold.png (the piecewise-planar
-    input manifold mapped to an affine output, fig. 4). Prints each layer's nesting.
+    Both: dual_basis.png (the first layer's planes, dual basis and a preimage cone, fig. 1) and preimages.png.
+    2 nodes: flows.png (layer boundaries remapped to the input, fig. 2). 3 nodes: cells.png (cells and their
+    images, fig. 3) and manifold.png (the piecewise-planar input manifold mapped to an affine output, fig. 4).
+    Prints each layer's nesting: the paper's dual-basis definition and relugeom's face criterion.
     """
     import pandas as pd
 
-    from ..geometry.toy import affine_output_manifold, cells, flow_field, layer_nesting, point_preimages, toy_network
+    from ..geometry.toy import (
+        affine_output_manifold,
+        cells,
+        dual_basis_data,
+        flow_field,
+        layer_nesting,
+        point_preimages,
+        toy_network,
+    )
     from ..report import save_figure
-    from ..report.toy import cells_figure, flows_figure, manifold_figure, preimages_figure
+    from ..report.toy import cells_figure, dual_basis_figure, flows_figure, manifold_figure, preimages_figure
 
     d = int(nodes)
     out = writable_folder(out or Path("relugeom-toy"))
@@ -53,6 +62,11 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
     paths = []
     ys = np.array([[0.5, 0.0], [0.0, 0.3]]) if d == 2 else np.array([[0.4, 0.0, 0.0], [0.3, 0.2, 0.0]])
     pre = point_preimages(net, ys, max_pieces=max_pieces)
+    y_fig1 = np.array([0.5, 0.0]) if d == 2 else np.array([0.4, 0.0, 0.0])
+    try:
+        paths.append(save_figure(dual_basis_figure(dual_basis_data(net[0], y_fig1)), out / "dual_basis.png"))
+    except RelugeomError as e:  # a singular first layer has no dual basis
+        click.echo(f"dual_basis.png not drawn: {e}", err=True)
     paths.append(save_figure(preimages_figure(pre, ys), out / "preimages.png"))
     if d == 2:
         paths.append(save_figure(flows_figure(flow_field(net), nest), out / "flows.png"))

@@ -16,10 +16,19 @@ the line where all planes but i meet, oriented to the negative side of plane i; 
 with ``x* = W^{-1}(y - b)`` (eqs. 14-15).
 
 Nesting (seed 002, sec. 5): in the input space of layer b, whose data are the ReLU outputs of layer a
-(the non-negative orthant, the cone of the coordinate planes ``x_i = 0``), the cone of b's (square,
-circulant) planes is completely nested when every face ``F_i = {x >= 0, x_i = 0}`` lies on the negative side
-of plane i. Then every point with zeros at a set S of coordinates is mapped to an output with zeros at
-(at least) S: data move from intersection subspaces to ones of equal or lower dimension (contraction).
+(the non-negative orthant, the cone of the coordinate planes ``x_i = 0``), plane i of b paired with coordinate i.
+
+* :func:`complete_nesting` -- the paper's definition through the dual basis: for every set I of planes, every
+  point z of the coordinate face ``O_I = {z >= 0, z_I = 0}`` lies in the positive span ``x + S+(e_i : i in I)``
+  of the dual vectors of I from a point x of the intersection subset ``M_I`` (z's output then vanishes on I:
+  contraction). In dual coordinates ``beta = E^{-1} (z - apex)`` this reads ``beta_I(z) >= 0`` on ``O_I``,
+  checked by linear programs (HiGHS), one per plane (the condition for I follows from those for its members).
+* :func:`face_nesting` (relugeom's own criterion, formerly ``nesting``): every face ``F_i = {x >= 0, x_i = 0}``
+  lies on the negative side of plane i, in closed form, with the radius up to which it holds. For square layers
+  the two agree (docs/cones.md proves it; tests check it).
+* :func:`channel_nesting` -- consecutive conv layers with any channel counts (64 -> 128): the paper's single-channel
+  setting applied to every (filter k, input channel c) pair, the channel's H x W circulant of ``w[k, c]`` with
+  its share ``b_k / C_in`` of the bias, planes paired with the positions of channel c.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
 from scipy.optimize import linprog
 from torch import nn
 
@@ -355,8 +365,9 @@ def preimage_cone(w: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[np.ndarr
 # ------------------------------------------------------------------------------------------ nesting
 
 
-def nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | None = None) -> pd.DataFrame:
-    """Where the cone of layer b is completely nested in the orthant cone of layer a's outputs (seed 002, sec. 5).
+def face_nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | None = None) -> pd.DataFrame:
+    """relugeom's face criterion for the nesting of layer b's cone in the orthant of layer a's outputs (seed 002,
+    sec. 5); equivalent to the paper's dual-basis definition (:func:`complete_nesting`) for square layers.
 
     ``input_shape`` is layer a's input shape (conv layers); layer b is taken as its circulant embedding on
     layer a's output shape (a ``(W, b)`` pair is used as given; ``layer_a`` may then be None). Plane i of b is
@@ -404,4 +415,115 @@ def nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | 
     df = pd.DataFrame({"plane": np.arange(len(b)), "nested": nested, "radius": radius})
     df.attrs["nested"] = bool(nested.all())
     df.attrs["radius"] = float(radius.min()) if len(radius) else math.inf
+    return df
+
+
+nesting = face_nesting  # the name before the paper's definition was added
+
+
+def complete_nesting(w: np.ndarray, b: np.ndarray | None = None, *, tol: float = 1e-9) -> pd.DataFrame:
+    """Seed 002, sec. 5: is the cone of the planes ``w_i . x + b_i = 0`` completely nested in the orthant cone of
+    the coordinate planes ``x_i = 0`` (plane i paired with coordinate i)? The paper's definition, through the
+    dual basis ``E`` (columns e_i) and its positive spans; float64, linear programs by HiGHS.
+
+    For a set I of planes, ``M_I`` is their intersection and ``M_I + S+(e_I)`` the union of the positive spans
+    ``x + sum_{i in I} a_i e_i`` (a >= 0) from its points; complete nesting asks that every point of the coordinate
+    face ``O_I = {z >= 0 : z_I = 0}`` lie in it. With ``beta(z) = E^{-1} (z - apex)`` the dual coordinates of z,
+    ``z`` lies in ``M_I + S+(e_I)`` iff ``beta_I(z) >= 0``; as ``O_I`` is inside ``O_i`` for each i in I, the
+    sets I reduce to single planes. One LP per plane: ``min beta_i(z)`` over ``O_i`` (bounded by
+    ``beta_i >= -1``, so an unbounded face shows as -1).
+
+    One row per plane: ``plane``, ``nested`` (min >= -tol), ``min_dual_coordinate`` (the LP minimum; < 0 where a
+    point of the face lies outside the positive span), ``witness`` (the minimizing z, a point of ``O_i`` whose
+    output does not vanish at i; None when nested). ``df.attrs["nested"]``: all planes.
+
+    >>> complete_nesting(np.eye(2), -np.ones(2)).attrs["nested"]   # identity, negative bias: nested
+    True
+    >>> complete_nesting(np.array([[1.0, 0.5], [0.5, 1.0]]), -np.ones(2)).attrs["nested"]  # wider cone
+    False
+    """
+    w = np.asarray(w, dtype=np.float64)
+    basis = dual_basis(w, b)
+    d = len(w)
+    inv = np.linalg.inv(basis.E)  # beta = inv @ (z - apex)
+    rows, witnesses = [], []
+    for i in range(d):
+        c = inv[i]
+        bounds = [(0, 0) if j == i else (0, None) for j in range(d)]
+        # min c.z - c.apex  s.t.  c.z - c.apex >= -1  (bounded), z in O_i
+        res = linprog(c, A_ub=-c[None, :], b_ub=np.array([1.0 - c @ basis.apex]), bounds=bounds, method="highs")
+        if res.status != 0:
+            raise RelugeomLPError(f"HiGHS failed on plane {i}: {res.message}")
+        value = float(res.fun - c @ basis.apex)
+        ok = value >= -tol
+        rows.append((i, ok, value))
+        witnesses.append(None if ok else res.x)
+    df = pd.DataFrame(rows, columns=["plane", "nested", "min_dual_coordinate"])
+    df["witness"] = witnesses
+    df.attrs["nested"] = bool(df["nested"].all())
+    return df
+
+
+def _folded_kernels(layer: AffineLayer, spatial: tuple[int, ...]) -> np.ndarray:
+    """The first row of every (filter, input channel) single-channel circulant, shape (K, C, *spatial): kernel tap
+    t lands on offset ``t * dilation - dilation * (k - 1) // 2`` (centred, as :func:`~.unroll.circulant`), modulo
+    the size (taps that wrap onto one offset add up)."""
+    w = layer.weight.detach().cpu().to(dtype=torch.float64).numpy()
+    K, C = w.shape[:2]
+    out = np.zeros((K, C, *spatial))
+    dil = layer.dilation or (1,) * len(spatial)
+    grids = [((np.arange(k) * dl - dl * (k - 1) // 2) % n) for k, dl, n in zip(w.shape[2:], dil, spatial)]
+    for taps in np.ndindex(*w.shape[2:]):
+        target = tuple(int(g[t]) for g, t in zip(grids, taps))
+        out[(slice(None), slice(None), *target)] += w[(slice(None), slice(None), *taps)]
+    return out
+
+
+def channel_nesting(layer_b: Layer, input_shape: Sequence[int]) -> pd.DataFrame:
+    """Seed 002's nesting for a conv layer with any numbers of input and output channels (e.g. 64 -> 128): one row
+    per (filter k, input channel c), the cone of the single-channel circulant of ``w[k, c]`` on the channel's
+    ``H x W`` positions with the bias share ``b_k / C_in`` (the filter's pre-activation is the sum over c of these
+    channel maps), nested in the orthant of channel c's values (the ReLU outputs of the previous layer).
+
+    By circulant symmetry every plane of a (k, c) cone has the same verdict, so one row holds it: ``nested`` (the
+    paper's definition, equal to the face criterion, see :func:`complete_nesting`), ``diagonal`` (the centre tap),
+    ``positive_off_diagonal`` (sum of the positive other taps), ``bias_share`` and ``radius`` (nested within
+    ``[0, radius]^D``). ``input_shape`` is layer b's input ``(C, H, W)``.
+
+    Example
+    -------
+    >>> import torch
+    >>> from torch import nn
+    >>> conv = nn.Conv2d(2, 1, 3, padding=1)  # one filter on two channels: centre taps 1, bias -1 (share -1/2)
+    >>> with torch.no_grad():
+    ...     _ = conv.weight.zero_(), conv.bias.fill_(-1.0)
+    ...     conv.weight[0, :, 1, 1] = 1.0
+    ...     conv.weight[0, 1, 0, 0] = 0.25  # channel 1 also reads a neighbour: its cone leaves the orthant
+    >>> channel_nesting(conv, (2, 4, 4))[["channel", "nested", "radius"]].values.tolist()
+    [[0, True, inf], [1, False, 2.0]]
+    """
+    aff = as_affine(layer_b)
+    if aff.kind == "linear":
+        raise UnsupportedLayerError(f"layer {aff.name!r} is linear: channel cones need a convolution")
+    shape = tuple(input_shape)
+    if len(shape) != aff.weight.dim() - 1 or shape[0] != aff.in_channels:
+        raise ShapeError(f"layer {aff.name!r} takes {aff.in_channels} channels of {aff.weight.dim() - 2} spatial "
+                         f"dimensions; input_shape {shape} does not fit")  # fmt: skip
+    if (aff.groups or 1) != 1:
+        raise UnsupportedLayerError(f"layer {aff.name!r}: grouped convolutions are not supported")
+    first = _folded_kernels(aff, shape[1:])
+    K, C = first.shape[:2]
+    flat = first.reshape(K, C, -1)
+    diag = flat[:, :, 0]
+    off = np.clip(flat[:, :, 1:], 0, None).sum(-1)
+    bias = np.zeros(K) if aff.bias is None else aff.bias.detach().cpu().double().numpy()
+    share = np.repeat((bias / C)[:, None], C, axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        radius = np.where(off > 0, -share / off, np.where(share <= 0, np.inf, -np.inf))
+    kk, cc = np.meshgrid(np.arange(K), np.arange(C), indexing="ij")
+    df = pd.DataFrame({"layer": aff.name, "filter": kk.ravel(), "channel": cc.ravel(),
+                       "nested": ((off <= 0) & (share <= 0)).ravel(), "diagonal": diag.ravel(),
+                       "positive_off_diagonal": off.ravel(), "bias_share": share.ravel(),
+                       "radius": radius.ravel()})  # fmt: skip
+    df.attrs["nested_fraction"] = float(df["nested"].mean()) if len(df) else math.nan
     return df

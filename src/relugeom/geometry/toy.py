@@ -13,7 +13,16 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import ShapeError
-from .preimage import PiecewisePreimage, Polyhedron, nesting, preimage_of_set, preimage_through
+from .preimage import (
+    PiecewisePreimage,
+    Polyhedron,
+    complete_nesting,
+    dual_basis,
+    face_nesting,
+    preimage_cone,
+    preimage_of_set,
+    preimage_through,
+)
 
 ToyNet = list[tuple[np.ndarray, np.ndarray]]
 
@@ -63,12 +72,25 @@ def forward(net: ToyNet, x: np.ndarray) -> list[np.ndarray]:
 
 def layer_nesting(net: ToyNet) -> list[dict]:
     """Per layer after the first: whether its cone is completely nested in the orthant of the previous layer's
-    outputs and up to which radius (:func:`~relugeom.geometry.preimage.nesting`)."""
+    outputs by the paper's dual-basis definition (:func:`~relugeom.geometry.preimage.complete_nesting`), by
+    relugeom's face criterion and up to which radius (:func:`~relugeom.geometry.preimage.face_nesting`)."""
     out = []
     for k, (w, b) in enumerate(net[1:], start=1):
-        df = nesting(None, (w, b))
-        out.append({"layer": k, "nested": df.attrs["nested"], "radius": df.attrs["radius"]})
+        df = face_nesting(None, (w, b))
+        out.append({"layer": k, "nested": complete_nesting(w, b).attrs["nested"], "face_nested": df.attrs["nested"],
+                    "radius": df.attrs["radius"]})  # fmt: skip
     return out
+
+
+def dual_basis_data(layer: tuple[np.ndarray, np.ndarray], y: np.ndarray) -> dict:
+    """Data of seed 002, fig. 1: a layer's planes, their meeting point (apex), the dual basis e_i from the apex
+    (eq. 10), and for the output ``y`` the point ``x* = W^{-1}(y - b)`` with the rays e_i of y's zero components
+    that span its preimage (eqs. 14-15)."""
+    w, b = layer
+    basis = dual_basis(w, b)
+    x_star, rays = preimage_cone(w, b, y)
+    return {"w": w, "b": b, "apex": basis.apex, "E": basis.E, "y": np.asarray(y, dtype=np.float64),
+            "x_star": x_star, "rays": rays, "zeros": np.flatnonzero(np.asarray(y) == 0)}  # fmt: skip
 
 
 def flow_field(net: ToyNet, lim: float = 3.0, n: int = 201) -> dict:

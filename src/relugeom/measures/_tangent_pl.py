@@ -45,7 +45,7 @@ def unsupported(graph: Graph) -> UnsupportedLayerError | None:
     if unruled:
         return unsupported_error(unruled[0], ROUTE, "it holds parameters without a layer rule")
     for node in ruled:
-        if not implements(node.rule, "pl_sq_norm"):
+        if not (implements(node.rule, "pl_sq_norm") and implements(node.rule, "pl_batch_sum")):
             return unsupported_error(node, ROUTE, f"no rule for the tangent of its parameters ({node.rule.family})")
     why = shared(graph, ruled)
     return None if why is None else UnsupportedLayerError(f"{ROUTE}: {why}")
@@ -89,8 +89,23 @@ def _input_tangents(graph: Graph, x: torch.Tensor, z: torch.Tensor) -> dict[Node
 
 def sq_norms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor]) -> torch.Tensor:
     """``||S(x) z||^2`` per sample (output "sum"), with ``signals`` from :func:`output_signals`."""
+    return terms(graph, x, z, signals)[0]
+
+
+def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], *, sums: bool = False
+          ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:  # fmt: skip
+    """``||S(x) z||^2`` per sample (output "sum") and, with ``sums``, the batch sum ``sum_x S(x) z`` by the
+    model's parameter names (each layer rule's :meth:`~relugeom.modules.Rule.pl_batch_sum`; parameters left out,
+    such as biases, are zero)."""
     tangents = _input_tangents(graph, x, z)
     total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    acc: dict[str, torch.Tensor] | None = {} if sums else None
     for node, t in tangents.items():
-        total += node.rule.pl_sq_norm(node, t, signals[node])  # type: ignore[union-attr]
-    return total
+        rule = node.rule
+        total += rule.pl_sq_norm(node, t, signals[node])  # type: ignore[union-attr]
+        if acc is not None:
+            prefix = f"{node.module_name}." if node.module_name else ""
+            for name, v in rule.pl_batch_sum(node, t, signals[node]).items():  # type: ignore[union-attr]
+                acc[prefix + name] = v
+    return total, acc
+

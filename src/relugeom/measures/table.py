@@ -126,8 +126,14 @@ def measure_rows(
     if name == "tangent":
         d_in = small[0][0][0].numel()
         method = "exact" if d_in <= 256 else "random"
-        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device)
-        return _rows("", {"tangent_sensitivity": t.mean_sq}, {"tangent_sensitivity": t.std_error})
+        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device,
+                                spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
+        fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
+        return _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
+                          "tangent_sensitivity_frobenius_sq": t.frobenius_sq,
+                          "tangent_sensitivity_spectral": t.spectral, "mean_sq_sample_sensitivity": t.mean_sq},
+                     {"tangent_sensitivity_frobenius": fro_se, "tangent_sensitivity_frobenius_sq": t.frobenius_sq_se,
+                      "mean_sq_sample_sensitivity": t.std_error})  # fmt: skip
     raise RelugeomError(f"unknown measure {name!r}; choose from {', '.join(MEASURES)}")
 
 

@@ -1,17 +1,30 @@
 """Tangent sensitivity (seed 004; Daróczy 2020, Definition 3.1 and Lemma 3.1).
 
-The tangent sample sensitivity of a network ``f`` at input ``x`` is the ``N_theta x d_in`` matrix
-``S(x) = d^2 f(x; theta) / (d theta d x)``. ``f`` is the sum of the logits (``output="sum"``, the
-default) or each logit separately (``output="per_logit"``: the Frobenius norm then runs over the
-``K x N_theta x d_in`` tensor, i.e. ``sum_k ||S_k(x)||_F^2``). Reported: ``||S(x)||_F^2`` and
-``||S(x)||_F`` per sample, and their means over the data (the tangent sensitivity is
-``E_x ||S(x)||_F^2`` in the seed's Lemma 3.1).
+The *tangent sample sensitivity* of a network ``f`` at input ``x`` is the ``N_theta x d_in`` matrix
+``S(x) = d^2 f(x; theta) / (d theta d x)``, and the network's *tangent sensitivity* is its expectation over the
+data, the ``N_theta x d_in`` matrix ``E_x S(x)`` (Definition 3.1). Reported:
 
-- ``method="exact"``: ``||S(x)||_F^2 = sum_j ||S(x) e_j||_2^2`` over the ``d_in`` input coordinates,
-  each column one forward-over-reverse Jacobian-vector product (exact, float64; for small inputs).
-- ``method="random"``: ``||S||_F^2 = E_z ||S z||^2`` for Rademacher ``z`` (``E z z^T = I``): an
-  unbiased seeded estimate from ``n_probes`` probes per sample, with the standard error of the data
-  mean. The per-sample norm (square root) of the estimate is biased low (Jensen) and only indicative.
+* the defined quantity: ``frobenius = ||E_x S(x)||_F`` (with ``frobenius_sq`` and, for the random method, its
+  standard error ``frobenius_sq_se``) and ``spectral = ||E_x S(x)||_2``;
+* the *mean squared sample sensitivity* ``mean_sq = E_x ||S(x)||_F^2`` (the quantity of Lemma 3.1's identity),
+  with ``per_sample_sq = ||S(x)||_F^2`` and ``mean_norm = E_x ||S(x)||_F``. By Jensen,
+  ``||E_x S(x)||_F^2 <= E_x ||S(x)||_F^2``; the two differ as much as the samples' S(x) point different ways.
+
+``f`` is the sum of the logits (``output="sum"``, the default) or each logit separately (``output="per_logit"``:
+norms then run over the ``K x N_theta x d_in`` tensor; its spectral norm is that of the ``(K N_theta) x d_in``
+matricization).
+
+- ``method="exact"``: every column ``S(x) e_j`` by one forward-over-reverse product per input coordinate (float64;
+  for small inputs): ``||S(x)||_F^2 = sum_j ||S(x) e_j||^2``, ``E_x S(x) e_j`` summed over the data, so both
+  Frobenius norms are exact; the spectral norm is exact too (SVD of the dense ``E_x S(x)`` when it has at most
+  ``dense_limit`` entries, else Lanczos bidiagonalisation to machine precision, ``scipy.sparse.linalg.svds``).
+- ``method="random"`` (image-sized inputs): ``||A||_F^2 = E_z ||A z||^2`` for Rademacher ``z`` (``E z z^T = I``).
+  For ``mean_sq`` every sample gets its own ``n_probes`` probes (standard error of the data mean); for
+  ``frobenius_sq`` each probe is shared by all samples, ``v = mean_x S(x) z`` is one pass over the data, and the
+  estimate is the mean of ``||v||^2`` over ``n_probes`` probes, with the standard error over the probes. Both are
+  unbiased; their square roots (``frobenius``, ``mean_norm``) are biased low (Jensen) and indicative. The spectral
+  norm is computed by ``svds`` with products ``E_x S(x) v`` and ``E_x S(x)^T u`` (one pass over the data each),
+  to ``spectral_tol`` relative accuracy (``spectral=False`` skips it).
 
 Each ``S z`` is computed by one of two routes (``route=``): "generic", a forward-over-reverse JVP per
 sample (torch.func, any architecture), or "piecewise_linear" for networks of Linear/Conv layers,
@@ -19,7 +32,8 @@ ReLU-like activations, pooling and eval-mode batch norms (output "sum"): one bac
 one forward-mode pass per probe, with no per-sample gradients (:mod:`._tangent_pl`; 3-9x faster on
 VGG9, ``benchmarks/bench_tangent.py``). "auto" takes the second when the model qualifies and, on the
 first batch, agrees with the generic route on two samples (else it warns and uses the generic one: a
-functional non-linearity the module check cannot see).
+functional non-linearity the module check cannot see). The products with ``E_x S(x)^T`` of the iterative
+spectral norm always take the generic route.
 
 For a ReLU network, ``S(x)`` is constant on each activation region (Lemma 3.1).
 """
@@ -34,6 +48,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
+from .._progress import progress
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
 from ..graph import Graph
 from . import _tangent_pl
@@ -46,7 +61,10 @@ ROUTES = ("auto", "generic", "piecewise_linear")
 
 @dataclass(frozen=True)
 class TangentSensitivity:
-    mean_sq: float  # E_x ||S(x)||_F^2
+    """Daróczy 2020, Definition 3.1: the tangent sensitivity ``E_x S(x)`` (its norms) and the mean squared sample
+    sensitivity ``E_x ||S(x)||_F^2`` (see the module docstring)."""
+
+    mean_sq: float  # mean squared sample sensitivity E_x ||S(x)||_F^2 (Lemma 3.1)
     std_error: float  # of mean_sq (0 for the exact method)
     mean_norm: float  # E_x ||S(x)||_F (plug-in for the random method)
     per_sample_sq: np.ndarray  # ||S(x)||_F^2 per sample (estimates for the random method)
@@ -55,9 +73,24 @@ class TangentSensitivity:
     n_probes: int
     seed: int | None
     route: str = "generic"  # how each S z was computed (see the module docstring)
+    frobenius_sq: float = math.nan  # ||E_x S(x)||_F^2, the tangent sensitivity's squared Frobenius norm
+    frobenius_sq_se: float = math.nan  # its standard error (0 for the exact method)
+    spectral: float | None = None  # ||E_x S(x)||_2 (None when not computed)
+    spectral_method: str = ""  # "svd" (dense, exact), "svds" (Lanczos), "frobenius" (d_in = 1) or why it is missing
+
+    @property
+    def frobenius(self) -> float:
+        """``||E_x S(x)||_F`` (the square root of ``frobenius_sq``; biased low for the random method)."""
+        return math.sqrt(max(self.frobenius_sq, 0.0))
+
+    @property
+    def mean_sq_sample_sensitivity(self) -> float:
+        """The mean squared sample sensitivity ``E_x ||S(x)||_F^2`` (an alias of ``mean_sq``)."""
+        return self.mean_sq
 
 
 def _sample_fn(m: nn.Module, output: str):  # noqa: ANN202
+    """Per-sample ``S(x) z`` as one flat vector (parameters in ``named_parameters`` order), and its square norm."""
     params = {k: v.detach() for k, v in m.named_parameters()}
     buffers = dict(m.named_buffers())
 
@@ -71,11 +104,16 @@ def _sample_fn(m: nn.Module, output: str):  # noqa: ANN202
         def tangent(x: torch.Tensor) -> dict:
             return jacrev(lambda p: logits(p, x))(params)
 
-    def sq_norm(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    def vec(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         _, d = jvp(tangent, (x,), (z,))
-        return sum((v**2).sum() for v in d.values())
+        if output == "sum":
+            return torch.cat([d[k].reshape(-1) for k in params])
+        return torch.cat([d[k].reshape(d[k].shape[0], -1) for k in params], 1).reshape(-1)  # logit-major
 
-    return sq_norm
+    def sq_norm(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return (vec(x, z) ** 2).sum()
+
+    return vec, sq_norm
 
 
 def _choose_route(route: str, graph: Graph | UnsupportedLayerError | None, x: torch.Tensor, z: torch.Tensor,
@@ -103,9 +141,86 @@ def _choose_route(route: str, graph: Graph | UnsupportedLayerError | None, x: to
     return "piecewise_linear"
 
 
+class _Columns:
+    """``S(x) z`` over a batch: per-sample squared norms and the batch sum (a flat parameter-space vector)."""
+
+    def __init__(self, m: nn.Module, graph: Graph | None, output: str, route: str, chunk: int) -> None:
+        self.m, self.graph, self.route, self.chunk = m, graph, route, chunk
+        self.names = [k for k, _ in m.named_parameters()]
+        self.shapes = [p.shape for _, p in m.named_parameters()]
+        self.vec = vmap(_sample_fn(m, output)[0])
+
+    def signals(self, x: torch.Tensor) -> dict | None:
+        return _tangent_pl.output_signals(self.graph, x) if self.route == "piecewise_linear" else None  # type: ignore[arg-type]
+
+    def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.route == "piecewise_linear":
+            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=True)  # type: ignore[arg-type]
+            flat = torch.cat([acc[n].reshape(-1) if n in acc else torch.zeros(s.numel(), dtype=x.dtype,
+                                                                                device=x.device)
+                              for n, s in zip(self.names, self.shapes)])  # fmt: skip
+            return sq.detach(), flat.detach()
+        sqs, total = [], None
+        for i in range(0, x.shape[0], self.chunk):
+            V = self.vec(x[i:i + self.chunk], z[i:i + self.chunk]).detach()
+            sqs.append((V**2).sum(1))
+            total = V.sum(0) if total is None else total + V.sum(0)
+        return torch.cat(sqs), total
+
+
+def _rmatvec(m: nn.Module, data_: list, u: torch.Tensor, n: int) -> torch.Tensor:
+    """``E_x S(x)^T u`` (output "sum"): the input gradient of ``<u, grad_theta f(x)>``, a directional derivative of
+    ``f`` along ``u`` in parameter space, averaged over the data."""
+    params = {k: v.detach() for k, v in m.named_parameters()}
+    buffers = dict(m.named_buffers())
+    parts, i = {}, 0
+    for k, v in params.items():
+        parts[k] = u[i:i + v.numel()].reshape(v.shape)
+        i += v.numel()
+
+    def directional(xb: torch.Tensor) -> torch.Tensor:
+        _, d = jvp(lambda p: functional_call(m, (p, buffers), (xb,)).sum(), (params,), (parts,))
+        return d
+
+    total = None
+    for x, _ in data_:
+        g = grad(directional)(x).sum(0)
+        total = g if total is None else total + g
+    return (total / n).reshape(-1)
+
+
+def _spectral_svds(cols: _Columns, m: nn.Module, data_: list, n: int, d_in: int, n_theta: int, *, seed: int,
+                   tol: float, maxiter: int) -> tuple[float | None, str]:  # fmt: skip
+    """``||E_x S(x)||_2`` by ``scipy.sparse.linalg.svds`` on the operator ``v -> E_x S(x) v``."""
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, svds
+
+    x0 = data_[0][0]
+
+    def matvec(v: np.ndarray) -> np.ndarray:
+        vt = torch.as_tensor(np.asarray(v).reshape(-1), dtype=x0.dtype, device=x0.device)
+        total = torch.zeros(n_theta, dtype=x0.dtype, device=x0.device)
+        for x, _ in data_:
+            total += cols(x, vt.reshape(x.shape[1:]).expand_as(x), cols.signals(x))[1]
+        return (total / n).cpu().numpy()
+
+    def rmatvec(u: np.ndarray) -> np.ndarray:
+        ut = torch.as_tensor(np.asarray(u).reshape(-1), dtype=x0.dtype, device=x0.device)
+        return _rmatvec(m, data_, ut, n).cpu().numpy()
+
+    op = LinearOperator((n_theta, d_in), matvec=matvec, rmatvec=rmatvec, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(min(n_theta, d_in))
+    try:
+        s = svds(op, k=1, tol=tol, maxiter=maxiter, v0=v0, return_singular_vectors=False, solver="arpack")
+    except ArpackNoConvergence:
+        warn(f"tangent sensitivity: the spectral norm did not converge in {maxiter} iterations", RelugeomWarning)
+        return None, f"svds did not converge in {maxiter} iterations"
+    return float(np.max(s)), "svds"
+
+
 def tangent_sensitivity(
     model: nn.Module, data: Data, *, method: str = "exact", output: str = "sum", n_probes: int = 16,
-    seed: int = 0, chunk: int = 16, max_exact_dim: int = 4096, route: str = "auto",
+    seed: int = 0, chunk: int = 16, max_exact_dim: int = 4096, route: str = "auto", spectral: bool = True,
+    spectral_tol: float = 1e-6, spectral_maxiter: int = 200, dense_limit: int = 2 * 10**7,
     device: str | torch.device = "cpu",
 ) -> TangentSensitivity:  # fmt: skip
     """Tangent sensitivity of ``model`` over ``data`` (see the module docstring).
@@ -119,6 +234,8 @@ def tangent_sensitivity(
     >>> ts = tangent_sensitivity(nn.Linear(3, 2), (X, y))
     >>> ts.mean_sq  # f = sum_k (W x + b)_k: d^2 f / dW_kj dx_j = 1 for each of the 2 x 3 weights
     6.0
+    >>> abs(ts.frobenius_sq - 6.0) < 1e-9  # S(x) is the same for every x: ||E_x S(x)||^2 = E_x ||S(x)||^2
+    True
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -129,8 +246,8 @@ def tangent_sensitivity(
     m = prepare(model, device=device)
     data_ = batches(data, device=device)
     forward(m, data_[0][0][:1])  # shape check
-    generic = vmap(_sample_fn(m, output), chunk_size=chunk)
-    g = torch.Generator(device=data_[0][0].device).manual_seed(seed)
+    _, sq_fn = _sample_fn(m, output)
+    generic = vmap(sq_fn, chunk_size=chunk)
     x0 = data_[0][0]
     probe0 = torch.randint(0, 2, x0.shape, generator=torch.Generator(device=x0.device).manual_seed(seed + 1),
                            device=x0.device).to(x0.dtype) * 2 - 1  # fmt: skip
@@ -141,39 +258,96 @@ def tangent_sensitivity(
         except UnsupportedLayerError as e:
             graph = e
     chosen = _choose_route(route, graph, x0, probe0, output, generic)
-    per_sample, per_var = [], []
-    for x, _ in data_:
-        if chosen == "piecewise_linear":
-            signals = _tangent_pl.output_signals(graph, x)  # type: ignore[arg-type]
-
-            def sq_norm(x_: torch.Tensor, z_: torch.Tensor, s: dict = signals) -> torch.Tensor:
-                return _tangent_pl.sq_norms(graph, x_, z_, s)  # type: ignore[arg-type]
-        else:
-            sq_norm = generic
-        d_in = x[0].numel()
-        if method == "exact":
-            if d_in > max_exact_dim:
-                raise BudgetExceeded(f"exact tangent sensitivity needs {d_in} JVPs per sample (limit "
-                                     f"{max_exact_dim}); use method='random'")  # fmt: skip
-            total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-            eye = torch.eye(d_in, dtype=x.dtype, device=x.device)
-            for j in range(d_in):
-                z = eye[j].reshape(x.shape[1:]).expand_as(x)
-                total += sq_norm(x, z).detach()
-            per_sample.append(total.cpu().numpy())
-        else:
+    cols = _Columns(m, graph if chosen == "piecewise_linear" else None, output, chosen, chunk)  # type: ignore[arg-type]
+    n = sum(int(x.shape[0]) for x, _ in data_)
+    d_in = x0[0].numel()
+    n_theta = sum(p.numel() for p in m.parameters()) * (1 if output == "sum" else int(forward(m, x0[:1]).shape[1]))
+    spec, spec_how = None, "not requested"
+    if method == "exact":
+        if d_in > max_exact_dim:
+            raise BudgetExceeded(f"exact tangent sensitivity needs {d_in} JVPs per sample (limit "
+                                 f"{max_exact_dim}); use method='random'")  # fmt: skip
+        ps, fro_sq, dense = _exact(cols, data_, d_in, n_theta, n, dense_limit)
+        fro_se, var = 0.0, None
+        if spectral:
+            if d_in == 1:
+                spec, spec_how = math.sqrt(fro_sq), "frobenius"
+            elif dense is not None:
+                gram = dense @ dense.T  # (d_in, d_in)
+                spec, spec_how = math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0)), "svd"
+    else:
+        g = torch.Generator(device=x0.device).manual_seed(seed)
+        per_sample, per_var = [], []
+        for x, _ in data_:
+            signals = cols.signals(x)
             est = []
             for _ in range(n_probes):
                 z = (torch.randint(0, 2, x.shape, generator=g, device=x.device) * 2 - 1).to(x.dtype)
-                est.append(sq_norm(x, z).detach().cpu().numpy())
+                est.append(cols(x, z, signals)[0].cpu().numpy())
             est = np.stack(est)  # (probes, B)
             per_sample.append(est.mean(0))
             per_var.append(est.var(0, ddof=1) / n_probes if n_probes > 1 else np.full(x.shape[0], np.nan))
-    ps = np.concatenate(per_sample)
-    n = len(ps)
-    se = 0.0 if method == "exact" else float(math.sqrt(np.concatenate(per_var).sum()) / n)
+        ps = np.concatenate(per_sample)
+        var = np.concatenate(per_var)
+        fro_sq, fro_se = _shared_probes(cols, data_, n, n_probes, seed)
+        dense = None
+    if spectral and spec is None and spec_how == "not requested":
+        if d_in == 1:
+            spec, spec_how = (math.sqrt(fro_sq) if method == "exact" else None), "frobenius"
+        elif output != "sum":
+            spec_how = "per_logit: only from the dense matrix (exact method, small models)"
+        else:
+            spec, spec_how = _spectral_svds(cols, m, data_, n, d_in, n_theta, seed=seed, tol=spectral_tol,
+                                            maxiter=spectral_maxiter)  # fmt: skip
+    se = 0.0 if method == "exact" else float(math.sqrt(var.sum()) / n)
     return TangentSensitivity(
         mean_sq=float(ps.mean()), std_error=se, mean_norm=float(np.sqrt(np.clip(ps, 0, None)).mean()),
         per_sample_sq=ps, method=method, output=output, n_probes=n_probes if method == "random" else 0,
-        seed=seed if method == "random" else None, route=chosen,
+        seed=seed if method == "random" else None, route=chosen, frobenius_sq=fro_sq, frobenius_sq_se=fro_se,
+        spectral=spec, spectral_method=spec_how if spectral else "not requested",
     )  # fmt: skip
+
+
+def _exact(cols: _Columns, data_: list, d_in: int, n_theta: int, n: int,
+           dense_limit: int) -> tuple[np.ndarray, float, torch.Tensor | None]:  # fmt: skip
+    """Every column ``S(x) e_j``: per-sample ``||S(x)||_F^2``, ``||E_x S(x)||_F^2`` and, when it has at most
+    ``dense_limit`` entries, the dense ``(E_x S(x))^T`` (d_in x N_theta). Columns are taken in blocks that fit
+    ``dense_limit``; each block sees every batch once (the piecewise-linear signals are recomputed per block)."""
+    x0 = data_[0][0]
+    block = max(1, min(d_in, dense_limit // max(n_theta, 1)))
+    per_sample = [torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) for x, _ in data_]
+    eye = torch.eye(d_in, dtype=x0.dtype, device=x0.device)
+    fro_sq, keep = 0.0, block >= d_in
+    dense = None
+    for start in range(0, d_in, block):
+        js = range(start, min(d_in, start + block))
+        acc = torch.zeros(len(js), n_theta, dtype=x0.dtype, device=x0.device)
+        for b, (x, _) in enumerate(data_):
+            signals = cols.signals(x)
+            for r, j in enumerate(js):
+                sq, total = cols(x, eye[j].reshape(x.shape[1:]).expand_as(x), signals)
+                per_sample[b] += sq
+                acc[r] += total
+        acc /= n
+        fro_sq += float((acc**2).sum())
+        if keep:
+            dense = acc
+    return torch.cat(per_sample).cpu().numpy(), fro_sq, dense
+
+
+def _shared_probes(cols: _Columns, data_: list, n: int, n_probes: int, seed: int) -> tuple[float, float]:
+    """Unbiased ``||E_x S(x)||_F^2 = E_z ||E_x S(x) z||^2`` from ``n_probes`` Rademacher probes shared by every
+    sample (one pass over the data each), and the standard error over the probes."""
+    x0 = data_[0][0]
+    g = torch.Generator(device=x0.device).manual_seed(seed + 7919)
+    vals = []
+    for _ in progress(range(n_probes), desc="tangent sensitivity probes", total=n_probes):
+        z = (torch.randint(0, 2, x0.shape[1:], generator=g, device=x0.device) * 2 - 1).to(x0.dtype)
+        total = None
+        for x, _ in data_:
+            t = cols(x, z.expand_as(x), cols.signals(x))[1]
+            total = t if total is None else total + t
+        vals.append(float(((total / n) ** 2).sum()))
+    v = np.asarray(vals)
+    se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
+    return float(v.mean()), se

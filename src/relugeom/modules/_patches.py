@@ -83,3 +83,10 @@ def grouped_sq_norm(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     d = delta.reshape(b * g, *delta.shape[2:])
     a = patches.permute(0, 2, 3, 1).reshape(b * g, patches.shape[3], patches.shape[1])
     return patch_sq_norm(d, a).reshape(b, g).sum(1)
+
+
+def grouped_sum(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+    """The batch sum ``sum_b sum_p delta[b, :, p] patches[b, p]^T`` per group, in the layout of the layer's
+    ``weight.reshape(out, -1)``: ``delta (B, G, O/G, P)``, ``patches (B, P, G, K)`` -> ``(O, K)``."""
+    s = torch.einsum("bgop,bpgk->gok", delta, patches)
+    return s.reshape(-1, s.shape[2])

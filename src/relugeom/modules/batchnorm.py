@@ -91,8 +91,18 @@ class BatchNormRule(Rule):
         b = tangent.shape[0]
         if bn.weight is None:  # type: ignore[union-attr]
             return tangent.new_zeros(b)
-        per = (signal * tangent * self._inv_std(bn, tangent.dim())).reshape(b, tangent.shape[1], -1).sum(2)
-        return (per**2).sum(1)
+        return (self._per_channel(bn, tangent, signal) ** 2).sum(1)
+
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+        bn = node.module
+        if bn.weight is None:  # type: ignore[union-attr]
+            return {}
+        return {"weight": self._per_channel(bn, tangent, signal).sum(0)}
+
+    def _per_channel(self, bn: nn.Module, tangent: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
+        """The gamma block of ``S(x) z`` per sample, ``(B, C)``."""
+        b = tangent.shape[0]
+        return (signal * tangent * self._inv_std(bn, tangent.dim())).reshape(b, tangent.shape[1], -1).sum(2)
 
     def param_degree(self, node: Node) -> int | str:
         bn = node.module

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._patches import conv_patches, grouped_sq_norm
+from ._patches import conv_patches, grouped_sq_norm, grouped_sum
 from .linear import layer_degree
 from .registry import register_rule
 from .rule import Rule
@@ -58,6 +58,13 @@ class ConvRule(Rule):
         patches = conv_patches(node.module, tangent)  # type: ignore[arg-type]
         b, groups = signal.shape[0], patches.shape[2]
         return grouped_sq_norm(signal.reshape(b, groups, signal.shape[1] // groups, -1), patches)
+
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+        weight = node.module.weight  # type: ignore[union-attr]
+        patches = conv_patches(node.module, tangent)  # type: ignore[arg-type]
+        b, groups = signal.shape[0], patches.shape[2]
+        s = grouped_sum(signal.reshape(b, groups, signal.shape[1] // groups, -1), patches)
+        return {"weight": s.reshape(weight.shape)}
 
     def param_degree(self, node: Node) -> int | str:
         return layer_degree(node)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._patches import grouped_sq_norm, linear_patches
+from ._patches import grouped_sq_norm, grouped_sum, linear_patches
 from .registry import register_rule
 from .rule import Rule
 
@@ -43,6 +43,11 @@ class LinearRule(Rule):
     def pl_sq_norm(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
         b = tangent.shape[0]
         return grouped_sq_norm(signal.reshape(b, 1, -1, signal.shape[-1]).transpose(2, 3), linear_patches(tangent))
+
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+        b = tangent.shape[0]
+        s = grouped_sum(signal.reshape(b, 1, -1, signal.shape[-1]).transpose(2, 3), linear_patches(tangent))
+        return {"weight": s.reshape(node.module.weight.shape)}  # type: ignore[union-attr]
 
     def param_degree(self, node: Node) -> int | str:
         return layer_degree(node)

@@ -34,7 +34,8 @@ What a rule states, by analysis:
   - :meth:`Rule.kfac_patches`, :meth:`Rule.kfac_grads`: K-FAC's input and output-gradient rows of a layer
     (Martens and Grosse 2015; Grosse and Martens 2016);
   - :meth:`Rule.theta_tangent`: the Fisher-Rao norm's tangent ``J_theta f . theta`` carried through the node;
-  - :meth:`Rule.pl_sq_norm`: the node's share of the piecewise-linear tangent sensitivity (Daróczy 2020);
+  - :meth:`Rule.pl_sq_norm`, :meth:`Rule.pl_batch_sum`: the node's share of the piecewise-linear tangent
+    sensitivity (Daróczy 2020): per-sample squared norms, and the batch sum behind ``E_x S(x)``;
   - :meth:`Rule.param_degree`: the degree of positive homogeneity in the parameters the node adds (the
     Fisher-Rao identity of Liang et al. 2019);
   - :meth:`Rule.path_map`: the node's map with its coefficients raised to the power ``p`` (path norms,
@@ -221,6 +222,14 @@ class Rule:
         of the node's parameter block of ``S(x) z``, from the tangent ``J a z`` of the node's input along ``z``
         and the back-propagated ``signal = d f / d out`` (constant on an activation region). ``NotImplemented``
         for nodes without parameters or without a rule for theirs."""
+        return NotImplemented
+
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> Any:
+        """Piecewise-linear tangent sensitivity, the defined quantity ``E_x S(x)`` (Daróczy 2020, Definition 3.1):
+        the batch sum of the node's parameter blocks of ``S(x) z``, from the same ``tangent`` and ``signal`` as
+        :meth:`pl_sq_norm`, as ``{parameter attribute name: tensor in that parameter's shape}`` (a parameter left
+        out is zero, as a layer's bias: it does not move inside an activation region). ``NotImplemented`` for
+        nodes without parameters or without a rule for theirs."""
         return NotImplemented
 
     def param_degree(self, node: Node) -> int | str:

@@ -29,12 +29,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import pandas as pd
 
 from ..errors import BudgetExceeded, ShapeError, warn
 from ._budget import Budget, as_budget
-from .theorem1 import _Conv, _conv, _flow_literal, _interval_dp, _literal, _nonneg_int, _profile_dp, _search
+from .theorem1 import (
+    _Conv,
+    _conv,
+    _covered,
+    _delta_regions,
+    _flow_literal,
+    _interval_dp,
+    _literal,
+    _nonneg_int,
+    _profile_dp,
+    _search,
+    _theorem1_bounds,
+)
 
 _HINT = "raise budget= (CLI: --budget)"
 
@@ -45,6 +58,12 @@ __all__ = [
     "fc_region_bounds",
     "general_position_regions",
     "cnn_formula_caveat",
+    "cnn_max_regions_bounds",
+    "cnn_regions_asymptotics",
+    "attained_regions",
+    "hanin_rolnick_bound",
+    "theorem3_rates",
+    "Theorem1Bounds",
 ]
 
 
@@ -228,11 +247,136 @@ def cnn_formula_caveat(
     if min(c.kernel) < 2 or any(o < f for o, f in zip(c.out_spatial, c.kernel)):
         return None
     f1, f2 = c.kernel
-    return (f"seed 003 Theorem 1 over-counts for input {tuple(input_shape)}, kernel {c.kernel}, stride 1, "
+    return (f"Xiong et al. 2020, Theorem 1 over-counts for input {tuple(input_shape)}, kernel {c.kernel}, stride 1, "
             f"{filters} filters: with one input channel the {2 * f1 * f2} normals of two filters at "
             f"{f1}x{f2} neighbouring positions are linearly dependent for every weight (w_k * w_l = w_l * w_k), "
             "so no weights reach the published value; relugeom.layer_regions on random weights gives the count "
             "of almost every weight (docs/regions.md)")
+
+
+@dataclass(frozen=True)
+class Theorem1Bounds:
+    """Certified bounds ``lower <= R_N <= upper`` on Theorem 1's value (exact integers); ``exact`` when equal."""
+
+    lower: int
+    upper: int
+
+    @property
+    def exact(self) -> bool:
+        return self.lower == self.upper
+
+    @property
+    def log10_lower(self) -> float:
+        return math.log10(self.lower)
+
+    @property
+    def log10_upper(self) -> float:
+        return math.log10(self.upper)
+
+
+def cnn_max_regions_bounds(
+    input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, filters: int
+) -> Theorem1Bounds:
+    """Certified lower and upper bounds on Xiong et al. 2020, Theorem 1 (i), for shapes whose exact value is out
+    of reach (e.g. a (3, 32, 32) input, kernel 3, 64 filters: ``10^4800 <= R_N <= 10^5250`` in about a second).
+
+    Both come from relaxing Hall's condition (membership in K_N) along lines of output positions:
+
+    * upper: keep only the constraints whose positions J lie in one row (or one column) of positions; each line is
+      then an independent 1D instance of Theorem 1 with ``d_0 f`` channels, so ``R_N <= R_1D^{rows}``; and
+      ``R_N <= sum_{j <= D} C(N, j)`` since every t in K_N has at most D = #U S units (J = I).
+    * lower: give each row of positions private input rows (its first ``s`` rows, the last row all ``f`` of its
+      own); matchings of the rows then form one matching of the layer, so ``R_N >= prod_rows R_1D(private)``.
+
+    The 1D instances are exact (the interval programme). 1D inputs return the exact value twice.
+
+    >>> b = cnn_max_regions_bounds((1, 3, 3), 2, 1, 2)
+    >>> b.lower <= 256 <= b.upper
+    True
+    """
+    c = _conv(input_shape, kernel, stride, filters)
+    if c.filters == 0:
+        return Theorem1Bounds(1, 1)
+    lo, up = _theorem1_bounds(c)
+    return Theorem1Bounds(lo, up)
+
+
+def _theorem1_or_bound(input_shape, kernel, stride, filters, *, budget: int | Budget, side: str) -> tuple[int, bool]:  # noqa: ANN001
+    """Theorem 1's exact value, or (past ``budget``) its certified ``side`` bound; and whether it is exact."""
+    try:
+        return cnn_max_regions(input_shape, kernel, stride, filters, budget=budget, warn_caveat=False), True
+    except BudgetExceeded:
+        b = cnn_max_regions_bounds(input_shape, kernel, stride, filters)
+        return (b.lower if side == "lower" else b.upper), b.exact
+
+
+def attained_regions(input_shape, kernel, stride, filters, *, budget: int = 10**6) -> tuple[int, str]:  # noqa: ANN001
+    """A number of regions that weights of the one-layer CNN provably attain, and how it was obtained: the exact
+    count of Gaussian weights where the input has at most 64 values and the count fits ``budget``, else the
+    delta-filter count (a product of 1D arrangements, :func:`relugeom.regions.theorem1._delta_regions`)."""
+    from .attained import gaussian_layer_count
+
+    c = _conv(input_shape, kernel, stride, filters)
+    if c.filters == 0:
+        return 1, "no filters"
+    delta = _delta_regions(c)
+    if c.channels * math.prod(c.spatial) <= 64:
+        try:
+            n = gaussian_layer_count(input_shape, kernel, stride, filters, seed=0, budget=budget)
+            if n >= delta:
+                return n, "exact count of Gaussian weights"
+        except BudgetExceeded:
+            pass
+    return delta, "regions of delta filters, a certified lower bound"
+
+
+def cnn_regions_asymptotics(
+    input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, *, budget: int = 10**6
+) -> tuple[int, Fraction | None]:
+    """Xiong et al. 2020, the asymptotic analysis after Theorem 1: ``R_N = Theta(d_1^{#U S})`` as the number of
+    filters d_1 grows, the other sizes fixed. Returns ``(exponent, leading_coefficient)``: the exponent ``#U S``
+    (input neurons inside some receptive field) and the exact constant c with ``R_N ~ c d_1^{#U S}``.
+
+    ``R_N(d_1) = sum_{t in K_N} prod_i C(d_1, t_i)`` is a polynomial in d_1 (K_N does not depend on d_1 once
+    ``C(d_1, t) = 0`` for t > d_1 is read as the polynomial ``d_1 (d_1 - 1) ... / t!``) of degree D = #U S, with
+    leading coefficient ``sum_{t in K_N, |t| = D} prod_i 1/t_i!``; it is computed as the D-th finite difference
+    ``Delta^D R_N(0) / D!`` of the exact values at d_1 = 0..D, or None where one of them exceeds ``budget``.
+
+    >>> cnn_regions_asymptotics((1, 3), 2, 1)  # fields {0,1}, {1,2}: t in {(1,2), (2,1)}: 1/2 + 1/2
+    (3, Fraction(1, 1))
+    """
+    c = _conv(input_shape, kernel, stride, 1)
+    D = c.channels * math.prod(_covered(n, f, c.stride) for n, f in zip(c.spatial, c.kernel))
+    try:
+        vals = [cnn_max_regions(input_shape, kernel, stride, d, budget=budget, warn_caveat=False) for d in range(D + 1)]
+    except BudgetExceeded:
+        return D, None
+    diff = sum((-1) ** (D - k) * math.comb(D, k) * v for k, v in enumerate(vals))
+    return D, Fraction(diff, math.factorial(D))
+
+
+def hanin_rolnick_bound(n_neurons: int, n_in: int, T: float = 1.0) -> float:
+    """Hanin and Rolnick (2019, "Deep ReLU networks have surprisingly few activation patterns", Theorem 1 as quoted
+    by Daroczy 2020): the expected number of activation regions per unit volume of an ``n_in``-dimensional input
+    is at most ``(T #neurons)^{n_in} / n_in!`` when ``#neurons >= n_in`` and ``2^{#neurons}`` otherwise.
+
+    T > 0 depends on the constants C_grad (moments of the neurons' input gradients) and C_bias (density of the
+    biases) of the weight distribution and is not given a numerical value in the statement; with T = 1 (the
+    default) the value is the authors' reference curve, ``(#neurons)^{n_in} / n_in!``, the expected count of a
+    depth-1 network, against which their figures compare measured counts.
+
+    >>> hanin_rolnick_bound(100, 2)
+    5000.0
+    """
+    n, d = _nonneg_int(n_neurons, "n_neurons"), _nonneg_int(n_in, "n_in")
+    if not T > 0:
+        raise ValueError(f"T must be positive, got {T}")
+    if n < d:
+        return float(2**n)
+    try:
+        return (T * n) ** d / math.factorial(d)
+    except OverflowError:
+        return math.inf
 
 
 # ------------------------------------------------------------------------------------- CNN: Theorems 2 and 3
@@ -273,8 +417,16 @@ def cnn_region_bounds(
 
     * theorem2_lower: ``R_N' * prod_{l=1}^{L-1} floor(d_l/d_0)^{n_l d_0}`` (n_l = number of positions of layer l),
       N' the one-layer CNN on a (d_0, n_{L-1}) input with d_L filters of size f_L x d_0 and stride s_L.
-      Requires d_l >= d_0 for every l.
-    * theorem2_upper: ``R_N'' * prod_{l=2}^{L} sum_{i=0}^{n_0 d_0} C(n_l d_l, i)``, N'' the first layer alone.
+      Requires d_l >= d_0 for every l. Where Theorem 1 over-counts R_N' (:func:`cnn_formula_caveat`), R_N' is
+      replaced by a number of regions that weights provably attain: the exact count of Gaussian weights
+      (:func:`relugeom.regions.attained.attained_regions`), or where that is out of reach the delta-filter count;
+      the ``condition`` column says which. The proof of Theorem 2 builds the deep net on weights of N' with
+      R_N' regions; any weights of N' and their count serve as well. Where Theorem 1's exact value is out of
+      reach, its certified lower bound (:func:`cnn_max_regions_bounds`) is used, and the condition says so.
+    * theorem2_lower_as_published: the same product on Theorem 1's R_N'; ``holds`` is False where Theorem 1
+      over-counts R_N' (the bound is then not established).
+    * theorem2_upper: ``R_N'' * prod_{l=2}^{L} sum_{i=0}^{n_0 d_0} C(n_l d_l, i)``, N'' the first layer alone
+      (Theorem 1's value, never below the count of any weights; its certified upper bound where out of reach).
       The seed's text extraction prints ``n_0 d_0`` as a factor in front of ``sum_{i=0}^{n_l d_l}``; that
       reading, ``R_N'' * prod_l n_0 d_0 2^{n_l d_l}``, is also given (theorem2_upper_as_printed); it is never
       smaller, so both are upper bounds.
@@ -306,11 +458,25 @@ def cnn_region_bounds(
     cond_ok = all(c.filters >= d0 for c in convs)
     last = convs[-1]
     prev_spatial = convs[-2].out_spatial if L > 1 else c0.spatial
-    r_prime = cnn_max_regions((d0, *prev_spatial), last.kernel, last.stride, last.filters, budget=bud)
+    n_prime = ((d0, *prev_spatial), last.kernel, last.stride, last.filters)
     bud.ops(sum(npos[l] * d0 * max(1, (convs[l].filters // d0).bit_length()) for l in range(L - 1)) // 16,
             "theorem2_lower")  # fmt: skip
-    lower = r_prime * math.prod((convs[l].filters // d0) ** (npos[l] * d0) for l in range(L - 1))
-    r2 = cnn_max_regions(input_shape, c0.kernel, c0.stride, c0.filters, budget=bud)
+    factor = math.prod((convs[l].filters // d0) ** (npos[l] * d0) for l in range(L - 1))
+    r_prime, prime_exact = _theorem1_or_bound(*n_prime, budget=bud.sub(bud.remaining // 3), side="lower")
+    published = r_prime * factor
+    over = cnn_formula_caveat(*n_prime)
+    if over:  # Theorem 1 over-counts R_N': build the bound on a count that some weights attain
+        real, how = attained_regions(*n_prime, budget=max(1, bud.remaining // 3))
+        lower = real * factor
+        lower_cond = (f"d_l >= d_0 for every layer; R_N' = {real} ({how}) instead of Theorem 1's {r_prime}, which no "
+                      "weights attain for N' (docs/regions.md)")  # fmt: skip
+    else:
+        lower = published
+        lower_cond = "d_l >= d_0 for every layer"
+        if not prime_exact:
+            lower_cond += "; R_N' replaced by a certified lower bound of Theorem 1's value"
+    r2, _ = _theorem1_or_bound(input_shape, c0.kernel, c0.stride, c0.filters, budget=bud.sub(bud.remaining // 2),
+                               side="upper")  # fmt: skip
     upper = r2 * math.prod(general_position_regions(npos[l] * convs[l].filters, D0, budget=bud) for l in range(1, L))
     bud.ops(sum(npos[l] * convs[l].filters for l in range(1, L)) // 16, "theorem2_upper_as_printed")
     printed = r2 * math.prod(D0 * 2 ** (npos[l] * convs[l].filters) for l in range(1, L))
@@ -332,7 +498,9 @@ def cnn_region_bounds(
         return (q, kind, v, p, lg, (lg - math.log10(p)) if lg is not None else None, holds, cond)
 
     rows = [
-        row("theorem2_lower", "lower", lower if cond_ok else None, params, cond_ok, "d_l >= d_0 for every layer"),
+        row("theorem2_lower", "lower", lower if cond_ok else None, params, cond_ok, lower_cond),
+        row("theorem2_lower_as_published", "lower", published if cond_ok else None, params, cond_ok and not over,
+            "not established: Theorem 1 over-counts R_N' for N'" if over else lower_cond),
         row("theorem2_upper", "upper", upper, params, True, "always"),
         row("theorem2_upper_as_printed", "upper", printed, params, True, "always (weaker)"),
         row("one_layer_cnn", "exact", r_one, d_one * per_filter, r_one is not None,
@@ -343,3 +511,51 @@ def cnn_region_bounds(
                                      "log10_per_parameter", "holds", "condition"])  # fmt: skip
     df["value"] = pd.Series([r[2] for r in rows], dtype=object)
     return df
+
+
+def theorem3_rates(
+    input_shape: Sequence[int], kernel: int | Sequence[int], stride: int, depth: int, widths: Sequence[int],
+    *, budget: int = 10**5,
+) -> pd.DataFrame:
+    """Xiong et al. 2020, Theorem 3: regions per parameter of a deep CNN N_1 (``depth`` = L layers of d filters,
+    the same ``kernel`` and ``stride``) and of a one-layer CNN N_2 with L d^2 filters, for each d in ``widths``.
+
+    The theorem's two rates, as exact log10 (the Theta/Omega/O hide constants, so compare growth, not values):
+
+    * ``deep_rate``: ``(1/L) floor(d/d_0)^{d_0 sum_{l=1}^{L-1} n_l - 2}`` (n_l = positions of layer l), the Omega
+      rate of ``R_{N_1} / #parameters``; next to it ``deep_lower_per_parameter``, the certified Theorem 2 lower
+      bound of :func:`cnn_region_bounds` over N_1's parameter count.
+    * ``shallow_rate``: ``(L d^2)^{d_0 n_0 - 1}``, the O rate of ``R_{N_2} / #parameters``; next to it
+      ``shallow_per_parameter``, Theorem 1's value for N_2 (exact, or its certified upper bound past ``budget``)
+      over N_2's parameter count.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ShapeError(f"depth must be a positive integer, got {depth!r}")
+    rows = []
+    for d in widths:
+        d = _nonneg_int(d, "width")
+        if d == 0:
+            raise ShapeError("widths must be positive")
+        bounds = cnn_region_bounds([(kernel, stride, d)] * depth, input_shape, budget=budget).set_index("quantity")
+        c0 = _conv(input_shape, kernel, stride, d)
+        d0, n0 = c0.channels, math.prod(c0.spatial)
+        convs = [c0]
+        for _ in range(depth - 1):
+            convs.append(_conv((d, *convs[-1].out_spatial), kernel, stride, d))
+        exponent = d0 * sum(math.prod(c.out_spatial) for c in convs[:-1]) - 2
+        deep_rate = exponent * math.log10(d // d0) - math.log10(depth) if d >= d0 else None
+        lower = bounds.loc["theorem2_lower", "value"]
+        p1 = int(bounds.loc["theorem2_lower", "parameters"])
+        wide = depth * d * d
+        r2, exact2 = _theorem1_or_bound(input_shape, kernel, stride, wide, budget=budget, side="upper")
+        p2 = wide * (d0 * math.prod(c0.kernel) + 1)
+        rows.append({
+            "width": d, "depth": depth, "deep_parameters": p1,
+            "deep_rate_log10": deep_rate,
+            "deep_lower_per_parameter_log10": math.log10(lower) - math.log10(p1) if lower else None,
+            "shallow_filters": wide, "shallow_parameters": p2,
+            "shallow_rate_log10": (d0 * n0 - 1) * math.log10(wide),
+            "shallow_per_parameter_log10": math.log10(r2) - math.log10(p2),
+            "shallow_exact": exact2,
+        })  # fmt: skip
+    return pd.DataFrame(rows)

@@ -10,9 +10,11 @@ signatures, max-flow per candidate, and the literal enumeration over every subse
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import sys
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -315,3 +317,89 @@ def _flow_literal(c: _Conv, budget: int) -> int:
         if maximum_flow(g, src, sink).flow_value == sum(t):
             total += math.prod(binom[x] for x in t)
     return total
+
+
+# ------------------------------------------------------------------------------- certified bounds on R_N
+def _covered(n: int, f: int, s: int) -> int:
+    """How many of ``n`` input positions some window ``[i s, i s + f)`` covers."""
+    m = (n - f) // s + 1
+    return len(set().union(*[range(i * s, i * s + f) for i in range(m)]))
+
+
+def _private_rows(m: int, f: int, s: int) -> list[int]:
+    """Sizes of disjoint sets of input rows, the i-th inside window ``[i s, i s + f)``, covering every row some
+    window covers: row i takes ``[i s, (i+1) s)`` (its first s rows) and the last window takes all its rows."""
+    return [min(f, s) for _ in range(m - 1)] + [f]
+
+
+def _strip_bounds(c: _Conv, axis: int) -> tuple[int, int]:
+    """Lower and upper bounds on R_N from the lines of positions along ``axis`` (0: rows, 1: columns).
+
+    Upper: dropping every Hall constraint whose J meets two lines leaves one independent 1D problem per line,
+    whose fields are intervals of ``f_axis`` full pixel lines: ``R_N <= R_1D(d_0 f_axis)^{m_axis}``.
+    Lower: giving line i only its private pixel lines (disjoint across lines) makes the lines independent
+    1D problems whose matchings together are one matching of the whole layer, so every such t is in K_N.
+    """
+    other = 1 - axis
+    C, s, d1 = c.channels, c.stride, c.filters
+    f, m = c.kernel[axis], c.out_spatial[axis]
+
+    @functools.cache
+    def line(channels: int) -> int:
+        return _interval_dp(_Conv(channels, (c.spatial[other],), (c.kernel[other],), s, d1))
+
+    upper = line(C * f) ** m
+    lower = math.prod(line(C * k) ** n for k, n in Counter(_private_rows(m, f, s)).items())
+    return lower, upper
+
+
+def _sum_binomials_upper(n: int, d: int, exact_max: int = 4096) -> int:
+    """A certified upper bound on ``sum_{j <= d} C(n, j)``, exact when ``d <= exact_max`` or ``d >= n``.
+
+    Else, for ``2 d < n``: consecutive terms grow by ``C(n, j) / C(n, j-1) = (n-j+1) / j >= (n-d+1) / d > 1``,
+    so the sum is at most ``C(n, d) / (1 - r)`` with ``r = d / (n-d+1)``: ``C(n, d) (n-d+1) / (n-2d+1)``,
+    rounded up (within that factor of the sum). For ``2 d >= n``: ``2^n`` (within a factor 2).
+    """
+    if d >= n:
+        return 2**n
+    if d <= exact_max:
+        total, term = 0, 1
+        for j in range(d + 1):
+            total += term
+            term = term * (n - j) // (j + 1)
+        return total
+    if 2 * d < n:
+        return -(-math.comb(n, d) * (n - d + 1) // (n - 2 * d + 1))
+    return 2**n
+
+
+def _general_position_upper(c: _Conv) -> int:
+    """``sum_{j <= D} C(N, j)`` (or its certified upper bound, :func:`_sum_binomials_upper`): every t in K_N has
+    ``sum t <= D = #U S`` (J = I), N the number of neurons."""
+    D = c.channels * math.prod(_covered(n, f, c.stride) for n, f in zip(c.spatial, c.kernel))
+    N = c.filters * math.prod(c.out_spatial)
+    return _sum_binomials_upper(N, D)
+
+
+def _theorem1_bounds(c: _Conv) -> tuple[int, int]:
+    """Certified lower and upper bounds on Theorem 1's value (exact integers), cheap for any shape."""
+    if len(c.spatial) == 1:
+        v = _interval_dp(c)
+        return v, v
+    rows, cols = _strip_bounds(c, 0), _strip_bounds(c, 1)
+    return max(rows[0], cols[0]), min(rows[1], cols[1], _general_position_upper(c))
+
+
+def _delta_regions(c: _Conv) -> int:
+    """The number of regions of the layer with *delta filters*: filter k is one 1 at (channel c_k, offset o_k)
+    of its window (offsets taken round robin) and the biases are distinct. Neuron (k, p) is then the hyperplane
+    ``x[c_k, p + o_k] = -b_k``, so the arrangement is a product of 1D arrangements and has
+    ``prod_v (1 + n_v)`` regions, n_v the number of filters whose delta lands on input neuron v at some output
+    position. A lower bound on the maximum over weights R_N that needs no theorem."""
+    offsets = list(itertools.product(range(c.channels), *[range(f) for f in c.kernel]))
+    hits = np.zeros((c.channels, *c.spatial), dtype=np.int64)
+    for k in range(c.filters):
+        ch, *o = offsets[k % len(offsets)]
+        idx = tuple(slice(oi, oi + (m - 1) * c.stride + 1, c.stride) for oi, m in zip(o, c.out_spatial))
+        hits[(ch, *idx)] += 1
+    return math.prod(int(h) + 1 for h in hits.ravel())

@@ -24,10 +24,13 @@ from torch import nn
 
 from ..errors import ArchitectureError, DataError
 from ..sources import Source, SourceItem, map_sources
+from .cells import _forward_record, _prepare
+from .formulas import hanin_rolnick_bound
 from .segment import regions_on_segment
 from .slice import partition_2d
 
-COLUMNS = ["kind", "index", "points", "n_regions", "n_linear_regions", "measure", "density"]
+COLUMNS = ["kind", "index", "points", "n_regions", "n_linear_regions", "measure", "density", "n_neurons",
+           "hanin_rolnick_bound", "T_equivalent"]
 
 
 def _data_points(data: object) -> torch.Tensor:
@@ -42,6 +45,13 @@ def _data_points(data: object) -> torch.Tensor:
     if X.shape[0] < 3:
         raise DataError(f"need at least 3 data points for lines and planes, got {X.shape[0]}")
     return X
+
+
+def relu_neuron_count(model: nn.Module, x: torch.Tensor) -> int:
+    """Number of ReLU neurons (inputs of activation nodes, read from the network's graph) on inputs shaped like ``x``
+    (one sample)."""
+    _, patterns, _ = _forward_record(_prepare(model), torch.as_tensor(x, dtype=torch.float64)[None])
+    return int(sum(p.shape[1] for p in patterns if p.dtype == np.bool_))  # ReLU signs; max-pool arg-maxes are ints
 
 
 def region_counts(
@@ -60,6 +70,12 @@ def region_counts(
     ``measure`` is its input-space length. Plane j passes through a, b, c: ``a + z1 (b - a) + z2 (c - a)``,
     ``z in [-extend, 1 + extend]^2``; ``measure`` is its input-space area. ``density = n_regions / measure``.
 
+    Next to it, Hanin and Rolnick's (2019) bound on the expected number of activation regions per unit volume,
+    ``(T #neurons)^{n_in} / n_in!`` with n_in = 1 on a line and 2 on a plane (the network restricted to the line or
+    plane), at T = 1 (:func:`~relugeom.regions.formulas.hanin_rolnick_bound`); ``T_equivalent`` is the T at which
+    the bound equals the measured density, ``(n_in! density)^{1/n_in} / #neurons``. The theorem is about random
+    weights and its T depends on their gradient and bias constants, so the comparison is indicative.
+
     Example
     -------
     >>> from torch import nn
@@ -72,6 +88,12 @@ def region_counts(
     [['plane', 4]]
     """
     X = _data_points(data)
+    n_neurons = relu_neuron_count(model, X[0])
+
+    def bound(n_in: int, density: float) -> tuple[float, float]:
+        T_eq = (math.factorial(n_in) * density) ** (1 / n_in) / n_neurons if n_neurons else math.nan
+        return hanin_rolnick_bound(n_neurons, n_in), T_eq
+
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_lines):
@@ -80,16 +102,18 @@ def region_counts(
         d = xb - xa
         seg = regions_on_segment(model, xa - extend * d, xb + extend * d, budget=budget)
         length = float(torch.linalg.vector_norm(d)) * (1 + 2 * extend)
-        rows.append(("line", i, f"{a},{b}", seg.n_activation_regions, seg.n_linear_regions, length,
-                     seg.n_activation_regions / length if length else math.nan))  # fmt: skip
+        dens = seg.n_activation_regions / length if length else math.nan
+        rows.append(("line", i, f"{a},{b}", seg.n_activation_regions, seg.n_linear_regions, length, dens,
+                     n_neurons, *bound(1, dens)))  # fmt: skip
     for j in range(n_planes):
         a, b, c = rng.choice(len(X), size=3, replace=False)
         u, v = X[b] - X[a], X[c] - X[a]
         P = partition_2d(model, X[a], u, v, (-extend, 1 + extend, -extend, 1 + extend), budget=budget)
         G = torch.stack([u.ravel(), v.ravel()])
         area = float(torch.sqrt(torch.clamp(torch.linalg.det(G @ G.T), min=0))) * (1 + 2 * extend) ** 2
-        rows.append(("plane", j, f"{a},{b},{c}", P.n_regions, P.n_linear_regions, area,
-                     P.n_regions / area if area else math.nan))  # fmt: skip
+        dens = P.n_regions / area if area else math.nan
+        rows.append(("plane", j, f"{a},{b},{c}", P.n_regions, P.n_linear_regions, area, dens, n_neurons,
+                     *bound(2, dens)))  # fmt: skip
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -139,4 +163,8 @@ def training_summary(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby(keys, dropna=False)["density"]
     out = g.agg(["mean", "std", "count"]).reset_index()
     out["se"] = out["std"] / np.sqrt(out["count"])
-    return out.rename(columns={"mean": "density_mean", "count": "n"}).drop(columns="std")
+    out = out.rename(columns={"mean": "density_mean", "count": "n"}).drop(columns="std")
+    if "hanin_rolnick_bound" in df:  # one value per network and kind
+        hr = df.groupby(keys, dropna=False)[["n_neurons", "hanin_rolnick_bound"]].first().reset_index()
+        out = out.merge(hr, on=keys, how="left")
+    return out

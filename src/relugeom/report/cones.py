@@ -33,7 +33,7 @@ def _fractions_panel(ax, dist: pd.DataFrame, title: str) -> None:  # noqa: ANN00
                color=[STATE_COLORS[s] for s in STATES])  # fmt: skip
         ax.set_xticks(range(4), [s.replace("_", "\n") for s in STATES], fontsize=7)
     ax.set_ylim(-0.02, 1.02)
-    ax.set_ylabel("fraction of filters")
+    ax.set_ylabel("fraction of cones")
     ax.set_title(title, fontsize=9)
 
 

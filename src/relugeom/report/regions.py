@@ -72,6 +72,12 @@ def training_figure(summary: pd.DataFrame) -> Figure:
         for run, g in s.groupby("run") if "run" in s else [("", s)]:
             ax.errorbar(g["epoch"], g["density_mean"], yerr=g["se"].fillna(0), marker="o", capsize=3,
                         label=str(run) or None)  # fmt: skip
+        if "hanin_rolnick_bound" in s and s["hanin_rolnick_bound"].notna().any():
+            n_in = 1 if kind == "line" else 2
+            ax.plot(s["epoch"], s["hanin_rolnick_bound"], ls="--", color="grey",
+                    label=f"Hanin & Rolnick 2019: #neurons^{n_in}/{n_in}! (T = 1)")  # fmt: skip
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
         ax.set_xlabel("epoch")
         ax.set_ylabel("regions per unit " + ("length" if kind == "line" else "area"))
         ax.set_title(f"{kind}s through data points")

@@ -90,3 +90,75 @@ def manifold_figure(manifold: PiecewisePreimage, *, n: int = 400, seed: int = 0,
     ax.set_title(f"input manifold mapped to sum(y) = const: {len(manifold)} patches"
                  + ("" if manifold.complete else " (budget reached)"), fontsize=9)  # fmt: skip
     return fig
+
+
+def dual_basis_figure(data: dict, *, extent: float = 1.5) -> Figure:
+    """Fig. 1: the layer's planes (lines in 2D), the dual basis e_i drawn from the apex where all planes meet
+    (eq. 10; e_i runs along the planes other than i, to the negative side of plane i), and the preimage of an
+    output y (eqs. 14-15): the point x* (black) and the cone x* + S+(e_i : y_i = 0) (red)."""
+    w, b, apex, E = data["w"], data["b"], data["apex"], data["E"]
+    x_star, rays, zeros = data["x_star"], data["rays"], data["zeros"]
+    d = len(apex)
+    centre = (apex + x_star) / 2
+    half = extent + np.abs(apex - x_star).max() / 2
+    lo, hi = centre - half, centre + half
+    fig = Figure(figsize=(5.6, 5.2), layout="constrained")
+    ax = fig.add_subplot(projection="3d" if d == 3 else None)
+    colors = ("tab:blue", "tab:orange", "tab:green")
+    if d == 2:
+        t = np.linspace(-3 * half, 3 * half, 2)
+        for i in range(2):
+            n = w[i] / np.linalg.norm(w[i])
+            p0 = -b[i] * w[i] / (w[i] @ w[i])
+            line = p0[None, :] + t[:, None] * np.array([-n[1], n[0]])[None, :]
+            ax.plot(line[:, 0], line[:, 1], color=colors[i], lw=1.2,
+                    label=f"plane {i + 1}: w{i + 1}·x + b{i + 1} = 0")  # fmt: skip
+        for i in range(2):
+            arrow = {"arrowstyle": "->", "color": colors[i], "lw": 2}
+            ax.annotate("", xy=apex + E[:, i], xytext=apex, arrowprops=arrow)
+            ax.text(*(apex + 1.08 * E[:, i]), f"e{i + 1}", color=colors[i], fontsize=10)
+        for j in range(len(zeros)):
+            end = x_star + 3 * half * rays[:, j]
+            ax.plot([x_star[0], end[0]], [x_star[1], end[1]], color="tab:red", lw=3, alpha=0.7,
+                    label="preimage x* + S+(e_i : y_i = 0)" if j == 0 else None)  # fmt: skip
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_aspect("equal")
+        ax.axhline(0, color="0.6", lw=0.5)
+        ax.axvline(0, color="0.6", lw=0.5)
+    else:
+        g = np.linspace(-half, half, 2)
+        for i in range(3):
+            n = w[i] / np.linalg.norm(w[i])
+            u = np.linalg.svd(n[None, :])[2][1:]  # two directions inside the plane
+            p0 = apex  # every plane passes through the apex
+            s1, s2 = np.meshgrid(g, g)
+            pts = p0[None, None, :] + s1[..., None] * u[0] + s2[..., None] * u[1]
+            ax.plot_surface(pts[..., 0], pts[..., 1], pts[..., 2], color=colors[i], alpha=0.18, linewidth=0)
+        for i in range(3):
+            ax.quiver(*apex, *E[:, i], color=colors[i], lw=2, arrow_length_ratio=0.15)
+            ax.text(*(apex + 1.12 * E[:, i]), f"e{i + 1}", color=colors[i], fontsize=10)
+        if rays.shape[1]:
+            L = 1.5 * half
+            tips = [x_star + L * rays[:, j] for j in range(rays.shape[1])]
+            for tip in tips:
+                ax.plot(*np.stack([x_star, tip]).T, color="tab:red", lw=2.5)
+            if len(tips) == 2:
+                from mpl_toolkits.mplot3d.art3d import Poly3DCollection
+
+                ax.add_collection3d(Poly3DCollection([np.stack([x_star, *tips])], color="tab:red", alpha=0.35))
+        ax.set_xlim(lo[0], hi[0])
+        ax.set_ylim(lo[1], hi[1])
+        ax.set_zlim(lo[2], hi[2])
+        ax.set_zlabel("x3")
+        ax.set_box_aspect(None, zoom=0.85)
+    ax.scatter(*apex, color="0.3", s=25, zorder=5)
+    ax.scatter(*x_star, color="black", s=30, zorder=6)
+    ax.set_xlabel("x1")
+    ax.set_ylabel("x2")
+    y = ", ".join(f"{v:.2g}" for v in data["y"])
+    ax.set_title(f"dual basis from the apex (grey); preimage of y = ({y}) from x* (black), red,\n"
+                 "before the domain x >= 0; Carlsson 2019, fig. 1 and eqs. 10-15", fontsize=8)  # fmt: skip
+    if d == 2:
+        ax.legend(fontsize=7, loc="lower right")
+    return fig

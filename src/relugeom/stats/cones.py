@@ -41,16 +41,22 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import ArchitectureError, ShapeError, SkippedWarning, warn
+from ..errors import ArchitectureError, BudgetExceeded, ShapeError, SkippedWarning, warn
 from ..layers import AffineLayer, batchnorm_affine, check_finite, find_layers
 from ..sources import Source, SourceItem, map_sources
 
 STATES: tuple[str, ...] = ("OUT_FULL_IN", "OUT_PARTIAL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT")
-PARAM_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "D", "apex", "orientation", "opening", "cos_D"]
-STATE_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "prev_layer", "prev_filter", "dist",
-                 "open_diff", "rotation", "rotation_space", "state", "reason"]  # fmt: skip
-PAIR_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "prev_layer", "prev_filter", "dist",
-                "open_diff", "rotation", "rotation_space"]  # fmt: skip
+CONES: tuple[str, ...] = ("channel", "filter")
+DENSE_SHIFTS_MAX = 64  # per-channel rotations on at most this many positions: dense shifts, else FFTs
+MAX_PAIR_ROWS = 10**7  # per layer pair: the per-channel pairs table grows as filters x channels x channels
+TIES: tuple[str, ...] = ("geometry", "authors")
+PARAM_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "channel", "D", "apex", "orientation", "opening",
+                 "cos_D"]  # fmt: skip
+STATE_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "channel", "prev_layer", "prev_filter",
+                 "prev_channel", "dist", "open_diff", "rotation", "rotation_shear", "rotation_space", "state",
+                 "reason"]  # fmt: skip
+PAIR_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "channel", "prev_layer", "prev_filter",
+                "prev_channel", "dist", "open_diff", "rotation", "rotation_shear", "rotation_space"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -174,8 +180,36 @@ def rotation_angles(
     return np.arccos(np.clip(cos, -1.0, 1.0))
 
 
-def classify(d: np.ndarray, o: np.ndarray) -> np.ndarray:
-    """The four states from d = max_p dist_p and o = min_p open_p (DESIGN.md, "Cones"); None where NaN."""
+def _dense_shift_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """:func:`rotation_angles` for single-channel normals on few positions: a (n, *S), b (m, *S); every cyclic
+    shift of every b written out, one matrix product (faster than many tiny FFTs when prod(S) is small)."""
+    spatial = a.shape[1:]
+    axes = tuple(range(1, 1 + len(spatial)))
+    a = a.reshape(len(a), -1)
+    a = a - a.mean(1, keepdims=True)
+    b0 = b - b.reshape(len(b), -1).mean(1).reshape((-1,) + (1,) * len(spatial))
+    shifts = np.stack([np.roll(b0, s, axis=axes).reshape(len(b), -1) for s in np.ndindex(*spatial)], 1)  # (m, S, S)
+    best = (a @ shifts.reshape(-1, a.shape[1]).T).reshape(len(a), len(b), -1).max(2)
+    na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b0.reshape(len(b), -1), axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cos = best / (na[:, None] * nb[None, :])
+    cos[(na[:, None] * nb[None, :]) <= 1e-300] = np.nan
+    return np.arccos(np.clip(cos, -1.0, 1.0))
+
+
+def classify(d: np.ndarray, o: np.ndarray, ties: str = "geometry") -> np.ndarray:
+    """The four states from d = max_p dist_p and o = min_p open_p (DESIGN.md, "Cones"); None where NaN.
+
+    d > 0 (the apex of cone i lies beyond the farthest apex of the previous layer's cones) and d < 0 follow the
+    authors' rule: o > 0 -> OUT_PARTIAL_IN else OUT_FULL_IN; o >= 0 -> IN_FULL_OUT else IN_PARTIAL_OUT.
+    A tie, d exactly 0 (the apexes coincide; every apex is at 0 when the biases are 0, as at initialization):
+    two cones with one apex are nested one in the other, decided by the openings alone, so ``ties="geometry"``
+    (the default) gives OUT_FULL_IN when o <= 0 (cone i no wider: inside) and IN_FULL_OUT when o > 0 (cone i
+    wider: it holds the others); ``ties="authors"`` keeps the authors' code, which counts d = 0 with d > 0
+    (OUT_PARTIAL_IN when o > 0).
+    """
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     d = np.asarray(d, dtype=np.float64)
     o = np.asarray(o, dtype=np.float64)
     out = np.where(
@@ -183,8 +217,26 @@ def classify(d: np.ndarray, o: np.ndarray) -> np.ndarray:
         np.where(o > 0, "OUT_PARTIAL_IN", "OUT_FULL_IN"),
         np.where(o >= 0, "IN_FULL_OUT", "IN_PARTIAL_OUT"),
     ).astype(object)
+    if ties == "geometry":
+        tie = d == 0
+        out[tie] = np.where(o[tie] > 0, "IN_FULL_OUT", "OUT_FULL_IN")
     out[np.isnan(d) | np.isnan(o)] = None
     return out
+
+
+def shear_rotation(phi: np.ndarray, opening_a: np.ndarray, opening_b: np.ndarray, sign_a: np.ndarray,
+                   sign_b: np.ndarray) -> np.ndarray:  # fmt: skip
+    """The poster's rotation: shear the wider cone along the identity line to the opening of the narrower one,
+    then the smallest angle between its normal and the cyclic shifts of the other's (Gamba et al. 2019).
+
+    A shear along 1 keeps a normal's component orthogonal to 1 and rescales the one along 1. At a common opening
+    theta (``|arcsin cos(n, 1)|``, as :func:`cone_geometry`), two normals whose orthogonal parts make the angle
+    phi make the angle ``arccos(s_a s_b sin^2 theta + cos^2 theta cos phi)`` (s: their orientations), increasing
+    in phi; so the best shift is relugeom's (``phi`` from :func:`rotation_angles`), theta is the smaller opening.
+    """
+    theta = np.minimum(opening_a, opening_b)
+    c = sign_a * sign_b * np.sin(theta) ** 2 + np.cos(theta) ** 2 * np.cos(phi)
+    return np.arccos(np.clip(c, -1.0, 1.0))
 
 
 # ---------------------------------------------------------------------------------------------- layers
@@ -268,6 +320,33 @@ class _Cones:
             return cone_geometry(w, b, dim=math.prod(layer.input_shape))
         return cone_geometry(self.normals(layer), b)
 
+    def channel_normals(self, layer: AffineLayer) -> np.ndarray:
+        """Per (filter, channel) single-channel normals, (F, Cg, *S): each channel's kernel embedded alone."""
+        key = (layer.name, "channel")
+        if key not in self._normals:
+            w, _ = self.wb[layer.name]
+            f, cg = w.shape[:2]
+            one = embed_filters(w.reshape(f * cg, 1, *w.shape[2:]), layer.input_shape[1:], layer.dilation, 1)
+            self._normals[key] = one.reshape(f, cg, *one.shape[2:])
+        return self._normals[key]
+
+    def channel_params(self, layer: AffineLayer) -> dict[str, np.ndarray]:
+        """Cones per (filter k, input channel c), shaped (F, Cg): the H x W single-channel circulant of w[k, c],
+        D = prod(S), with the bias share b_k / Cg (the filter's pre-activation is the sum over its channels of
+        ``w[k, c] * x_c + b_k / Cg``); ``channel`` is the input channel each column reads."""
+        w, b = self.wb[layer.name]
+        f, cg = w.shape[:2]
+        spatial = layer.input_shape[1:]
+        share = np.repeat(b / cg, cg)
+        if _taps_distinct(_tap_positions(w.shape[2:], layer.dilation or (1,) * len(spatial), spatial)):
+            geo = cone_geometry(w.reshape(f * cg, -1), share, dim=math.prod(spatial))
+        else:
+            geo = cone_geometry(self.channel_normals(layer).reshape(f * cg, -1), share)
+        out = {k: v.reshape(f, cg) for k, v in geo.items()}
+        groups = layer.groups or 1
+        out["channel"] = (np.arange(f)[:, None] // max(1, f // groups)) * cg + np.arange(cg)[None, :]
+        return out
+
 
 def _meta(layer: AffineLayer, n: int) -> dict[str, object]:
     return {"layer": layer.name, "layer_index": layer.layer_index, "stage": layer.stage, "block": layer.block,
@@ -279,21 +358,31 @@ def _finish(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame({c: pd.Series(dtype="object") for c in columns})
     df = pd.concat(frames, ignore_index=True)[columns]
-    for c in ("stage", "block", "filter", "prev_filter"):
+    for c in ("stage", "block", "filter", "prev_filter", "channel", "prev_channel"):
         if c in df:
             df[c] = df[c].astype("Int64")
     return df
 
 
-def _params_frame(cones: _Cones) -> pd.DataFrame:
-    frames = [pd.DataFrame({**_meta(la, la.out_channels), **cones.params(la)}) for la in cones.layers]
+def _params_frame(cones: _Cones, per_channel: bool) -> pd.DataFrame:
+    frames = []
+    for la in cones.layers:
+        if per_channel:
+            p = cones.channel_params(la)
+            f, cg = p["apex"].shape
+            frames.append(pd.DataFrame({**_meta(la, f), "filter": np.repeat(np.arange(f), cg),
+                                        **{k: v.ravel() for k, v in p.items()}}))  # fmt: skip
+        else:
+            frames.append(pd.DataFrame({**_meta(la, la.out_channels), "channel": pd.NA, **cones.params(la)}))
     return _finish(frames, PARAM_COLUMNS)
 
 
 def cone_params(
-    source: Source, input_shape: Sequence[int], *, arch: str | None = None, fold_bn: bool = True
+    source: Source, input_shape: Sequence[int], *, arch: str | None = None, fold_bn: bool = True,
+    cones: str = "channel",
 ) -> pd.DataFrame:
-    """Apex, orientation and opening of the cone of every conv filter (seed 000; seed 002, eq. 16).
+    """Apex, orientation and opening of the cone of every conv filter and input channel (seed 000; seed 002,
+    eq. 16); ``cones="filter"``: one cone per whole filter.
 
     Parameters
     ----------
@@ -303,25 +392,57 @@ def cone_params(
         Shape of one network input, (C, H, W); each layer's cone lives on its own input shape.
     fold_bn
         Fold a batch norm that directly follows a conv (eval-mode statistics) into its weights.
+    cones
+        "channel" (the default; Gamba et al. 2019: "each channel of each filter defines a polyhedral cone"): one
+        cone per (filter k, input channel c), the channel's kernel on its H x W positions (D = H * W) with the
+        bias share b_k / C; "filter": one cone per whole filter in D = C * H * W.
 
     Returns
     -------
-    DataFrame ``layer, layer_index, stage, block, filter, D, apex, orientation, opening, cos_D`` (float64;
-    opening in radians), preceded by ``run, seed, epoch`` for a series.
+    DataFrame ``layer, layer_index, stage, block, filter, channel, D, apex, orientation, opening, cos_D``
+    (float64; opening in radians; ``channel`` NA for whole-filter cones), preceded by ``run, seed, epoch`` for a
+    series.
 
     Example
     -------
     >>> from relugeom.experiments.models import build_model
-    >>> df = cone_params(build_model("vgg9", seed=0), (3, 32, 32))
+    >>> df = cone_params(build_model("vgg9", seed=0), (3, 32, 32), cones="filter")
     >>> df.groupby("layer_index").size().tolist()
     [64, 64, 128, 128, 256, 256]
+    >>> cone_params(build_model("vgg9", seed=0), (3, 32, 32)).groupby("layer_index").size().tolist()[:2]
+    [192, 4096]
     """
 
-    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=("params",))["params"]
+    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=("params",), cones=cones)["params"]
 
 
-def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-pair (i in lb, p in la) table and per-filter-i table with the state."""
+def _normal_openings(normals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Opening and orientation of normals (N, ...) in their own space (for the shear rotation)."""
+    g = cone_geometry(normals, None)
+    return g["opening"], g["orientation"]
+
+
+def _reduce(dist: np.ndarray, opend: np.ndarray, rot: np.ndarray, shear: np.ndarray, ties: str) -> dict:
+    """Per cone of layer l+1 (last axis: the cones of layer l it is compared with): d = max dist, o = min open
+    diff, the smallest rotation, the state."""
+    n = dist.shape[-1]
+    with np.errstate(invalid="ignore"):
+        d = np.max(dist, axis=-1) if n else np.full(dist.shape[:-1], np.nan)
+        o = np.min(opend, axis=-1) if n else np.full(dist.shape[:-1], np.nan)
+        all_nan_rot = np.all(np.isnan(rot), axis=-1) if n else np.ones(dist.shape[:-1], bool)
+        nearest = np.where(all_nan_rot, -1, np.argmin(np.where(np.isnan(rot), np.inf, rot), axis=-1))
+        idx = np.maximum(nearest, 0)[..., None]
+        rmin = np.where(all_nan_rot, np.nan, np.take_along_axis(rot, idx, -1)[..., 0])
+        smin = np.where(all_nan_rot, np.nan, np.take_along_axis(shear, idx, -1)[..., 0])
+    state = classify(d, o, ties)
+    reason = np.where(pd.isna(state), "apex or opening undefined (a zero filter or sum(w) = 0)", None)
+    return {"d": d, "o": o, "nearest": nearest, "rotation": rmin, "rotation_shear": smin, "state": state,
+            "reason": reason}  # fmt: skip
+
+
+def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str, ties: str,
+               want_pairs: bool) -> tuple[pd.DataFrame | None, pd.DataFrame]:  # fmt: skip
+    """Whole-filter cones: per-pair (i in lb, p in la) table and per-filter-i table with the state."""
     pa, pb = cones.params(la), cones.params(lb)
     d_b = float(pb["D"][0]) if len(pb["D"]) else float("nan")
     dist = (pb["apex"][:, None] - pa["apex"][None, :]) * math.sqrt(d_b)
@@ -331,46 +452,114 @@ def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str) -> 
         warn(f"{cones.where}layers {la.name!r} and {lb.name!r} read inputs of different spatial sizes "
              f"{tuple(sa)} and {tuple(sb)} (a stride): their rotation is left NaN", SkippedWarning)  # fmt: skip
         rot, space = np.full(dist.shape, np.nan), "none"
-    elif ca == cb:
-        rot, space = rotation_angles(cones.normals(lb), cones.normals(la), device=device), "full"
+        shear = rot
     else:
-        rot = rotation_angles(cones.normals(lb, channel_sum=True), cones.normals(la, channel_sum=True), device=device)
-        space = "channel_sum"
+        channel_sum = ca != cb
+        nb, na = cones.normals(lb, channel_sum=channel_sum), cones.normals(la, channel_sum=channel_sum)
+        rot, space = rotation_angles(nb, na, device=device), "channel_sum" if channel_sum else "full"
+        (ob, sgb), (oa, sga) = _normal_openings(nb), _normal_openings(na)
+        shear = shear_rotation(rot, oa[None, :], ob[:, None], sga[None, :], sgb[:, None])
     ni, npv = dist.shape
-    pairs = pd.DataFrame({
-        "layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
-        "filter": np.repeat(np.arange(ni), npv), "prev_layer": la.name, "prev_filter": np.tile(np.arange(npv), ni),
-        "dist": dist.ravel(), "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_space": space,
-    })  # fmt: skip
-    with np.errstate(invalid="ignore"):
-        d = np.max(dist, axis=1) if npv else np.full(ni, np.nan)
-        o = np.min(opend, axis=1) if npv else np.full(ni, np.nan)
-        all_nan_rot = np.all(np.isnan(rot), axis=1) if npv else np.ones(ni, bool)
-        nearest = np.where(all_nan_rot, -1, np.argmin(np.where(np.isnan(rot), np.inf, rot), axis=1))
-        rmin = np.where(all_nan_rot, np.nan, np.take_along_axis(rot, np.maximum(nearest, 0)[:, None], 1)[:, 0])
-    state = classify(d, o)
-    reason = np.where(pd.isna(state), "apex or opening undefined (a zero filter or sum(w) = 0)", None)
+    pairs = None
+    if want_pairs:
+        pairs = pd.DataFrame({
+            "layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
+            "filter": np.repeat(np.arange(ni), npv), "channel": pd.NA, "prev_layer": la.name,
+            "prev_filter": np.tile(np.arange(npv), ni), "prev_channel": pd.NA, "dist": dist.ravel(),
+            "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_shear": shear.ravel(),
+            "rotation_space": space,
+        })  # fmt: skip
+    r = _reduce(dist, opend, rot, shear, ties)
     per_filter = pd.DataFrame({
-        **_meta(lb, ni), "prev_layer": la.name, "prev_filter": pd.array(np.where(nearest < 0, None, nearest),
-                                                                         dtype="Int64"),
-        "dist": d, "open_diff": o, "rotation": rmin, "rotation_space": space, "state": state, "reason": reason,
+        **_meta(lb, ni), "channel": pd.NA, "prev_layer": la.name,
+        "prev_filter": pd.array(np.where(r["nearest"] < 0, None, r["nearest"]), dtype="Int64"), "prev_channel": pd.NA,
+        "dist": r["d"], "open_diff": r["o"], "rotation": r["rotation"], "rotation_shear": r["rotation_shear"],
+        "rotation_space": space, "state": r["state"], "reason": r["reason"],
     })  # fmt: skip
     return pairs, per_filter
 
 
+def _pair_rows_channel(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str, ties: str,
+                       want_pairs: bool) -> tuple[pd.DataFrame | None, pd.DataFrame]:  # fmt: skip
+    """Per-channel cones (the authors' pairing): the cone of filter i of layer l+1 on its input channel c against
+    the cones of filter c of layer l (the filter that produced channel c) on each of its own input channels j.
+    Computed one channel c at a time (never the whole filters x channels x channels array)."""
+    pa, pb = cones.channel_params(la), cones.channel_params(lb)
+    fb, cgb = pb["apex"].shape
+    cga = pa["apex"].shape[1]
+    chan = pb["channel"]  # (fb, cgb): the filter of layer l feeding each cone of layer l+1
+    if want_pairs and fb * cgb * cga > MAX_PAIR_ROWS:
+        raise BudgetExceeded(f"{cones.where}the per-channel pairs table of {la.name!r} -> {lb.name!r} would have "
+                             f"{fb * cgb * cga} rows (more than {MAX_PAIR_ROWS}); leave out pairs (--pairs) or use "
+                             "whole-filter cones (cones='filter', --cones filter)")  # fmt: skip
+    scale = math.sqrt(float(math.prod(lb.input_shape[1:])))
+    sa, sb = la.input_shape[1:], lb.input_shape[1:]
+    space = "channel" if sa == sb else "none"
+    if sa != sb:
+        warn(f"{cones.where}layers {la.name!r} and {lb.name!r} read inputs of different spatial sizes "
+             f"{tuple(sa)} and {tuple(sb)} (a stride): their rotation is left NaN", SkippedWarning)  # fmt: skip
+    else:
+        nb, na = cones.channel_normals(lb), cones.channel_normals(la)  # (fb, cgb, *S), (fa, cga, *S)
+    keys = ("d", "o", "nearest", "rotation", "rotation_shear", "state", "reason")
+    red = {k: np.empty((fb, cgb), dtype=object if k in ("state", "reason") else float) for k in keys}
+    red["nearest"] = np.empty((fb, cgb), dtype=np.int64)
+    parts: list[pd.DataFrame] = []
+    for c in np.unique(chan):
+        rows = np.nonzero(chan == c)
+        dist = (pb["apex"][rows][:, None] - pa["apex"][c][None, :]) * scale  # (n, cga)
+        opend = pb["opening"][rows][:, None] - pa["opening"][c][None, :]
+        if space == "channel":
+            if math.prod(sb) <= DENSE_SHIFTS_MAX and torch.device(device).type == "cpu":
+                rot = _dense_shift_angles(nb[rows], na[c])
+            else:
+                rot = rotation_angles(nb[rows][:, None], na[c][:, None], device=device)
+            shear = shear_rotation(rot, pa["opening"][c][None, :], pb["opening"][rows][:, None],
+                                   pa["orientation"][c][None, :], pb["orientation"][rows][:, None])  # fmt: skip
+        else:
+            rot = shear = np.full(dist.shape, np.nan)
+        r = _reduce(dist, opend, rot, shear, ties)
+        for k in keys:
+            red[k][rows] = r[k]
+        if want_pairs:
+            n = len(rows[0])
+            parts.append(pd.DataFrame({
+                "layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
+                "filter": np.repeat(rows[0], cga), "channel": int(c), "prev_layer": la.name, "prev_filter": int(c),
+                "prev_channel": np.tile(np.arange(cga), n), "dist": dist.ravel(), "open_diff": opend.ravel(),
+                "rotation": rot.ravel(), "rotation_shear": shear.ravel(), "rotation_space": space,
+                "_cone": np.repeat(rows[0] * cgb + rows[1], cga),
+            }))  # fmt: skip
+    pairs = None
+    if want_pairs:  # in (filter, channel, prev_channel) order
+        pairs = pd.concat(parts, ignore_index=True).sort_values(["_cone", "prev_channel"], kind="stable")
+        pairs = pairs.drop(columns="_cone").reset_index(drop=True)
+    per_cone = pd.DataFrame({
+        **_meta(lb, fb), "filter": np.repeat(np.arange(fb), cgb), "channel": chan.ravel(), "prev_layer": la.name,
+        "prev_filter": chan.ravel(),
+        "prev_channel": pd.array(np.where(red["nearest"] < 0, None, red["nearest"]).ravel(), dtype="Int64"),
+        "dist": red["d"].ravel(), "open_diff": red["o"].ravel(), "rotation": red["rotation"].ravel(),
+        "rotation_shear": red["rotation_shear"].ravel(), "rotation_space": space, "state": red["state"].ravel(),
+        "reason": red["reason"].ravel(),
+    })  # fmt: skip
+    return pairs, per_cone
+
+
 def _skip_row(la: AffineLayer, lb: AffineLayer, reason: str) -> pd.DataFrame:
     return pd.DataFrame([{"layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
-                          "filter": None, "prev_layer": la.name, "prev_filter": None, "dist": np.nan,
-                          "open_diff": np.nan, "rotation": np.nan, "rotation_space": None, "state": None,
+                          "filter": None, "channel": None, "prev_layer": la.name, "prev_filter": None,
+                          "prev_channel": None, "dist": np.nan, "open_diff": np.nan, "rotation": np.nan,
+                          "rotation_shear": np.nan, "rotation_space": None, "state": None,
                           "reason": reason}])  # fmt: skip
 
 
-def _tables_one(cones: _Cones, tables: Sequence[str], device: str | torch.device) -> dict[str, pd.DataFrame]:
+def _tables_one(cones: _Cones, tables: Sequence[str], device: str | torch.device, per_channel: bool,
+                ties: str) -> dict[str, pd.DataFrame]:  # fmt: skip
     """The asked-for tables ("params", "states", "pairs") of one model, from one set of cones."""
-    out = {"params": _params_frame(cones)} if "params" in tables else {}
+    out = {"params": _params_frame(cones, per_channel)} if "params" in tables else {}
     if "states" not in tables and "pairs" not in tables:
         return out
     per_pair, per_filter = [], []
+    rows_of = _pair_rows_channel if per_channel else _pair_rows
     for la, lb, link in zip(cones.layers, cones.layers[1:], cones.links):
         if not link.ok:
             reason = str(link.reason)
@@ -378,8 +567,9 @@ def _tables_one(cones: _Cones, tables: Sequence[str], device: str | torch.device
                 warn(f"{cones.where}pair {la.name!r} -> {lb.name!r} skipped: {reason}", SkippedWarning)
             per_filter.append(_skip_row(la, lb, reason))
             continue
-        pair_df, filt_df = _pair_rows(cones, la, lb, device)
-        per_pair.append(pair_df)
+        pair_df, filt_df = rows_of(cones, la, lb, device, ties, "pairs" in tables)
+        if pair_df is not None:
+            per_pair.append(pair_df)
         per_filter.append(filt_df)
     if "states" in tables:
         out["states"] = _finish(per_filter, STATE_COLUMNS)
@@ -396,35 +586,41 @@ def cone_tables(
     fold_bn: bool = True,
     tables: Sequence[str] = ("params", "states"),
     device: str | torch.device = "cpu",
+    cones: str = "channel",
+    ties: str = "geometry",
     **schedule: Any,
 ) -> dict[str, pd.DataFrame]:
     """Several cone tables from one pass over ``source`` (each checkpoint loaded and traced once).
 
     ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
-    (:func:`cone_states` with ``pairs=True``). Returns ``{name: DataFrame}``. ``schedule``: ``executor``,
-    ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
+    (:func:`cone_states` with ``pairs=True``); ``cones`` and ``ties`` as there. Returns ``{name: DataFrame}``.
+    ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
 
     Example
     -------
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
     >>> tables = cone_tables(net, (1, 6, 6))
-    >>> {name: len(df) for name, df in tables.items()}  # a cone per filter (3 + 4); a state per filter of layer 2
-    {'params': 7, 'states': 4}
+    >>> {name: len(df) for name, df in tables.items()}  # a cone per filter and input channel (3 x 1 + 4 x 3)
+    {'params': 15, 'states': 12}
     """
     unknown = set(tables) - {"params", "states", "pairs"}
     if unknown:
         raise ValueError(f"unknown cone tables {sorted(unknown)}; choose from params, states, pairs")
+    if cones not in CONES:
+        raise ValueError(f"cones must be one of {CONES}, got {cones!r}")
+    if ties not in TIES:
+        raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
 
     analyse = functools.partial(_cones_item, input_shape=tuple(input_shape), fold_bn=fold_bn, tables=tuple(tables),
-                                device=str(device))  # fmt: skip
+                                device=str(device), channel=cones == "channel", ties=ties)  # fmt: skip
     return map_sources(source, analyse, arch=arch, desc="cones", **schedule)
 
 
 def _cones_item(obj, item: SourceItem, *, input_shape: tuple[int, ...], fold_bn: bool, tables: tuple[str, ...],
-                device: str) -> dict[str, pd.DataFrame]:  # noqa: ANN001
-    cones = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
-    return _tables_one(cones, tables, device)
+                device: str, channel: bool, ties: str) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+    found = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
+    return _tables_one(found, tables, device, channel, ties)
 
 
 def cone_states(
@@ -435,8 +631,16 @@ def cone_states(
     fold_bn: bool = True,
     pairs: bool = False,
     device: str | torch.device = "cpu",
+    cones: str = "channel",
+    ties: str = "geometry",
 ) -> pd.DataFrame:
-    """Nesting state of every conv filter i of layer l+1 against all filters of layer l (seed 000).
+    """Nesting state of every cone of layer l+1 against the cones of layer l it reads (seed 000).
+
+    ``cones="channel"`` (the default, the authors' pairing): the cone of filter i on input channel c against the
+    cones of filter c of layer l (which produced channel c) on each of its input channels j; one row per (i, c),
+    ``prev_filter`` = c and ``prev_channel`` the j of the smallest rotation. ``cones="filter"``: the cone of the
+    whole filter i against those of all filters p of layer l; one row per i. ``ties``: how d = 0 is classified
+    (:func:`classify`).
 
     Consecutive conv layers form a pair when only a ReLU (and batch norms right after the layers, folded in)
     lies between them; any other pair (pooling between them, a residual connection, another activation) gets
@@ -445,11 +649,13 @@ def cone_states(
 
     Returns
     -------
-    One row per filter i: ``layer, layer_index, stage, block, filter, prev_layer, prev_filter`` (the filter of
-    layer l with the smallest rotation), ``dist`` (= max_p dist_p), ``open_diff`` (= min_p open_p),
-    ``rotation`` (min over p, radians), ``rotation_space`` ("full" or "channel_sum", see the module
-    docstring), ``state`` (one of :data:`STATES`), ``reason``. With ``pairs=True``: one row per (i, p) with
-    ``dist, open_diff, rotation`` of that pair (and no state; skipped pairs are left out).
+    One row per cone: ``layer, layer_index, stage, block, filter, channel, prev_layer, prev_filter, prev_channel``
+    (the cone of layer l with the smallest rotation), ``dist`` (= max_p dist_p), ``open_diff`` (= min_p open_p),
+    ``rotation`` (min over p, radians; relugeom's: the normals' parts orthogonal to 1), ``rotation_shear`` (the
+    poster's: the wider cone sheared to the narrower's opening, :func:`shear_rotation`), ``rotation_space``
+    ("channel", "full" or "channel_sum", see the module docstring), ``state`` (one of :data:`STATES`),
+    ``reason``. With ``pairs=True``: one row per compared pair with ``dist, open_diff, rotation,
+    rotation_shear`` (no state; skipped pairs are left out).
 
     Example
     -------
@@ -461,7 +667,8 @@ def cone_states(
     """
 
     name = "pairs" if pairs else "states"
-    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=(name,), device=device)[name]
+    return cone_tables(source, input_shape, arch=arch, fold_bn=fold_bn, tables=(name,), device=device, cones=cones,
+                       ties=ties)[name]  # fmt: skip
 
 
 def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame:
@@ -476,8 +683,8 @@ def state_distribution(states: pd.DataFrame, level: str = "net") -> pd.DataFrame
     >>> _ = torch.manual_seed(0)
     >>> net = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), nn.ReLU(), nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
     >>> dist = state_distribution(cone_states(net, (1, 6, 6)))
-    >>> dist.state.tolist(), float(dist.fraction.sum()), int(dist["count"].sum())
-    (['OUT_FULL_IN', 'OUT_PARTIAL_IN', 'IN_FULL_OUT', 'IN_PARTIAL_OUT'], 1.0, 4)
+    >>> dist.state.tolist(), round(float(dist.fraction.sum()), 12), int(dist["count"].sum())  # 12 cones of layer 2
+    (['OUT_FULL_IN', 'OUT_PARTIAL_IN', 'IN_FULL_OUT', 'IN_PARTIAL_OUT'], 1.0, 12)
     """
     keys = [c for c in ("run", "seed", "epoch") if c in states]
     keys += {"net": [], "stage": ["stage"], "layer": ["layer_index", "layer"]}[level]
