@@ -80,7 +80,12 @@ def main() -> int:
             rows.append({"analysis": name, "serial_s": best["serial"], f"jobs{args.jobs}_s": best["jobs"],
                          "speed_up": speedup, "identical_tables": same, "target": ">= 1.7x"})  # fmt: skip
     print(pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format))
-    print(f"load average after: {os.getloadavg()[0]:.1f}")
+    for row in rows:
+        print(f"{row['analysis']}: speed-up {row['speed_up']:.2f}x with --jobs {args.jobs} (target >= 1.7x: "
+              f"{'met' if row['speed_up'] >= 1.7 else 'NOT met'}); tables "
+              f"{'identical' if row['identical_tables'] else 'DIFFERENT'} to serial")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a loaded machine depresses the "
+          "speed-up)")  # fmt: skip
     return 0 if ok else 1
 
 
