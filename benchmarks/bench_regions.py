@@ -1,6 +1,6 @@
 """Benchmarks of relugeom.regions, as ratios against baselines run in the same process.
 
-1. cnn_max_regions (seed 003 Theorem 1) against the literal enumeration of K_N (every t, every subset J) and
+1. cnn_max_regions (Xiong et al. 2020 Theorem 1) against the literal enumeration of K_N (every t, every subset J) and
    against checking every candidate t with a max-flow; absolute times for the issue's two reference shapes;
    a sweep of 2D sizes with a 10 s limit each.
 2. partition_2d (whole plane) against relucent (enumerates every region of an MLP with LPs) on 2D-input MLPs
@@ -197,7 +197,7 @@ def main() -> None:
         print("== regions_on_segment on a ResNet vs the forward pass at every region's midpoint ==")
         print(bench_resnet(args.arch, fraction).to_string(index=False, float_format="{:.4g}".format))
         return
-    print("== cnn_max_regions (seed 003 Theorem 1) ==")
+    print("== cnn_max_regions (Xiong et al. 2020 Theorem 1) ==")
     print(bench_formula(args.quick).to_string(index=False, float_format="{:.4g}".format))
     if not args.quick:
         print("\n== 2D shapes (stride 1) within 10 s ==")

@@ -1,5 +1,5 @@
-"""Cones of a ConvNet over training (seed 000's result figures in miniature) and the exact preimage of one
-digit's first-layer output (seed 002, eq. 9), on the embedded digits data.
+"""Cones of a ConvNet over training (Gamba et al. 2019's result figures in miniature) and the exact preimage of one
+digit's first-layer output (Carlsson 2019, eq. 9), on the embedded digits data.
 
     python examples/cones_over_training.py [OUT_DIR]
 

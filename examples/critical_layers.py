@@ -1,4 +1,4 @@
-"""Critical layers vs. biased layers on digits in about a minute (seed 001 sec. 3.3, figs. 2 and 7).
+"""Critical layers vs. biased layers on digits in about a minute (Gamba et al. 2020 sec. 3.3, figs. 2 and 7).
 
 Trains LeNet on scikit-learn's digits for two seeds, resets each conv layer to its earlier epochs
 (and a random init), and compares the accuracy drop with n_l at the end of training.

@@ -1,4 +1,4 @@
-"""Complexity measures of seed 004 on a small MLP and the scikit-learn digits (runs in seconds).
+"""Complexity measures of Daróczy 2020 on a small MLP and the scikit-learn digits (runs in seconds).
 
     python examples/measures_digits.py
 

@@ -1,4 +1,4 @@
-"""Train a small ConvNet on the embedded digits data and watch n_l evolve (seed 001, fig. 7 in miniature).
+"""Train a small ConvNet on the embedded digits data and watch n_l evolve (Gamba et al. 2020, fig. 7 in miniature).
 
     python examples/projection_over_training.py [OUT_DIR]
 """

@@ -1,4 +1,4 @@
-"""Cross-check seed 003 Theorem 1 (the published maximum) against exact counts of random weights.
+"""Cross-check Xiong et al. 2020 Theorem 1 (the published maximum) against exact counts of random weights.
 
 Theorem 1 (ii) says the published value is the count of almost every weight. This script compares
 ``cnn_max_regions`` with ``layer_regions`` (the exact number of regions of the layer's hyperplane arrangement)

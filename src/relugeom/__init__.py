@@ -1,6 +1,7 @@
 """relugeom: the geometry of trained ReLU networks.
 
-The public API is re-exported here; see DESIGN.md for the definitions and the papers behind them.
+The public API is re-exported here; the definitions and the papers behind them are in the README's references
+and docs/*.md.
 Names are imported on first use (PEP 562), so that ``import relugeom`` and the ``relugeom`` command
 start without loading torch, and Ctrl-C during start-up is a clean "interrupted". To export a new name,
 add it to ``_EXPORTS`` (module -> names) and to ``__all__`` (a test checks that they agree).

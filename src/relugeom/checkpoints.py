@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import torch
 
+from ._repr import short_repr
 from ._torchfile import (
     UNKNOWN,
     _first_line,
@@ -69,6 +70,8 @@ class Checkpoint:
     >>> ckpt.epoch, ckpt.meta["arch"], ckpt.state_dict["w"].shape
     (4, 'mlp', torch.Size([2, 3]))
     """
+
+    __repr__ = short_repr
 
     path: Path | None
     state_dict: dict[str, torch.Tensor] = field(repr=False)
@@ -463,6 +466,8 @@ def save_checkpoint(
 @dataclass(frozen=True)
 class SeriesEntry:
     """One checkpoint of a run: its epoch, file, and relugeom metadata (``{}`` for foreign files)."""
+
+    __repr__ = short_repr
 
     epoch: int
     path: Path

@@ -3,7 +3,7 @@
 Every analysis starts here. A layer is described by an :class:`AffineLayer`: its dotted module
 name (as in ``named_modules()``), kind, weight, bias, convolution hyper-parameters, and its
 position: ``layer_index`` (0-based among the selected layers, in module order), ``stage`` and
-``block`` (index inside the stage), as fixed in DESIGN.md. Which modules are affine layers is asked
+``block`` (index inside the stage). Which modules are affine layers is asked
 of the layer-rule registry (:mod:`relugeom.modules`, role ``"layer"``); a module with weights of its
 own that no rule covers (a transposed convolution, attention) is left out with a warning naming it.
 
@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._repr import short_repr
 from .errors import LayerError, RelugeomWarning, UnsupportedLayerError, warn
 from .modules import rule_for_module
 from .modules.batchnorm import batchnorm_affine
@@ -52,6 +53,8 @@ class AffineLayer:
     >>> conv.name, conv.kind, conv.out_channels, conv.filter_numel, conv.kernel_size
     ('0', 'conv2d', 4, 27, (3, 3))
     """
+
+    __repr__ = short_repr
 
     name: str
     kind: str

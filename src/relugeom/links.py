@@ -1,5 +1,5 @@
 """How consecutive affine layers of a module are connected, and whether a pair is a plain
-``layer -> [batch norm] -> ReLU -> layer`` chain that the cone geometry (seeds 000, 002) can treat.
+``layer -> [batch norm] -> ReLU -> layer`` chain that the cone geometry (Gamba et al. 2019; Carlsson 2019) can treat.
 
 The connection is read from the network's graph (:mod:`relugeom.graph`), and what each node between the two
 layers is, from its rule (:meth:`relugeom.modules.Rule.cone_role`): every node between them must have a single
@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from ._repr import short_repr
 from .errors import UnsupportedLayerError
 from .graph import Graph, Node, walk
 from .layers import AffineLayer
@@ -40,6 +41,8 @@ class Link:
     ``ok`` when the pair is a plain chain with one ReLU; else ``reason`` says what is between them.
     ``bn`` maps a layer name to the batch norm module that directly follows it (to be folded).
     """
+
+    __repr__ = short_repr
 
     first: str
     second: str

@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from ._repr import short_repr
 from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
 from .errors import RelugeomError, SkippedWarning, warn
@@ -32,6 +33,8 @@ Source = nn.Module | Mapping[str, torch.Tensor] | str | os.PathLike | Sequence[A
 @dataclass
 class SourceItem:
     """One model to analyse and where it came from."""
+
+    __repr__ = short_repr
 
     label: str
     path: Path | None = None
@@ -198,6 +201,8 @@ def map_sources(
     desc: str = "checkpoints",
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Apply ``analyse(model_or_state_dict, item)`` to every item of ``source`` and stack the tables.
+
+    A series shows a progress bar (``desc``, one step per checkpoint) on a terminal, unless quiet.
 
     ``run``, ``seed`` and ``epoch`` columns are put first when any item has them (the epoch from
     the checkpoint's metadata, else the series' epoch). When ``analyse`` returns a dict of tables

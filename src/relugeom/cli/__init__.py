@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import warnings
 
@@ -89,6 +90,45 @@ def _log_to_stderr() -> _EchoHandler:
     return handler
 
 
+# A file name inside a message (anything with a slash, or a checkpoint's file name) and an epoch number: two
+# warnings that differ only there are the same warning repeated over the checkpoints of a series.
+_FILE_OR_EPOCH = re.compile(r"(\bepochs? )\d+|[^\s'\"]*[/\\][^\s'\":]*"
+                            r"|[^\s'\"]+\.(?:pt|pth|tar|ckpt|bin|safetensors)\b")
+
+
+def _pattern(message: str) -> str:
+    """``message`` with file names replaced by <file> and epoch numbers by <n>."""
+    return _FILE_OR_EPOCH.sub(lambda m: f"{m.group(1)}<n>" if m.group(1) else "<file>", message)
+
+
+class WarningDisplay:
+    """Shows relugeom warnings on stderr, each once: a warning that differs from an earlier one only in a file
+    name or epoch (the same problem in every checkpoint of a run) is counted, not shown again, and
+    :meth:`summary` prints one line per such warning with its count."""
+
+    def __init__(self) -> None:
+        self.skipped: list[str] = []
+        self.seen: dict[tuple[type, str], list] = {}  # key -> [first message, count]
+
+    def show(self, message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if issubclass(category, SkippedWarning):
+            self.skipped.append(str(message))
+        if not issubclass(category, RelugeomWarning):
+            click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
+            return
+        key = (category, _pattern(str(message)))
+        if key in self.seen:
+            self.seen[key][1] += 1
+            return
+        self.seen[key] = [str(message), 1]
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
+    def summary(self) -> None:
+        for (_, pattern), (_, count) in self.seen.items():
+            if count > 1:
+                click.secho(f"warning: {pattern} (repeated for {count} checkpoints)", fg="yellow", err=True)
+
+
 def _environment_error(e: BaseException) -> str | None:
     """The one-line message of an error caused by the machine or the input, not by relugeom (None otherwise)."""
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
@@ -104,21 +144,13 @@ def _environment_error(e: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the console script: runs a verb and maps errors to exit codes."""
-    skipped: list[str] = []
-
-    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001
-        if issubclass(category, SkippedWarning):
-            skipped.append(str(message))
-        if issubclass(category, RelugeomWarning):
-            click.secho(f"warning: {message}", fg="yellow", err=True)
-        else:
-            click.echo(warnings.formatwarning(message, category, filename, lineno, line).rstrip(), err=True)
-
+    display = WarningDisplay()
+    skipped = display.skipped
     debug = os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0")
     held = _log_to_stderr()
     with warnings.catch_warnings():
         warnings.simplefilter("always", RelugeomWarning)
-        warnings.showwarning = show
+        warnings.showwarning = display.show
         try:
             _register()  # imports torch and the verbs: Ctrl-C here is an interruption too
             cli.main(args=argv, prog_name="relugeom", standalone_mode=False)
@@ -152,6 +184,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_INTERNAL)
         else:
             held.show()
+        finally:
+            display.summary()
     if skipped:
         click.secho(f"finished, but {len(skipped)} input(s) were skipped (see the warnings above)", err=True)
         sys.exit(EXIT_PARTIAL)

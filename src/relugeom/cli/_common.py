@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,54 @@ device_option = click.option(
 )  # fmt: skip
 
 
+def figure_options(f: Callable) -> Callable:
+    """``--fig-format png|svg|pdf`` and ``--dpi`` for a verb that draws; the command receives them as one
+    ``figures`` argument (a :class:`relugeom.report.FigureOutput`)."""
+    from ..report import DEFAULT_DPI, FIG_FORMATS, FigureOutput
+
+    @functools.wraps(f)
+    def command(*args, fig_format: str, dpi: int, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        return f(*args, figures=FigureOutput(fig_format, dpi), **kwargs)
+
+    command = click.option("--dpi", type=click.IntRange(min=10, max=2400), default=DEFAULT_DPI, show_default=True,
+                           help="Resolution of the figures (pixels per inch of a PNG).")(command)  # fmt: skip
+    return click.option("--fig-format", "fig_format", type=click.Choice(FIG_FORMATS), default="png",
+                        show_default=True, help="File format of the figures.")(command)  # fmt: skip
+
+
+def find_run(sources: str | Path | tuple | list) -> Path | None:
+    """The first of ``sources`` that is a run folder of ``relugeom train`` (it has a config.json), or None."""
+    from ..checkpoints import Run
+
+    for s in [sources] if isinstance(sources, (str, Path)) else sources:
+        if Run(s).is_run():
+            return Path(s)
+    return None
+
+
+def describe_sources(sources: tuple | list) -> str:
+    """A figure title naming what was analysed: the run (or file) names, and the architecture and data set
+    of a run folder, e.g. ``"vgg9-s0 (vgg9 on cifar10)"``; a folder named just ``run`` with its parent."""
+    from ..sources import run_labels
+
+    names = run_labels(list(sources))
+    if len(names) == 1 and names[0] == "run":  # `relugeom demo` writes OUT/run: name OUT too
+        names = [Path(os.path.abspath(sources[0])).parent.name + "/run"]
+    what = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+    run = find_run(sources)
+    if run is None:
+        return what
+    from ..checkpoints import Run
+
+    doc = Run(run).read_config()
+    data = doc.get("data") if isinstance(doc.get("data"), dict) else {}
+    arch, dataset = doc["config"].get("arch"), data.get("name") or doc["config"].get("dataset")
+    return what + (f" ({arch} on {dataset})" if arch and dataset else "")
+
+
+def note(message: str) -> None:
+    """One line on stderr saying what relugeom chose for the user (a default taken from the run, ...)."""
+    click.echo(message, err=True)
 class ArchParam(click.ParamType):
     """``--arch``: a zoo name, ``torchvision:NAME``, ``timm:NAME`` or ``package.module:factory`` (and ``auto``
     where a state dict is read), checked when the command line is parsed."""

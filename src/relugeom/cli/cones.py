@@ -1,4 +1,5 @@
-"""``relugeom cones``: cone parameters and nesting states of consecutive conv layers (seeds 000, 002)."""
+"""``relugeom cones``: cone parameters and nesting states of consecutive conv layers (Gamba et al. 2019;
+Carlsson 2019)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,13 @@ import click
 from ..stats.cones import cone_tables, state_distribution
 from ._common import (
     arch_option,
+    describe_sources,
     device_option,
     echo_table,
+    figure_options,
+    find_run,
     format_option,
+    note,
     out_option,
     parse_shape,
     schedule_options,
@@ -39,7 +44,8 @@ def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa
 
 @click.command("cones")
 @click.argument("sources", nargs=-1, required=True)
-@click.option("--input-shape", "input_shape", required=True, help="Shape of one network input, e.g. 3,32,32.")
+@click.option("--input-shape", "input_shape", default=None,
+              help="Shape of one network input, e.g. 3,32,32. Default: the run's (its config.json).")  # fmt: skip
 @arch_option("Architecture of bare state dicts (needed for their strides and pooling)")
 @click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per compared pair of cones (per-channel "
                                             "cones: at most 10^7 rows per layer pair).")
@@ -53,8 +59,10 @@ def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa
 @device_option
 @out_option
 @format_option
+@figure_options
 @schedule_options
-def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, out, fmt, schedule) -> None:  # noqa: ANN001
+def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, out, fmt,  # noqa: ANN001
+            figures, schedule) -> None:  # noqa: ANN001
     """Each conv filter's channels as cones around the identity line, and how consecutive layers' cones nest.
 
     SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
@@ -63,9 +71,18 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, 
     their reason), states_net.FMT and states_stage.FMT (the distributions of the four states per
     epoch and run), and the figures states_net.png, states_stage.png and continuous.png.
     """
-    from ..report import save_figure
     from ..report.cones import blockwise_figure, continuous_figure, state_distribution_figure
 
+    if input_shape is None:
+        from ..checkpoints import Run
+
+        run = find_run(sources)
+        spec = Run(run).data if run is not None else {}
+        if not spec.get("input_shape"):
+            raise click.UsageError("give --input-shape (e.g. 3,32,32): the sources are not run folders of "
+                                   "`relugeom train` that would record it")  # fmt: skip
+        input_shape = ",".join(str(int(v)) for v in spec["input_shape"])
+        note(f"input shape {input_shape} ({spec.get('name', 'the data set')}, from {run / 'config.json'})")
     shape = parse_shape(input_shape, "--input-shape")
     out = writable_folder(out or Path("relugeom-cones"))
     src = list(sources) if len(sources) > 1 else sources[0]
@@ -87,9 +104,18 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, 
         last = last[last["run"] == last["run"].iloc[0]]
     if "epoch" in last:
         last = last[last["epoch"] == last["epoch"].max()]
-    paths.append(save_figure(state_distribution_figure(net), out / "states_net.png"))
-    paths.append(save_figure(blockwise_figure(by_stage), out / "states_stage.png"))
-    paths.append(save_figure(continuous_figure(last), out / "continuous.png"))
+    name = describe_sources(sources)
+    fig = state_distribution_figure(net, title=f"{name}: net-wise distribution of cone states")
+    paths.append(figures.save(fig, out, "states_net"))
+    fig = blockwise_figure(by_stage, title=f"{name}: block-wise distribution of cone states")
+    paths.append(figures.save(fig, out, "states_stage"))
+    at = ""
+    if "run" in last and states["run"].nunique() > 1:
+        at += f" {last['run'].iloc[0]},"
+    if "epoch" in last:
+        at += f" epoch {int(last['epoch'].iloc[0])}"
+    fig = continuous_figure(last, title=f"{name}:{at} continuous cone statistics" if at else name)
+    paths.append(figures.save(fig, out, "continuous"))
     keys = [c for c in ("run", "epoch") if c in net]
     if keys:
         echo_table(net.pivot_table(index=keys, columns="state", values="fraction", aggfunc="mean").reset_index())

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from ..errors import RelugeomError
-from ._common import echo_table, seed_option, writable_folder
+from ._common import echo_table, figure_options, seed_option, writable_folder
+
+if TYPE_CHECKING:
+    from ..report import FigureOutput
 
 
 def _clear_old_demo(run, overwrite: bool) -> None:  # noqa: ANN001
@@ -39,7 +43,8 @@ def _clear_old_demo(run, overwrite: bool) -> None:  # noqa: ANN001
 @seed_option()
 @click.option("--overwrite", is_flag=True,
               help="Replace the relugeom demo already in OUT (a folder relugeom did not write is never touched).")
-def command(out: Path, epochs: int, arch: str, seed: int, overwrite: bool) -> None:
+@figure_options
+def command(out: Path, epochs: int, arch: str, seed: int, overwrite: bool, figures: FigureOutput) -> None:
     """Train a small VGG-style ConvNet on scikit-learn's digits with the paper's recipe, then
     compute the projection statistics of every epoch and draw the paper's plots.
 
@@ -49,7 +54,6 @@ def command(out: Path, epochs: int, arch: str, seed: int, overwrite: bool) -> No
     """
     from ..checkpoints import Run
     from ..experiments.train import TrainConfig, train
-    from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..stats.projection import layer_summary, projection_stats
     from ._common import write_tables
@@ -66,10 +70,10 @@ def command(out: Path, epochs: int, arch: str, seed: int, overwrite: bool) -> No
     summary = layer_summary(df)
     first, last = df[df.epoch == df.epoch.min()], df[df.epoch == df.epoch.max()]
     paths = write_tables(out, {"filters": df, "layers": summary}, "csv")
-    paths.append(save_figure(cos_histograms(last, first, labels=(f"epoch {epochs}", "initialization"),
-                                            title=f"{arch} on digits"), out / "histograms.png"))  # fmt: skip
-    paths.append(save_figure(nl_over_epochs(summary, metrics, lr_drops=Run(run).lr_drops,
-                                            title=f"{arch} on digits"), out / "nl_epochs.png"))  # fmt: skip
+    paths.append(figures.save(cos_histograms(last, first, labels=(f"epoch {epochs}", "initialization"),
+                                             title=f"{arch} on digits"), out, "histograms"))  # fmt: skip
+    paths.append(figures.save(nl_over_epochs(summary, metrics, lr_drops=Run(run).lr_drops,
+                                             title=f"{arch} on digits"), out, "nl_epochs"))  # fmt: skip
     end = metrics.iloc[-1]
     click.echo(f"\nfinal: train acc {end.train_acc:.3f}, val acc {end.val_acc:.3f}, test acc {end.test_acc:.3f}")
     click.echo("\nn_l (fraction of filters with cos <= 0) per conv layer over training:")

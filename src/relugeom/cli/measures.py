@@ -1,4 +1,4 @@
-"""``relugeom measures``: complexity measures of seed 004 over a run (every epoch) or one checkpoint."""
+"""``relugeom measures``: complexity measures of Daróczy 2020 over a run (every epoch) or one checkpoint."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, 
 from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table, estimate_costs
 from ._common import (
     arch_option,
+    describe_sources,
     device_option,
     echo_table,
+    figure_options,
     format_option,
+    note,
     out_option,
     schedule_options,
     seed_option,
@@ -68,16 +71,16 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @device_option
 @out_option
 @format_option
+@figure_options
 @schedule_options
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
-            device, out, fmt, schedule) -> None:  # noqa: ANN001
-    """Complexity measures (seed 004) of every epoch of a run, or of checkpoints, beside the generalization gap.
+            device, out, fmt, figures, schedule) -> None:  # noqa: ANN001
+    """Complexity measures (Daróczy 2020) of every epoch of a run, or of checkpoints, beside the generalization gap.
 
     Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
     (one row per epoch) and measures.png (each measure over training, the gap on a twin axis) into
     --out (default ./relugeom-measures).
     """
-    from ..report import save_figure
     from ..report.measures import measures_over_epochs
 
     names = _parse_measures(measures)
@@ -85,6 +88,8 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     data = load_dataset(dataset, data_dir, normalize=normalize, augment=False) if dataset else _run_data(sources)
     if data is None:
         raise RelugeomError("no data: pass --data (and --data-dir), or point at a run folder with its config.json")
+    if not dataset:
+        note(f"data: {data.name} (the run's data set, from its config.json); --data chooses another")
     data = subset(data, n_train)
     test = data.test if data.test is not None and len(data.test) else data.val
     test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
@@ -105,6 +110,7 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     else:
         wide = df.set_index("measure")[["value"]].T.reset_index(drop=True)
     paths = write_tables(out, {"measures": df, "measures_wide": wide}, fmt)
-    paths.append(save_figure(measures_over_epochs(df), out / "measures.png"))
+    title = f"{describe_sources(sources)}: complexity measures over training (Daróczy 2020)"
+    paths.append(figures.save(measures_over_epochs(df, title=title), out, "measures"))
     echo_table(wide, "{:.4g}")
     click.echo("\nwrote " + ", ".join(str(p) for p in paths))

@@ -11,10 +11,15 @@ import pandas as pd
 import torch
 
 from ..errors import ArchitectureError, BudgetExceeded, DataError, RelugeomError
+from ..regions.points import gaussian_points, pick_points
 from ._common import arch_option as _arch_option
 from ._common import (
+    describe_sources,
     echo_table,
+    figure_options,
+    find_run,
     format_option,
+    note,
     out_option,
     parse_shape,
     schedule_options,
@@ -26,7 +31,7 @@ from ._common import (
 
 @click.group("regions")
 def command() -> None:
-    """Linear regions: the published formulas and bounds (seed 003), exact counts of a network along a
+    """Linear regions: the published formulas and bounds (Xiong et al. 2020), exact counts of a network along a
     segment, on a 2D slice, and over a training run (Hanin and Rolnick 2019)."""
 
 
@@ -120,9 +125,10 @@ points_options = [
     click.option("--points", "points", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                  help="Data points: a tensor file (.pt, loaded with weights_only=True) or .npy, shape (N, *input)."),
     click.option("--dataset", default=None, help="Take data points from this data set's validation split "
-                                                 "(digits, mnist1d, mnist, cifar10, ...)."),
+                                                 "(digits, mnist1d, mnist, cifar10, ...). Default: the run "
+                                                 "folder's own data set (its config.json)."),
     click.option("--data-dir", default=None, help="Folder of the data set files."),
-    click.option("--input-shape", default=None, help="Input shape, for random Gaussian points (e.g. 1,8,8)."),
+    click.option("--input-shape", default=None, help="Input shape of random Gaussian points (e.g. 1,8,8)."),
     seed_option("Which points are drawn."),
 ]  # fmt: skip
 
@@ -134,33 +140,50 @@ def _with_points(f):  # noqa: ANN001, ANN202
 
 
 def _load_model(source: str, arch: str | None):  # noqa: ANN202
+    """The model of a checkpoint, or of a run folder's last checkpoint (the trained network), and the line
+    that says which checkpoint of a run it is (shown once the data points are read too), or None."""
     from torch import nn
 
     from ..sources import iter_sources
 
-    item = next(iter_sources(source, arch=arch))
+    items = list(iter_sources(source, arch=arch))
+    item = items[-1]
     obj = item.load()
     if not isinstance(obj, nn.Module):
         raise ArchitectureError(f"{source}: a bare state dict; {item.rebuild_hint()} and evaluated")
-    return obj, item
+    which = f"model: {Path(source).name} at epoch {item.epoch} (its last checkpoint)" if len(items) > 1 else None
+    return obj, item, which
 
 
-def _points(points, dataset, data_dir, input_shape, seed, n, item=None) -> torch.Tensor:  # noqa: ANN001
+def _points(points, dataset, data_dir, input_shape, seed, n, item=None, run=None) -> torch.Tensor:  # noqa: ANN001
+    """The data points: --points, --dataset, else the run's own data set (its config.json), else Gaussian
+    points of --input-shape or of the checkpoint's input shape."""
     if points is not None:
         return _read_points(points)
     if dataset:
         from ..experiments.data import load_dataset
 
         return load_dataset(dataset, data_dir).val.x.double()
+    if input_shape is None and run is not None:
+        from ..experiments.data import Batches
+        from ..experiments.train import prepare_data, read_run_config
+
+        config = read_run_config(run)
+        data = prepare_data(config)
+        X = next(iter(Batches(data.val, 256, resize=data.resize)))[0]
+        note(f"points: {len(X)} samples of the validation split of {config.dataset} (the run's data set, from "
+             f"{run / 'config.json'}); --dataset, --points or --input-shape choose others")  # fmt: skip
+        return X.double()
     shape = parse_shape(input_shape, "--input-shape") if input_shape else None
     if shape is None and item is not None and item.meta.get("input_shape"):
         shape = tuple(item.meta["input_shape"])
+        note(f"points: Gaussian N(0, I) of shape {','.join(map(str, shape))} (the checkpoint's input shape; "
+             "no data set known: pass --dataset or --points for data)")  # fmt: skip
     if shape is None:
         raise click.UsageError("give --points, --dataset or --input-shape (for random points)")
     if input_shape and item is not None:
         _check_fits(item, shape)
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn((max(n, 3), *shape), generator=g, dtype=torch.float64)
+    return gaussian_points(shape, max(n, 3), seed)
 
 
 def _check_fits(item, shape: tuple[int, ...]) -> None:  # noqa: ANN001
@@ -211,13 +234,6 @@ def _read_points(path: Path) -> torch.Tensor:
     return X
 
 
-def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
-    if X.shape[0] < k:
-        raise DataError(f"need at least {k} points, got {X.shape[0]}")
-    idx = np.random.default_rng(seed).choice(X.shape[0], size=k, replace=False)
-    return [X[i] for i in idx]
-
-
 @command.command("segment")
 @source_arg
 @arch_option
@@ -225,21 +241,27 @@ def _pick(X: torch.Tensor, k: int, seed: int) -> list[torch.Tensor]:
 @click.option("--extend", type=float, default=0.0, show_default=True, help="Extend the segment by this fraction.")
 @out_option
 @format_option
-def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, out, fmt, figures) -> None:  # noqa: ANN001
     """Exact breakpoints, activation and linear regions along the segment between two data points."""
     from ..regions.segment import regions_on_segment
-    from ..report import save_figure
     from ..report.regions import segment_figure
 
     out = writable_folder(out or Path("relugeom-regions"))
-    model, item = _load_model(source, arch)
-    a, b = _pick(_points(points, dataset, data_dir, input_shape, seed, 2, item), 2, seed)
+    model, item, which = _load_model(source, arch)
+    a, b = pick_points(_points(points, dataset, data_dir, input_shape, seed, 2, item, find_run(source)), 2, seed)
+    if which:
+        note(which)
     d = b - a
     seg = regions_on_segment(model, a - extend * d, b + extend * d)
     pieces = seg.pieces.assign(value_at_0=[v.tolist() for v in seg.pieces.value_at_0],
                                slope=[v.tolist() for v in seg.pieces.slope])  # fmt: skip
     paths = write_tables(out, {"segment": pieces}, fmt)
-    paths.append(save_figure(segment_figure(seg.pieces), out / "segment.png"))
+    lo, hi = -extend, 1 + extend  # a and b on the extended segment's t in [0, 1]
+    fig = segment_figure(seg.pieces, marks={"a": (0 - lo) / (hi - lo), "b": (1 - lo) / (hi - lo)},
+                         title=f"{Path(source).name}: {seg.n_activation_regions:,} activation regions, "
+                               f"{seg.n_linear_regions:,} linear regions on the segment a-b (exact)")  # fmt: skip
+    paths.append(figures.save(fig, out, "segment"))
     click.echo(f"{seg.n_activation_regions} activation regions, {seg.n_linear_regions} linear regions, "
                f"{len(seg.breakpoints)} breakpoints (exact)")  # fmt: skip
     for p in paths:
@@ -257,15 +279,18 @@ def segment(source, arch, points, dataset, data_dir, input_shape, seed, extend, 
               help="Stop (with an error) after this many cell cuts instead of running for hours.")
 @out_option
 @format_option
-def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt) -> None:  # noqa: ANN001
+@figure_options
+def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, verify_points, budget, out, fmt,
+           figures) -> None:  # noqa: ANN001
     """Exact partition of the plane through three data points a, b, c (a + z1 (b - a) + z2 (c - a))."""
     from ..regions.slice import partition_2d
-    from ..report import save_figure
     from ..report.regions import slice_figure
 
     out = writable_folder(out or Path("relugeom-regions"))
-    model, item = _load_model(source, arch)
-    a, b, c = _pick(_points(points, dataset, data_dir, input_shape, seed, 3, item), 3, seed)
+    model, item, which = _load_model(source, arch)
+    a, b, c = pick_points(_points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(source)), 3, seed)
+    if which:
+        note(which)
     box = None
     if bounds:
         try:
@@ -280,14 +305,11 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
         if not bool(v.loc[0, "ok"]):
             raise RelugeomError(f"verification against forward passes failed: {v.to_dict('records')[0]}")
     paths = write_tables(out, tables, fmt)
-    fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds,
-                       title=f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions")  # fmt: skip
-    paths.append(save_figure(fig, out / "slice.png"))
-    if P.whole_plane:  # the same partition, viewed around the three data points (z in [-0.5, 1.5]^2)
-        fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=(-0.5, 1.5, -0.5, 1.5),
-                           title="around the data points (a at 0,0; b at 1,0; c at 0,1)")  # fmt: skip
-        paths.append(save_figure(fig, out / "slice_data.png"))
     where = "whole plane" if P.whole_plane else f"box {P.bounds}"
+    fig = slice_figure(P.polygons, P.region, P.decision_boundary(), bounds=P.bounds, zoom=P.whole_plane,
+                       title=f"{Path(source).name}: {P.n_regions:,} activation regions, {P.n_linear_regions:,} "
+                             f"linear regions on the {where} through a, b, c (exact)")  # fmt: skip
+    paths.append(figures.save(fig, out, "slice"))
     click.echo(f"{P.n_regions} activation regions, {P.n_linear_regions} linear regions on the {where} (exact)")
     if verify_points:
         click.echo(f"verified at {verify_points} random points: ok")
@@ -304,25 +326,25 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
 @click.option("--extend", type=float, default=0.5, show_default=True)
 @out_option
 @format_option
+@figure_options
 @schedule_options
 def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt,  # noqa: ANN001
-          schedule) -> None:  # fmt: skip
+          figures, schedule) -> None:  # fmt: skip
     """Exact region counts on lines / planes through data points for every checkpoint of a run."""
     from ..regions.training import regions_over_training, training_summary
-    from ..report import save_figure
     from ..report.regions import training_figure
     from ..sources import iter_sources
 
     out = writable_folder(out or Path("relugeom-regions"))
     item = next(iter_sources(list(sources), arch=arch))
-    X = _points(points, dataset, data_dir, input_shape, seed, 3, item)
+    X = _points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(sources))
     with schedule.open(out, "regions_train") as sched:
         df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
                                    arch=arch, **sched)  # fmt: skip
     summ = training_summary(df)
     paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
     if "epoch" in summ:
-        paths.append(save_figure(training_figure(summ), out / "regions_epochs.png"))
+        paths.append(figures.save(training_figure(summ, title=describe_sources(sources)), out, "regions_epochs"))
     echo_table(summ)
     for p in paths:
         click.echo(f"wrote {p}")

@@ -1,4 +1,5 @@
-"""``relugeom reinit``: critical layers by weight re-initialization (seed 001 sec. 3.3, figs. 2, 16, 18, 19)."""
+"""``relugeom reinit``: critical layers by weight re-initialization (Gamba et al. 2020, sec. 3.3, figs. 2, 16,
+18, 19)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ._common import (
     SEED_MAX,
     device_option,
     echo_table,
+    figure_options,
     format_option,
     out_option,
     schedule_options,
@@ -53,8 +55,10 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @device_option
 @out_option
 @format_option
+@figure_options
 @schedule_options
-def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt, schedule) -> None:  # noqa: ANN001
+def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt, figures,  # noqa: ANN001
+            schedule) -> None:  # fmt: skip
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -65,7 +69,6 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, dev
     import pandas as pd
 
     from ..experiments.reinit import critical_vs_bias, reinit_run
-    from ..report import save_figure
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
     from ..sources import dedupe_sources, run_labels
     from ..stats.projection import layer_summary, projection_stats
@@ -79,7 +82,7 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, dev
                                       batch_size=batch_size, reuse=not naive, device=device, arch=arch, label=label,
                                       **sched) for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
-    paths = [save_figure(reinit_heatmap(drops), out / "reinit.png")]
+    paths = [figures.save(reinit_heatmap(drops), out, "reinit")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))
     try:
         cb = critical_vs_bias(drops, summary)
@@ -88,7 +91,7 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, dev
         cb = None
     if cb is not None:
         tables["critical_vs_bias"] = cb.table
-        paths.append(save_figure(critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias), out / "critical_vs_bias.png"))
+        paths.append(figures.save(critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias), out, "critical_vs_bias"))
     paths = write_tables(out, tables, fmt) + paths
     wide = drops.pivot_table(index="epoch", columns="layer_index", values="drop", aggfunc="mean")
     wide.columns = [f"L{int(c) + 1}" for c in wide.columns]

@@ -1,4 +1,4 @@
-"""``relugeom reproduce``: one command per experiment of seed 001 (train every seed, then the figures)."""
+"""``relugeom reproduce``: one command per experiment of Gamba et al. 2020 (train every seed, then the figures)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..experiments.reproduce import EXPERIMENTS
-from ._common import device_option, schedule_options
+from ._common import device_option, figure_options, schedule_options
 
 
 @click.command("reproduce")
@@ -22,9 +22,10 @@ from ._common import device_option, schedule_options
               show_default=True, help="Folder for the runs and figures (reruns resume unfinished runs).")
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their figures.")
 @click.option("--dry-run", is_flag=True, help="Print the runs that would be trained, and stop.")
+@figure_options
 @schedule_options
-def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, schedule) -> None:  # noqa: ANN001
-    """Rerun an experiment of seed 001 ("Hyperplane arrangements of trained ConvNets are biased").
+def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, figures, schedule) -> None:  # noqa: ANN001
+    """Rerun an experiment of Gamba et al. 2020 ("Hyperplane arrangements of trained ConvNets are biased").
 
     Trains each variant for every seed into OUT/EXPERIMENT/VARIANT/seedS (a finished run is kept, an
     interrupted one resumed), then writes n_l per layer and epoch (mean and std over seeds),
@@ -51,5 +52,6 @@ def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run,
         raise click.UsageError("reproduce trains whole runs: use --jobs N or --executor, not --shard")
     with schedule.open(out / experiment, "reproduce") as sched:
         written = reproduce(experiment, out, data_dir=None if data_dir is None else str(data_dir), seeds=seeds,
-                            scale=scale, device=device, log=click.echo, executor=sched["executor"])  # fmt: skip
+                            scale=scale, device=device, log=click.echo, figures=figures,
+                            executor=sched["executor"])  # fmt: skip
     click.echo(f"\nwrote {len(written)} files under {out / experiment}")

@@ -1,4 +1,4 @@
-"""``relugeom stats``: projection statistics and n_l of models, checkpoints and runs (seed 001)."""
+"""``relugeom stats``: projection statistics and n_l of models, checkpoints and runs (Gamba et al. 2020)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ import pandas as pd
 from ..errors import RelugeomError
 from ..sources import iter_sources
 from ..stats.projection import layer_summary, projection_stats
-from ._common import arch_option, echo_table, format_option, out_option, schedule_options, writable_folder, write_tables
+from ._common import (
+    arch_option,
+    describe_sources,
+    echo_table,
+    figure_options,
+    format_option,
+    out_option,
+    schedule_options,
+    writable_folder,
+    write_tables,
+)
 
 
 def _random_init(sources: tuple[str, ...], arch: str | None):  # noqa: ANN202
@@ -79,9 +89,10 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @click.option("--pointwise", is_flag=True, help="Also analyse 1x1 convolutions.")
 @out_option
 @format_option
+@figure_options
 @schedule_options
-def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:  # noqa: ANN001
-    """Projection statistic (cos) of every filter and n_l of every layer (seed 001, eqs. 1-2).
+def command(sources, init, arch, linear, pointwise, out, fmt, figures, schedule) -> None:  # noqa: ANN001
+    """Projection statistic (cos) of every filter and n_l of every layer (Gamba et al. 2020, eqs. 1-2).
 
     SOURCES are checkpoint files, run folders (every epoch), MatConvNet .mat models (compared with one random
     initialization, as in Gamba et al. 2020, figs. 13-14) or several of those. Writes
@@ -89,7 +100,6 @@ def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:
     (trained vs. initialization) and, for a series, nl_epochs.png (n_l over epochs, with the
     training curves when the run folder has metrics.csv) into --out (default ./relugeom-stats).
     """
-    from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
 
     out = writable_folder(out or Path("relugeom-stats"))
@@ -119,10 +129,14 @@ def command(sources, init, arch, linear, pointwise, out, fmt, schedule) -> None:
         trained = trained[trained["epoch"] == trained["epoch"].max()]
     paths = write_tables(out, {"filters": df, "layers": summary}, fmt)
     hist_label = "trained" if "epoch" not in trained else f"epoch {int(trained['epoch'].iloc[0])}"
-    paths.append(save_figure(cos_histograms(trained, init_df, labels=(hist_label, "initialization")),
-                             out / "histograms.png"))  # fmt: skip
+    name = describe_sources(sources)
+    versus = "random initialization" if init == "random" else "initialization"
+    fig = cos_histograms(trained, init_df, labels=(hist_label, versus), title=f"{name}: {hist_label}"
+                         + (f" vs. {versus}" if init_df is not None else ""))  # fmt: skip
+    paths.append(figures.save(fig, out, "histograms"))
     if "epoch" in summary and summary["epoch"].nunique() > 1:
         metrics, drops = _run_metrics(sources)
-        paths.append(save_figure(nl_over_epochs(summary, metrics, lr_drops=drops), out / "nl_epochs.png"))
+        fig = nl_over_epochs(summary, metrics, lr_drops=drops, title=f"{name}: n_l per layer over training")
+        paths.append(figures.save(fig, out, "nl_epochs"))
     echo_table(summary_view(summary))
     click.echo("\nwrote " + ", ".join(str(p) for p in paths))

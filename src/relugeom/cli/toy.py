@@ -1,4 +1,4 @@
-"""``relugeom toy``: the 2- and 3-node circulant networks of seed 002 and their pictures (figs. 2-4)."""
+"""``relugeom toy``: the 2- and 3-node circulant networks of Carlsson 2019 and their pictures (figs. 2-4)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 import numpy as np
 
 from ..errors import RelugeomError
-from ._common import echo_table, out_option, seed_option, writable_folder
+from ._common import echo_table, figure_options, out_option, seed_option, writable_folder
 
 
 def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
@@ -33,8 +33,9 @@ def _parse_params(text: str | None, nodes: int) -> list[list[float]] | None:
 @seed_option("Seed of the random near-identity layers.")
 @click.option("--max-pieces", type=click.IntRange(1), default=300, show_default=True)
 @out_option
-def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: ANN001
-    """Render seed 002's pictures for a toy circulant network into --out (default ./relugeom-toy).
+@figure_options
+def command(nodes, n_layers, params, seed, max_pieces, out, figures) -> None:  # noqa: ANN001
+    """Render the pictures of Carlsson 2019 for a toy circulant network into --out (default ./relugeom-toy).
 
     Both: dual_basis.png (the first layer's planes, dual basis and a preimage cone, fig. 1) and preimages.png.
     2 nodes: flows.png (layer boundaries remapped to the input, fig. 2). 3 nodes: cells.png (cells and their
@@ -52,7 +53,6 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
         point_preimages,
         toy_network,
     )
-    from ..report import save_figure
     from ..report.toy import cells_figure, dual_basis_figure, flows_figure, manifold_figure, preimages_figure
 
     d = int(nodes)
@@ -64,16 +64,16 @@ def command(nodes, n_layers, params, seed, max_pieces, out) -> None:  # noqa: AN
     pre = point_preimages(net, ys, max_pieces=max_pieces)
     y_fig1 = np.array([0.5, 0.0]) if d == 2 else np.array([0.4, 0.0, 0.0])
     try:
-        paths.append(save_figure(dual_basis_figure(dual_basis_data(net[0], y_fig1)), out / "dual_basis.png"))
+        paths.append(figures.save(dual_basis_figure(dual_basis_data(net[0], y_fig1)), out, "dual_basis"))
     except RelugeomError as e:  # a singular first layer has no dual basis
         click.echo(f"dual_basis.png not drawn: {e}", err=True)
-    paths.append(save_figure(preimages_figure(pre, ys), out / "preimages.png"))
+    paths.append(figures.save(preimages_figure(pre, ys), out, "preimages"))
     if d == 2:
-        paths.append(save_figure(flows_figure(flow_field(net), nest), out / "flows.png"))
+        paths.append(figures.save(flows_figure(flow_field(net), nest), out, "flows"))
     else:
-        paths.append(save_figure(cells_figure(cells(net[0], seed=seed)), out / "cells.png"))
-        paths.append(save_figure(manifold_figure(affine_output_manifold(net, max_pieces=max_pieces)),
-                                 out / "manifold.png"))  # fmt: skip
+        paths.append(figures.save(cells_figure(cells(net[0], seed=seed)), out, "cells"))
+        manifold = affine_output_manifold(net, max_pieces=max_pieces)
+        paths.append(figures.save(manifold_figure(manifold), out, "manifold"))
     rows = [{"layer": k, "W row": np.array2string(w[0], precision=3), "bias": b[0]} for k, (w, b) in enumerate(net)]
     table = pd.DataFrame(rows).merge(pd.DataFrame(nest or [{"layer": 0}]), on="layer", how="left")
     echo_table(table)

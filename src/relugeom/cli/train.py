@@ -1,4 +1,4 @@
-"""``relugeom train``: the paper's training recipe with a checkpoint per epoch (seed 001, sec. 3.1, A.1)."""
+"""``relugeom train``: the paper's training recipe with a checkpoint per epoch (Gamba et al. 2020, sec. 3.1, A.1)."""
 
 from __future__ import annotations
 

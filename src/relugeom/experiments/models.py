@@ -3,8 +3,8 @@
 
 Initialisations (:func:`initialize`): ``kaiming`` (torchvision's: Kaiming normal, fan_out, for
 convs; N(0, 0.01) for linear layers; zero biases), ``kaiming_all`` (Kaiming normal with fan_out
-for every weight, zero biases: seed 001 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
-standard deviation 0.01, zero biases: the failing initialisation of seed 001 sec. 3.2 / fig. 15.
+for every weight, zero biases: Gamba et al. 2020 sec. 3.1), ``normal001`` (every weight N(0, 0.01**2), i.e.
+standard deviation 0.01, zero biases: the failing initialisation of Gamba et al. 2020 sec. 3.2 / fig. 15.
 The VGG paper writes "10^-2 variance"; the seed's vanishing-gradient account matches a standard
 deviation of 0.01, which is what this uses; pass ``std=`` to :func:`initialize` for another),
 ``torch`` (PyTorch's own default initialisation of every layer, ``reset_parameters()``: what models written

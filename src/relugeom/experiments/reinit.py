@@ -1,4 +1,4 @@
-"""Critical layers by weight re-initialization (seed 001 sec. 3.3, figs. 2, 16, 18, 19, 23, 24;
+"""Critical layers by weight re-initialization (Gamba et al. 2020 sec. 3.3, figs. 2, 16, 18, 19, 23, 24;
 Zhang, Bengio and Singer, "Are all layers created equal?").
 
 For a trained network, each convolutional layer l and each reference state e (a checkpoint epoch,
@@ -7,7 +7,7 @@ other parameters staying trained, and the top-1 accuracy is measured. The table 
 
     drop(l, e) = (acc_trained - acc_reset(l, e)) / acc_trained
 
-the relative drop of seed 001's heatmaps (rows: epochs, columns: layers). Only the convolution's
+the relative drop of Gamba et al. 2020's heatmaps (rows: epochs, columns: layers). Only the convolution's
 ``weight`` and ``bias`` are reset; batch-norm layers (scale, shift and running statistics) keep
 their trained values, and the evaluation is in ``eval()`` mode (no dropout, BN running stats).
 
@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from .._progress import progress
+from .._repr import short_repr
 from ..errors import DataError, RelugeomError, RelugeomWarning, UnsupportedLayerError, warn
 from ..graph import Graph, Node, walk
 from ..layers import find_layers
@@ -479,8 +480,10 @@ def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer
 
 @dataclass(frozen=True)
 class CriticalBias:
-    """Per-layer n_l at the end of training next to the re-initialization drop (seed 001 figs. 2
+    """Per-layer n_l at the end of training next to the re-initialization drop (Gamba et al. 2020 figs. 2
     and 7), and Spearman's rank correlations of the drop with n_l and with the bias |2 n_l - 1|."""
+
+    __repr__ = short_repr
 
     table: pd.DataFrame
     rho: float

@@ -1,4 +1,4 @@
-"""Presets that rerun every experiment of seed 001 end to end: train each variant for several seeds,
+"""Presets that rerun every experiment of Gamba et al. 2020 end to end: train each variant for several seeds,
 then the projection statistics (mean and one standard deviation over seeds), the histograms, and the
 re-initialization heatmaps where the paper has them.
 
@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..checkpoints import Run
 from ..errors import DataError, RelugeomError
+from ..report import FigureOutput
 from .train import TrainConfig, read_run_config
 
 VGG19_FIG7_PANELS = [list(range(7)), list(range(7, 16))]
@@ -40,7 +41,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class Experiment:
-    """A figure (or figures) of seed 001 and the runs behind it."""
+    """A figure (or figures) of Gamba et al. 2020 and the runs behind it."""
 
     name: str
     figures: str
@@ -185,12 +186,12 @@ def _train_job(config: TrainConfig, run_dir: Path, device: str) -> str:
         return f"error: {e}" if str(run_dir) in str(e) else f"error: {run_dir}: {e}"
 
 
-def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: int) -> dict[str, Path]:
+def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: int,
+                   figures: FigureOutput, title: str) -> dict[str, Path]:  # fmt: skip
     """Exact activation-region counts on 4 lines through test points (Hanin and Rolnick 2019) at every
     ``every``-th checkpoint of one run; ``regions.csv``, ``regions_summary.csv``, ``regions_epochs.png``."""
     from ..checkpoints import checkpoint_series
     from ..regions.training import regions_over_training, training_summary
-    from ..report import save_figure
     from ..report.regions import training_figure
     from ..tables import write_table
     from .train import prepare_data
@@ -205,7 +206,7 @@ def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: in
     return {
         f"{vname}/regions": write_table(df, vdir / "regions", "csv"),
         f"{vname}/regions_summary": write_table(summary, vdir / "regions_summary", "csv"),
-        f"{vname}/regions_epochs": save_figure(training_figure(summary), vdir / "regions_epochs.png"),
+        f"{vname}/regions_epochs": figures.save(training_figure(summary, title=title), vdir, "regions_epochs"),
     }
 
 
@@ -218,9 +219,10 @@ def reproduce(
     scale: str = "full",
     device: str = "cpu",
     log: Callable[[str], None] = lambda _: None,
+    figures: FigureOutput | None = None,
     executor: Any = None,
 ) -> dict[str, Path]:
-    """Run an experiment of seed 001 into ``out/NAME`` and draw its figures; returns the files written.
+    """Run an experiment of Gamba et al. 2020 into ``out/NAME`` and draw its figures; returns the files written.
 
     ``executor`` (a :func:`~relugeom.parallel.process_pool`, a :func:`~relugeom.parallel.submitit_executor`, any
     ``concurrent.futures``-style executor) trains the seeds as parallel jobs, then runs the statistics and the
@@ -231,7 +233,6 @@ def reproduce(
     (epoch 0 vs. the last epoch of seed 0) and, for re-init experiments, ``reinit.csv``,
     ``reinit.png``, ``critical_vs_bias.csv`` / ``.png``.
     """
-    from ..report import save_figure
     from ..report.projection import cos_histograms, nl_over_epochs
     from ..report.reinit import critical_vs_bias_plot, reinit_heatmap
     from ..sources import run_labels
@@ -240,6 +241,7 @@ def reproduce(
     from .reinit import critical_vs_bias, reinit_run
     from .train import lr_drops, prepare_data
 
+    figures = figures or FigureOutput()
     exp = EXPERIMENTS.get(name)
     plan = experiment_plan(name, data_dir=data_dir, seeds=seeds, scale=scale)
     root = Path(out) / name
@@ -280,22 +282,26 @@ def reproduce(
         metrics = pd.concat([Run(r).metrics().assign(run=label) for r, label in zip(runs, run_labels(runs))])
         n_layers = summary.layer_index.nunique()
         panels = VGG19_FIG7_PANELS if n_layers == 16 else None
+        label = (name if vname == name else f"{name}: {vname}") + f" ({scale} scale)"
         fig = nl_over_epochs(summary, metrics, lr_drops=lr_drops(cfg.schedule, cfg.epochs), panels=panels,
-                             title=f"{name}: {vname} ({scale})")  # fmt: skip
-        written[f"{vname}/nl_epochs"] = save_figure(fig, vdir / "nl_epochs.png")
+                             title=label)  # fmt: skip
+        written[f"{vname}/nl_epochs"] = figures.save(fig, vdir, "nl_epochs")
         first = df[df["run"] == df["run"].iloc[0]] if "run" in df else df
         init, last = first[first.epoch == first.epoch.min()], first[first.epoch == first.epoch.max()]
-        written[f"{vname}/histograms"] = save_figure(cos_histograms(last, init), vdir / "histograms.png")
+        fig = cos_histograms(last, init, labels=(f"epoch {int(last.epoch.max())}", "initialization"),
+                             title=f"{label}, {first['run'].iloc[0] if 'run' in first else runs[0]}")  # fmt: skip
+        written[f"{vname}/histograms"] = figures.save(fig, vdir, "histograms")
         if exp is not None and exp.region_epochs:
-            written.update(_region_counts(vname, vdir, runs[0], cfg, exp.region_epochs if scale == "full" else 1))
+            written.update(_region_counts(vname, vdir, runs[0], cfg, exp.region_epochs if scale == "full" else 1,
+                                          figures, f"{label}, {run_labels(runs)[0]}"))  # fmt: skip
         if exp is not None and exp.reinit:
             schedule = {"executor": executor, "parts": None if executor is None else vdir / "parts" / "reinit"}
             drops = pd.concat([reinit_run(r, random=True, device=device, **schedule) for r in runs], ignore_index=True)
             written[f"{vname}/reinit"] = write_table(drops, vdir / "reinit", "csv")
-            written[f"{vname}/reinit_png"] = save_figure(reinit_heatmap(drops, title=vname), vdir / "reinit.png")
+            written[f"{vname}/reinit_png"] = figures.save(reinit_heatmap(drops, title=label), vdir, "reinit")
             cb = critical_vs_bias(drops, layer_summary(df))
             written[f"{vname}/critical_vs_bias"] = write_table(cb.table, vdir / "critical_vs_bias", "csv")
-            written[f"{vname}/critical_vs_bias_png"] = save_figure(
-                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=vname), vdir / "critical_vs_bias.png")
+            written[f"{vname}/critical_vs_bias_png"] = figures.save(
+                critical_vs_bias_plot(cb.table, cb.rho, cb.rho_bias, title=label), vdir, "critical_vs_bias")
             log(f"{vname}: Spearman rho(drop, n_l) = {cb.rho:.3f}, rho(drop, |2 n_l - 1|) = {cb.rho_bias:.3f}")
     return written

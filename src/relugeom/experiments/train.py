@@ -1,4 +1,4 @@
-"""The training recipe of seed 001 (sec. 3.1, A.1), with a checkpoint per epoch.
+"""The training recipe of Gamba et al. 2020 (sec. 3.1, A.1), with a checkpoint per epoch.
 
 SGD with momentum 0.9 and weight decay 5e-4 (``optimizer="adam"``: Adam with the same learning rate and
 weight decay, the recipe of Greydanus and Kobak 2020 for MNIST-1D), base learning rate 0.01, and either the ``step``
@@ -18,7 +18,7 @@ Every file is written atomically and ``resume.pt`` is written last, as the commi
 :class:`~relugeom.checkpoints.Run`), so an interrupted run keeps every finished epoch and its metrics
 row. One process writes a run at a time (a lock, ``--resume`` included). Epoch ``e``'s checkpoint
 holds the weights after ``e`` epochs; the learning rate drops after the epochs that :func:`lr_drops`
-lists (the red ticks of seed 001's figures).
+lists (the red ticks of Gamba et al. 2020's figures).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ import scipy.sparse as sp
 from scipy.linalg import null_space
 from scipy.optimize import linprog
 
+from .._repr import short_repr
 from ..errors import DataError, LayerError, ShapeError
 
 _DENSE_LIMIT = 4096
@@ -39,6 +40,8 @@ class Polyhedron:
     >>> T.contains(np.array([0.2, 0.3])), T.contains(np.array([1.0, 1.0])), T.dimension(), T.is_empty()
     (True, False, 2, False)
     """
+
+    __repr__ = short_repr
 
     A_ub: np.ndarray | sp.sparray
     b_ub: np.ndarray

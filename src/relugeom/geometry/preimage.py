@@ -1,8 +1,8 @@
-"""Preimages of ReLU layer outputs, the dual basis, and nested cones (seed 002, secs. 2-5).
+"""Preimages of ReLU layer outputs, the dual basis, and nested cones (Carlsson 2019, secs. 2-5).
 
 For ``y = relu(W x + b)`` and an input domain (the non-negative orthant by default, or all of R^d)::
 
-    P(y) = {x : w_j.x + b_j = y_j (y_j > 0);  w_i.x + b_i <= 0 (y_i = 0);  x in domain}   (seed 002, eq. 9)
+    P(y) = {x : w_j.x + b_j = y_j (y_j > 0);  w_i.x + b_i <= 0 (y_i = 0);  x in domain}   (Carlsson 2019, eq. 9)
 
 an H-polyhedron (:class:`~relugeom.geometry.polyhedron.Polyhedron`, float64). Emptiness,
 dimension and sampling are linear programs solved by scipy's HiGHS. Through a stack of layers the
@@ -10,12 +10,12 @@ preimage is a union of polyhedra, one per feasible activation pattern of the ear
 (:func:`preimage_through`, enumerated depth-first with an LP relaxation that prunes infeasible partial
 patterns, under a budget).
 
-The dual basis (seed 002, sec. 3, eqs. 10-15) of d hyperplanes in general position in R^d: ``e_i`` spans
+The dual basis (Carlsson 2019, sec. 3, eqs. 10-15) of d hyperplanes in general position in R^d: ``e_i`` spans
 the line where all planes but i meet, oriented to the negative side of plane i; with W invertible,
 ``e_i = -W^{-1}[:, i] / ||W^{-1}[:, i]||``. Then ``P(y) = {x* + sum_{i: y_i = 0} a_i e_i : a_i >= 0} ∩ domain``
 with ``x* = W^{-1}(y - b)`` (eqs. 14-15).
 
-Nesting (seed 002, sec. 5): in the input space of layer b, whose data are the ReLU outputs of layer a
+Nesting (Carlsson 2019, sec. 5): in the input space of layer b, whose data are the ReLU outputs of layer a
 (the non-negative orthant, the cone of the coordinate planes ``x_i = 0``), plane i of b paired with coordinate i.
 
 * :func:`complete_nesting` -- the paper's definition through the dual basis: for every set I of planes, every
@@ -44,6 +44,7 @@ import torch
 from scipy.optimize import linprog
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import DataError, LayerError, RelugeomWarning, ShapeError, UnsupportedLayerError, warn
 from ..layers import AffineLayer, as_affine
 from .polyhedron import _DENSE_LIMIT, Polyhedron, RelugeomLPError, _dense
@@ -96,7 +97,7 @@ def preimage(
     layer: Layer, y: np.ndarray, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
     tol: float = 1e-9,
 ) -> Polyhedron:
-    """The preimage P(y) of ``y = relu(W x + b)`` (seed 002, eq. 9) as a :class:`Polyhedron` in float64.
+    """The preimage P(y) of ``y = relu(W x + b)`` (Carlsson 2019, eq. 9) as a :class:`Polyhedron` in float64.
 
     ``layer`` is a ``(W, b)`` pair, a Linear layer, or a conv layer (with ``input_shape``); ``y`` the layer's
     (flattened) output; ``domain`` "orthant" (x >= 0, the default, as in the paper) or "full" (all of R^d).
@@ -124,6 +125,8 @@ class PiecewisePreimage:
     """The preimage through several layers: a union of polyhedra, one per feasible activation pattern of the
     layers before the last (pieces may share boundaries). ``complete`` is False when ``max_pieces`` cut the
     enumeration short; ``patterns[k]`` is the list of per-layer boolean activation patterns of piece k."""
+
+    __repr__ = short_repr
 
     pieces: list[Polyhedron]
     patterns: list[list[np.ndarray]]
@@ -231,7 +234,7 @@ def preimage_through(
     """Preimage of ``y = relu(L_k(... relu(L_1(x))))`` as a union of polyhedra in the input space of L_1.
 
     The last layer gives P(y) (eq. 9); each earlier layer is pulled back piece by piece over its feasible
-    activation patterns (seed 002, sec. 6: layer by layer, recursively). At most ``max_pieces`` pieces are
+    activation patterns (Carlsson 2019, sec. 6: layer by layer, recursively). At most ``max_pieces`` pieces are
     produced in total; when the budget stops the enumeration, ``complete`` is False and a warning says so.
     Exact up to the LP tolerances (float64). Cost grows with the number of feasible patterns: meant for small
     networks (toy circulant nets, a few units).
@@ -257,7 +260,7 @@ def preimage_of_set(
     layers: Sequence[Layer], q: Polyhedron, *, input_shape: Sequence[int] | None = None, domain: str = "orthant",
     max_pieces: int = 1000,
 ) -> PiecewisePreimage:
-    """Preimage of a whole polyhedron ``q`` of outputs (e.g. an affine manifold M ∩ orthant, seed 002, sec. 6)
+    """Preimage of a whole polyhedron ``q`` of outputs (e.g. an affine manifold M ∩ orthant, Carlsson 2019, sec. 6)
     through ``relu(L_k(... relu(L_1(x))))``: a union of polyhedra, one per feasible activation pattern of all
     layers, under the same budget as :func:`preimage_through`."""
     mats = _matrices(layers, input_shape)
@@ -313,12 +316,14 @@ class DualBasis:
     """``apex``: the point where all d planes meet (eq. 11); ``E``: columns e_i of unit length (eq. 10),
     ``W e_i`` zero but for entry i, which is negative."""
 
+    __repr__ = short_repr
+
     apex: np.ndarray
     E: np.ndarray
 
 
 def dual_basis(w: np.ndarray, b: np.ndarray | None = None, *, rcond: float = 1e-12) -> DualBasis:
-    """The dual basis of the planes ``w_i . x + b_i = 0`` (seed 002, sec. 3), float64.
+    """The dual basis of the planes ``w_i . x + b_i = 0`` (Carlsson 2019, sec. 3), float64.
 
     Raises :class:`LayerError` when W is not square or is singular (the planes are not in general position).
 
@@ -346,7 +351,7 @@ def dual_basis(w: np.ndarray, b: np.ndarray | None = None, *, rcond: float = 1e-
 
 
 def preimage_cone(w: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Seed 002, eqs. 14-15 for a square invertible W: ``x* = W^{-1}(y - b)`` and the rays ``e_i`` (columns)
+    """Carlsson 2019, eqs. 14-15 for a square invertible W: ``x* = W^{-1}(y - b)`` and the rays ``e_i`` (columns)
     of the zero components of y, so that ``P(y) = {x* + E a : a >= 0} ∩ domain``.
 
     Example
@@ -366,7 +371,7 @@ def preimage_cone(w: np.ndarray, b: np.ndarray, y: np.ndarray) -> tuple[np.ndarr
 
 
 def face_nesting(layer_a: Layer | None, layer_b: Layer, input_shape: Sequence[int] | None = None) -> pd.DataFrame:
-    """relugeom's face criterion for the nesting of layer b's cone in the orthant of layer a's outputs (seed 002,
+    """relugeom's face criterion for the nesting of layer b's cone in the orthant of layer a's outputs (Carlsson 2019,
     sec. 5); equivalent to the paper's dual-basis definition (:func:`complete_nesting`) for square layers.
 
     ``input_shape`` is layer a's input shape (conv layers); layer b is taken as its circulant embedding on
@@ -422,7 +427,7 @@ nesting = face_nesting  # the name before the paper's definition was added
 
 
 def complete_nesting(w: np.ndarray, b: np.ndarray | None = None, *, tol: float = 1e-9) -> pd.DataFrame:
-    """Seed 002, sec. 5: is the cone of the planes ``w_i . x + b_i = 0`` completely nested in the orthant cone of
+    """Carlsson 2019, sec. 5: is the cone of the planes ``w_i . x + b_i = 0`` completely nested in the orthant cone of
     the coordinate planes ``x_i = 0`` (plane i paired with coordinate i)? The paper's definition, through the
     dual basis ``E`` (columns e_i) and its positive spans; float64, linear programs by HiGHS.
 
@@ -480,7 +485,7 @@ def _folded_kernels(layer: AffineLayer, spatial: tuple[int, ...]) -> np.ndarray:
 
 
 def channel_nesting(layer_b: Layer, input_shape: Sequence[int]) -> pd.DataFrame:
-    """Seed 002's nesting for a conv layer with any numbers of input and output channels (e.g. 64 -> 128): one row
+    """Carlsson 2019's nesting for a conv layer with any numbers of input and output channels (e.g. 64 -> 128): one row
     per (filter k, input channel c), the cone of the single-channel circulant of ``w[k, c]`` on the channel's
     ``H x W`` positions with the bias share ``b_k / C_in`` (the filter's pre-activation is the sum over c of these
     channel maps), nested in the orthant of channel c's values (the ReLU outputs of the previous layer).

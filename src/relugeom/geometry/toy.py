@@ -1,4 +1,4 @@
-"""The small circulant networks of seed 002 (sec. 5, eqs. 19-20) and the data behind its figures 2-4.
+"""The small circulant networks of Carlsson 2019 (sec. 5, eqs. 19-20) and the data behind its figures 2-4.
 
 A layer of the d-node network is ``x' = relu(W x + c 1)`` with W circulant: row i is the first row cyclically
 shifted i places to the right, so for d = 2, ``W = [[a, b], [b, a]]`` (eq. 19) and for d = 3,
@@ -83,7 +83,7 @@ def layer_nesting(net: ToyNet) -> list[dict]:
 
 
 def dual_basis_data(layer: tuple[np.ndarray, np.ndarray], y: np.ndarray) -> dict:
-    """Data of seed 002, fig. 1: a layer's planes, their meeting point (apex), the dual basis e_i from the apex
+    """Data of Carlsson 2019, fig. 1: a layer's planes, their meeting point (apex), the dual basis e_i from the apex
     (eq. 10), and for the output ``y`` the point ``x* = W^{-1}(y - b)`` with the rays e_i of y's zero components
     that span its preimage (eqs. 14-15)."""
     w, b = layer
@@ -94,7 +94,7 @@ def dual_basis_data(layer: tuple[np.ndarray, np.ndarray], y: np.ndarray) -> dict
 
 
 def flow_field(net: ToyNet, lim: float = 3.0, n: int = 201) -> dict:
-    """Data of seed 002, fig. 2: on an n x n grid of the 2D input box [-lim, lim]^2, the pre-activations of every
+    """Data of Carlsson 2019, fig. 2: on an n x n grid of the 2D input box [-lim, lim]^2, the pre-activations of every
     layer remapped to the input space (their zero lines are the bent hyperplanes), the final output and where
     it is 0."""
     if net[0][0].shape[1] != 2:
@@ -108,7 +108,7 @@ def flow_field(net: ToyNet, lim: float = 3.0, n: int = 201) -> dict:
 
 
 def cells(layer: tuple[np.ndarray, np.ndarray], n: int = 2000, lim: float = 2.0, seed: int | None = None) -> dict:
-    """Data of seed 002, fig. 3: points of the input box [0, lim]^d, their cell (sign pattern of the layer's
+    """Data of Carlsson 2019, fig. 3: points of the input box [0, lim]^d, their cell (sign pattern of the layer's
     planes, as a count of negative constraints) and their images relu(W x + b)."""
     w, b = layer
     rng = np.random.default_rng(seed)
@@ -124,7 +124,7 @@ def point_preimages(net: ToyNet, ys: np.ndarray, *, domain: str = "orthant", max
 
 
 def affine_output_manifold(net: ToyNet, level: float = 1.0, max_pieces: int = 500) -> PiecewisePreimage:
-    """Seed 002, sec. 6 and fig. 4: the input manifold mapped to the affine output set
+    """Carlsson 2019, sec. 6 and fig. 4: the input manifold mapped to the affine output set
     ``M = {y >= 0 : sum(y) = level}`` (the triangle in 3D, a segment in 2D): a union of polyhedra (patches)."""
     d = net[-1][0].shape[0]
     m = Polyhedron.from_constraints(d, ub=[(-np.eye(d), np.zeros(d))], eq=[(np.ones((1, d)), np.array([level]))])

@@ -1,10 +1,11 @@
-"""The exact matrix of an affine layer on a given input shape (seed 001, sec. 2, fig. 3; seed 002, sec. 4).
+"""The exact matrix of an affine layer on a given input shape (Gamba et al. 2020, sec. 2, fig. 3; Carlsson 2019,
+sec. 4).
 
 A convolution acting on an input of shape (C, *S) is the affine map ``x -> A x + b`` on the
 flattened input (PyTorch's C order of (C, *S)); the output is the flattened (F, *O). :func:`unroll`
 builds ``A`` exactly as a sparse float64 matrix for any stride, padding (ints, ``'same'``,
 ``'valid'``), dilation, groups and padding mode (``zeros``, ``circular``, ``reflect``,
-``replicate``). :func:`circulant` builds the circulant embedding of seed 002 (eqs. 16-18): circular
+``replicate``). :func:`circulant` builds the circulant embedding of Carlsson 2019 (eqs. 16-18): circular
 padding, stride 1, the kernel centred, so that every row of a filter's block is a cyclic shift of
 the previous one and all of the filter's hyperplanes meet the identity line at ``-b / sum(w)``.
 
@@ -142,7 +143,7 @@ def unroll(layer: nn.Module | AffineLayer, input_shape: Sequence[int]) -> tuple[
 
     ``A @ x.ravel() + b == layer(x).ravel()`` for an input ``x`` of shape ``input_shape`` (without
     batch), in float64. Row ``f * prod(O) + o`` is the hyperplane normal of filter ``f`` at output
-    position ``o`` (seed 001, fig. 3).
+    position ``o`` (Gamba et al. 2020, fig. 3).
 
     Example
     -------
@@ -169,7 +170,7 @@ def unroll(layer: nn.Module | AffineLayer, input_shape: Sequence[int]) -> tuple[
 
 
 def circulant(layer: nn.Module | AffineLayer, input_shape: Sequence[int]) -> tuple[sp.csr_array, np.ndarray]:
-    """The circulant embedding of a convolution (seed 002, eqs. 16-18), float64, sparse.
+    """The circulant embedding of a convolution (Carlsson 2019, eqs. 16-18), float64, sparse.
 
     Circular padding, stride 1 and the kernel centred (tap ``t`` reads offset
     ``t * dilation - dilation * (k - 1) // 2``), so the output keeps the input's spatial size and each

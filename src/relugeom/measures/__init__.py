@@ -1,4 +1,4 @@
-"""Complexity measures of seed 004: Fisher-Rao norm, K-FAC, norms and path norms, spectral norms,
+"""Complexity measures of Daróczy 2020: Fisher-Rao norm, K-FAC, norms and path norms, spectral norms,
 sharpness, tangent sensitivity, and the table of all of them over a run."""
 
 from .fisher_rao import FisherRaoNorm, fisher_rao_norm

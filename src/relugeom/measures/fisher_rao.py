@@ -1,4 +1,4 @@
-"""The Fisher-Rao norm (seed 004; Liang, Poggio, Rakhlin and Stokes 2017, Definition 2 and Theorem 3.1).
+"""The Fisher-Rao norm (Daróczy 2020; Liang, Poggio, Rakhlin and Stokes 2017, Definition 2 and Theorem 3.1).
 
 ``||theta||_fr^2 = <theta, I(theta) theta> = E <theta, grad_theta l(f_theta(X), Y)>^2`` with ``l`` the
 cross-entropy. Two Fishers:
@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, jvp
 
+from .._repr import short_repr
 from ..errors import warn
 from ..graph import Graph, Node
 from ..modules.registry import HOW_TO
@@ -52,6 +53,8 @@ FISHERS = ("empirical", "model")
 @dataclass(frozen=True)
 class FisherRaoNorm:
     """Squared Fisher-Rao norm by the JVP route and (when it applies) by the (L+1)^2 identity."""
+
+    __repr__ = short_repr
 
     norm2: float  # JVP route, E <theta, grad l>^2
     norm2_identity: float | None  # (L+1)^2 E <dl/df, f>^2, None when the identity does not apply
@@ -138,7 +141,7 @@ def fisher_rao_norm(
     model: nn.Module, data: Data, fisher: str = "empirical", *, identity: bool = True,
     device: str | torch.device = "cpu", dtype: torch.dtype = torch.float64,
 ) -> FisherRaoNorm:  # fmt: skip
-    """Squared Fisher-Rao norm ``E <theta, grad_theta l>^2`` of ``model`` on ``data`` (seed 004; Liang et al. 2017).
+    """Squared Fisher-Rao norm ``E <theta, grad_theta l>^2`` of ``model`` on ``data`` (Daróczy 2020; Liang et al. 2017).
 
     ``data`` is ``(X, y)`` or an iterable of ``(x, y)`` batches; the expectation is the mean over all
     samples. ``theta`` is every parameter of the model. The model is copied to ``dtype`` (float64:

@@ -1,4 +1,4 @@
-"""K-FAC: the Kronecker-factored approximate Fisher (seed 004; Martens and Grosse 2015, sec. 3;
+"""K-FAC: the Kronecker-factored approximate Fisher (Daróczy 2020; Martens and Grosse 2015, sec. 3;
 convolutions as in Grosse and Martens 2016, "KFC").
 
 For each Linear/Conv layer with weight ``W`` (out x in; a conv's ``in = C/groups * prod(kernel)``)
@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError, warn
 from ..graph import Node
 from ..modules.registry import unsupported_error
@@ -56,6 +57,8 @@ class KFACBlock:
     """Kronecker factors of one layer: the block is ``kron(G, A)`` over row-major ``[W | b]``; for a convolution
     with ``groups > 1``, ``A`` and ``G`` hold one factor per group (first axis) and the block is the block diagonal
     of the groups' ``kron(G[g], A[g])``."""
+
+    __repr__ = short_repr
 
     name: str
     A: torch.Tensor  # (in+1, in+1), or (in, in) without bias; (groups, in/groups [+1], ...) for groups > 1

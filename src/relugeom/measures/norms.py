@@ -1,4 +1,4 @@
-"""Norm-based capacity measures (seed 004; Neyshabur, Bhojanapalli, McAllester and Srebro 2017, sec. 2;
+"""Norm-based capacity measures (Daróczy 2020; Neyshabur, Bhojanapalli, McAllester and Srebro 2017, sec. 2;
 Jiang et al. 2020, "Fantastic generalization measures").
 
 For a network with affine layers ``W_1 .. W_d`` (Linear and Conv; batch norm folded into the preceding
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ArchitectureError, UnsupportedLayerError, warn
 from ..graph import Graph, Node, walk
 from ..layers import batchnorm_affine
@@ -46,6 +47,8 @@ from .spectral import conv_spectral_norm
 @dataclass(frozen=True)
 class NormMeasures:
     """The norm-based measures of one model on one data set (see the module docstring)."""
+
+    __repr__ = short_repr
 
     margin: float
     frobenius_product: float

@@ -1,4 +1,4 @@
-"""Sharpness measures (seed 004): epsilon-sharpness (Keskar et al. 2017), expected sharpness
+"""Sharpness measures (Daróczy 2020): epsilon-sharpness (Keskar et al. 2017), expected sharpness
 (Neyshabur et al. 2017) and the Hessian trace (Hutchinson's estimator).
 
 ``L`` is the mean cross-entropy over ``data`` and ``theta`` every parameter of the model (float64).
@@ -32,11 +32,14 @@ from torch import nn
 from torch.func import functional_call
 
 from .._progress import progress
+from .._repr import short_repr
 from ._common import Data, batches, check_loss, prepare
 
 
 @dataclass(frozen=True)
 class EpsilonSharpness:
+    __repr__ = short_repr
+
     value: float  # (max L - L) / (1 + L), best over the restarts
     loss: float
     max_loss: float
@@ -50,6 +53,8 @@ class EpsilonSharpness:
 @dataclass(frozen=True)
 class Estimate:
     """A seeded Monte-Carlo estimate and its standard error."""
+
+    __repr__ = short_repr
 
     value: float
     std_error: float

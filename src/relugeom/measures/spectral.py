@@ -1,4 +1,4 @@
-"""Spectral norms of convolution operators (seed 004: the spectral-norm capacity of Neyshabur et al. 2017).
+"""Spectral norms of convolution operators (Daróczy 2020: the spectral-norm capacity of Neyshabur et al. 2017).
 
 A convolution on an input of shape (C, *S) is a linear map (the bias left out); its spectral norm is
 the largest singular value of that map, not of the reshaped kernel. Three methods:
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import vjp
 
+from .._repr import short_repr
 from ..errors import BudgetExceeded, warn
 from ..geometry.unroll import _check, _pads, output_shape, unroll
 from ..layers import AffineLayer, as_affine
@@ -44,6 +45,8 @@ DENSE_LIMIT = 4_000_000  # entries of the dense matrix
 @dataclass(frozen=True)
 class SpectralNorm:
     """Largest singular value of a layer's linear map and how it was found."""
+
+    __repr__ = short_repr
 
     value: float
     method: str

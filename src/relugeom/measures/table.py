@@ -1,4 +1,4 @@
-"""All complexity measures of seed 004 for one model or a whole run, as one tidy table.
+"""All complexity measures of Daróczy 2020 for one model or a whole run, as one tidy table.
 
 :func:`measure_model` returns long-form rows ``measure, value, std_error`` for one model;
 :func:`complexity_table` maps it over a source (a module, a checkpoint, a run folder: every epoch)
@@ -218,7 +218,8 @@ def complexity_table(
         raise RelugeomError(f"init must be 'first', a checkpoint file, a module or a state dict, got {init!r}")
     analyse = functools.partial(_measure_item, train=train_, test=test_, measures=tuple(measures), init=init,
                                 options=kwargs)  # fmt: skip
-    return map_sources(source, analyse, arch=arch, executor=executor, parts=parts, shard=shard, desc="measures")
+    return map_sources(source, analyse, arch=arch, executor=executor, parts=parts, shard=shard,
+                       desc="measures: checkpoints")  # fmt: skip
 
 
 def _measure_item(model: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, *, train: Data,

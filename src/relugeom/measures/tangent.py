@@ -1,4 +1,4 @@
-"""Tangent sensitivity (seed 004; Daróczy 2020, Definition 3.1 and Lemma 3.1).
+"""Tangent sensitivity (Daróczy 2020, Definition 3.1 and Lemma 3.1).
 
 The *tangent sample sensitivity* of a network ``f`` at input ``x`` is the ``N_theta x d_in`` matrix
 ``S(x) = d^2 f(x; theta) / (d theta d x)``, and the network's *tangent sensitivity* is its expectation over the
@@ -49,6 +49,7 @@ from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
 from .._progress import progress
+from .._repr import short_repr
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
 from ..graph import Graph
 from . import _tangent_pl
@@ -63,6 +64,8 @@ ROUTES = ("auto", "generic", "piecewise_linear")
 class TangentSensitivity:
     """Daróczy 2020, Definition 3.1: the tangent sensitivity ``E_x S(x)`` (its norms) and the mean squared sample
     sensitivity ``E_x ||S(x)||_F^2`` (see the module docstring)."""
+
+    __repr__ = short_repr
 
     mean_sq: float  # mean squared sample sensitivity E_x ||S(x)||_F^2 (Lemma 3.1)
     std_error: float  # of mean_sq (0 for the exact method)

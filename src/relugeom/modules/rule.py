@@ -178,8 +178,9 @@ class Rule:
     # ------------------------------------------------------------------ cones
 
     def cone_role(self, node: Node) -> tuple[str, str]:
-        """The node's role on the path between two conv layers (seeds 000, 002): one of :data:`CONE_ROLES`
-        and its description in words (the reason a pair is skipped, for ``"pool"`` and ``"break"``)."""
+        """The node's role on the path between two conv layers (Gamba et al. 2019; Carlsson 2019): one of
+        :data:`CONE_ROLES` and its description in words (the reason a pair is skipped, for ``"pool"`` and
+        ``"break"``)."""
         return self.cone, f"{node.label} between the pair"
 
     # ------------------------------------------------------------------ resolution (stage)

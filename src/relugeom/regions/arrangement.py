@@ -90,8 +90,8 @@ def arrangement_regions(A: np.ndarray, b: np.ndarray | None = None, *, tol: floa
 def layer_regions(layer: nn.Module, input_shape: Sequence[int], *, tol: float = 1e-9, budget: int = 10**6) -> int:
     """Regions of the arrangement of one conv/linear layer's neurons on ``input_shape`` (exact, float64).
 
-    This is the number of linear regions of ``x -> relu(layer(x))`` (seed 003's R_{N,theta} for a one-layer
-    network). For unpadded convolutions, Theorem 1 (i) of seed 003 (:func:`cnn_max_regions`) is the maximum
+    This is the number of linear regions of ``x -> relu(layer(x))`` (Xiong et al. 2020's R_{N,theta} for a one-layer
+    network). For unpadded convolutions, Theorem 1 (i) of Xiong et al. 2020 (:func:`cnn_max_regions`) is the maximum
     over weights; :func:`relugeom.regions.formulas.cnn_formula_caveat` says when it is not attained.
 
     Example

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._progress import progress_bar
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError
 from ..graph import Graph, Node, walk
 from ._budget import Budget
@@ -278,16 +279,23 @@ class _Propagation:
         first = _Batch(0, list(cells_v), [[] for _ in cells_v],
                        {self.graph.input: cols[None].expand(len(cells_v), *cols.shape)})  # fmt: skip
         stack = [first]
-        while stack:
-            b = stack.pop()
-            try:
-                self._walk(b, stack)
-            except BudgetExceeded as e:
-                node = self.graph.nodes[min(b.pos, len(self.graph.nodes) - 1)]
-                raise BudgetExceeded(f"{e} (at {node.label}, {len(self.done.verts)} pieces finished, "
-                                     f"{len(b.verts) + sum(len(s.verts) for s in stack)} pending)",
-                                     partial=self.done) from None  # fmt: skip
+        self.bar = progress_bar(len(self.graph.nodes), desc="regions: layers", delay=1.0)
+        try:
+            while stack:
+                b = stack.pop()
+                self._walk_one(b, stack)
+        finally:
+            self.bar.close()
         return self.done
+
+    def _walk_one(self, b: _Batch, stack: list[_Batch]) -> None:
+        try:
+            self._walk(b, stack)
+        except BudgetExceeded as e:
+            node = self.graph.nodes[min(b.pos, len(self.graph.nodes) - 1)]
+            raise BudgetExceeded(f"{e} (at {node.label}, {len(self.done.verts)} pieces finished, "
+                                 f"{len(b.verts) + sum(len(s.verts) for s in stack)} pending)",
+                                 partial=self.done) from None  # fmt: skip
 
     def _arg(self, b: _Batch, a: Any) -> Any:
         """A node's value as an operation reads it: varying tensors flattened to (n (k+1), *shape)."""
@@ -326,6 +334,8 @@ class _Propagation:
                 if self.last[i] <= node.index:
                     b.values.pop(i, None)
             b.pos += 1
+            if b.pos > self.bar.n:  # the deepest node any batch has reached
+                self.bar.update(b.pos - self.bar.n)
             if node.rule is not None and node.rule.role in ("activation", "max"):
                 self._chunk(b, stack)
 

@@ -1,11 +1,11 @@
-"""Published counts and bounds on the number of linear regions, as exact Python integers (seed 003).
+"""Published counts and bounds on the number of linear regions, as exact Python integers (Xiong et al. 2020).
 
 * :func:`general_position_regions` -- Zaslavsky (1975): ``n`` affine hyperplanes in general position in
   R^d cut it into ``sum_{i=0}^{d} C(n, i)`` regions.
 * :func:`fc_region_bounds` -- fully connected ReLU nets with widths ``n_0, ..., n_L``: Pascanu, Montufar and
   Bengio (2013, one layer, exact), Montufar et al. (2014, lower), Montufar (2017, upper), Serra,
   Tjandraatmadja and Ramalingam (2018, upper).
-* :func:`cnn_max_regions` -- seed 003, Theorem 1 (i): the maximal number of regions of a one-layer ReLU CNN,
+* :func:`cnn_max_regions` -- Xiong et al. 2020, Theorem 1 (i): the maximal number of regions of a one-layer ReLU CNN,
 
       R_N = sum_{t in K_N} prod_i C(d_1, t_i),
       K_N = {t in N^I : sum_{i in J} t_i <= #U_{i in J} S_i  for all J subset of I}.
@@ -16,10 +16,10 @@
   1D inputs, whose receptive fields are intervals with increasing ends, a greedy (leftmost free neuron first)
   decides it, so the sum becomes a dynamic programme over the greedy's pointer. The algorithms live in
   :mod:`relugeom.regions.theorem1`.
-* :func:`cnn_region_bounds` -- seed 003, Theorem 2 (lower and upper bounds for deep CNNs) and the
+* :func:`cnn_region_bounds` -- Xiong et al. 2020, Theorem 2 (lower and upper bounds for deep CNNs) and the
   per-parameter comparisons of Theorem 3.
 
-Shapes follow PyTorch: a 1D input is ``(C, L)`` and a 2D input ``(C, H, W)``; seed 003's
+Shapes follow PyTorch: a 1D input is ``(C, L)`` and a 2D input ``(C, H, W)``; Xiong et al. 2020's
 ``n^(1) x n^(2) x d_0`` input is ``(d_0, n^(1), n^(2))``. Convolutions are unpadded ("valid"), as in the paper.
 Everything here is exact integer arithmetic.
 """
@@ -120,9 +120,9 @@ def fc_region_bounds(widths: Sequence[int], *, budget: int | None = None) -> pd.
     One row per result: ``bound`` (name), ``kind`` (exact/lower/upper), ``value`` (Python int, or None where
     the result does not apply), ``holds`` (whether its conditions are met), ``condition`` and ``source``.
 
-    * one_layer_exact: ``sum_{i<=n_0} C(n_1, i)`` when L = 1 (Pascanu, Montufar, Bengio 2013; seed 003).
+    * one_layer_exact: ``sum_{i<=n_0} C(n_1, i)`` when L = 1 (Pascanu, Montufar, Bengio 2013; Xiong et al. 2020).
     * montufar2014_lower: ``prod_{l=1}^{L-1} floor(n_l/n_0)^{n_0} * sum_{i<=n_0} C(n_L, i)`` when every
-      ``n_l >= n_0`` (seed 003 prints the product from l = 0, whose factor is 1, and ``n_l`` for ``n_L`` in the
+      ``n_l >= n_0`` (Xiong et al. 2020 prints the product from l = 0, whose factor is 1, and ``n_l`` for ``n_L`` in the
       binomial; the paper's statement is the one used here).
     * montufar2017_upper: ``prod_{l=1}^{L} sum_{i<=m_l} C(n_l, i)``, ``m_l = min(n_0, ..., n_{l-1})``.
     * serra2018_upper: see :func:`_serra_upper`; never larger than montufar2017_upper.
@@ -170,7 +170,7 @@ def cnn_max_regions(
     budget: int | Budget = 10**7,
     warn_caveat: bool = True,
 ) -> int:
-    """Seed 003, Theorem 1 (i): the maximal number of linear regions of a one-layer ReLU CNN, exactly.
+    """Xiong et al. 2020, Theorem 1 (i): the maximal number of linear regions of a one-layer ReLU CNN, exactly.
 
     ``input_shape`` is ``(d_0, n_0)`` or ``(d_0, n_0^(1), n_0^(2))``, ``kernel`` ``f`` or ``(f^(1), f^(2))``,
     ``stride`` ``s_1`` (the same in every direction), ``filters`` ``d_1``; no padding. Methods:
@@ -382,7 +382,7 @@ def hanin_rolnick_bound(n_neurons: int, n_in: int, T: float = 1.0) -> float:
 # ------------------------------------------------------------------------------------- CNN: Theorems 2 and 3
 @dataclass(frozen=True)
 class ConvSpec:
-    """One conv layer of seed 003's deep CNN: ``kernel`` (f or (f1, f2)), ``stride`` s_l, ``filters`` d_l."""
+    """One conv layer of Xiong et al. 2020's deep CNN: ``kernel`` (f or (f1, f2)), ``stride`` s_l, ``filters`` d_l."""
 
     kernel: int | tuple[int, ...]
     stride: int
@@ -409,7 +409,7 @@ def _specs(layers: Sequence[ConvSpec | tuple]) -> list[ConvSpec]:
 def cnn_region_bounds(
     layers: Sequence[ConvSpec | tuple], input_shape: Sequence[int], *, budget: int | Budget = 10**7
 ) -> pd.DataFrame:
-    """Seed 003 Theorem 2 bounds for a deep ReLU CNN and Theorem 3's per-parameter comparisons.
+    """Xiong et al. 2020 Theorem 2 bounds for a deep ReLU CNN and Theorem 3's per-parameter comparisons.
 
     ``layers`` = [(kernel, stride, filters), ...] (no padding), ``input_shape`` = (d_0, n_0[, n_0']).
     Rows (``quantity``, ``kind``, ``value`` exact int or None, ``parameters``, ``log10_value``,

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ShapeError
 from .cells import _as_input, _key, _propagate
 
@@ -35,6 +36,8 @@ class SegmentRegions:
     >>> seg.pieces[["t_start", "t_end", "linear_region"]].round(3).values.tolist()
     [[0.0, 0.333, 0.0], [0.333, 0.667, 1.0], [0.667, 1.0, 2.0]]
     """
+
+    __repr__ = short_repr
 
     breakpoints: np.ndarray
     n_activation_regions: int

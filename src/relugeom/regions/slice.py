@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ShapeError, warn
 from ..graph import Graph
 from .cells import _as_input, _Cells, _forward_record, _key, _propagate, _split_cone
@@ -38,6 +39,9 @@ class Partition2D:
     >>> P.whole_plane, P.n_regions, len(P.to_frame())  # the whole plane: four quadrants
     (True, 4, 4)
     """
+
+    __repr__ = short_repr
+    _repr_properties = ("n_regions", "n_linear_regions")
 
     model: nn.Module
     origin: np.ndarray

@@ -1,6 +1,6 @@
 """Counting regions over training: lines through data points and planes through three data points.
 
-Hanin and Rolnick (2019; seed 004, "Complexity of linear regions") count the activation regions that a
+Hanin and Rolnick (2019; cited by Daróczy 2020, "Complexity of linear regions") count the activation regions that a
 ReLU network cuts a 1D line or a 2D plane through data points into, at every checkpoint of a training run,
 and find that the count per unit length / area stays of the order of (#neurons)^dim at initialisation and
 grows only slightly during training. :func:`regions_over_training` repeats that experiment exactly (no
@@ -130,7 +130,7 @@ def regions_over_training(
     **schedule: Any,
 ) -> pd.DataFrame:
     """:func:`region_counts` for every model of ``source`` (a run folder gives every epoch), on the same lines
-    and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019, seed 004).
+    and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019).
     ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
 
     Example

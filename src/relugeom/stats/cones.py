@@ -1,17 +1,17 @@
 """Filters as polyhedral cones around the identity line, and how the cones of consecutive layers nest
-(seed 000, "Polyhedral Cones", "Summary Statistics"; seed 002, sec. 4, eqs. 16-18).
+(Gamba et al. 2019, "Polyhedral Cones", "Summary Statistics"; Carlsson 2019, sec. 4, eqs. 16-18).
 
 A conv filter (w, b) acting on an input of shape (C, *S), D = C * prod(S) values, is looked at through
 its circulant embedding (:func:`relugeom.geometry.unroll.circulant`): one hyperplane ``n_s . x + b = 0``
 per spatial cyclic shift ``s`` of the filter's normal ``n`` (the kernel placed, centred, in a (C, *S)
-array). All of them meet the identity line ``t * 1`` at the apex (seed 002, eq. 16)::
+array). All of them meet the identity line ``t * 1`` at the apex (Carlsson 2019, eq. 16)::
 
     apex        t = -b / sum(w)
     orientation sign(cos_D)
     opening     |arcsin(cos_D)|,  cos_D = sum(n) / (||n|| sqrt(D))   (the angle between the planes and 1)
 
 For a filter i of layer l+1 against the filters p of layer l (consecutive conv layers with only a ReLU,
-and optionally batch norms folded into the layers, between them; DESIGN.md, "Cones")::
+and optionally batch norms folded into the layers, between them; docs/cones.md, "Pairwise states")::
 
     dist_p = (t_i - t_p) * sqrt(D)   (D of layer l+1's input, the space where cone i lives)
     open_p = opening_i - opening_p
@@ -198,7 +198,7 @@ def _dense_shift_angles(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def classify(d: np.ndarray, o: np.ndarray, ties: str = "geometry") -> np.ndarray:
-    """The four states from d = max_p dist_p and o = min_p open_p (DESIGN.md, "Cones"); None where NaN.
+    """The four states from d = max_p dist_p and o = min_p open_p (docs/cones.md, "Pairwise states"); None where NaN.
 
     d > 0 (the apex of cone i lies beyond the farthest apex of the previous layer's cones) and d < 0 follow the
     authors' rule: o > 0 -> OUT_PARTIAL_IN else OUT_FULL_IN; o >= 0 -> IN_FULL_OUT else IN_PARTIAL_OUT.
@@ -381,8 +381,8 @@ def cone_params(
     source: Source, input_shape: Sequence[int], *, arch: str | None = None, fold_bn: bool = True,
     cones: str = "channel",
 ) -> pd.DataFrame:
-    """Apex, orientation and opening of the cone of every conv filter and input channel (seed 000; seed 002,
-    eq. 16); ``cones="filter"``: one cone per whole filter.
+    """Apex, orientation and opening of the cone of every conv filter and input channel (Gamba et al. 2019;
+    Carlsson 2019, eq. 16); ``cones="filter"``: one cone per whole filter.
 
     Parameters
     ----------
@@ -634,7 +634,7 @@ def cone_states(
     cones: str = "channel",
     ties: str = "geometry",
 ) -> pd.DataFrame:
-    """Nesting state of every cone of layer l+1 against the cones of layer l it reads (seed 000).
+    """Nesting state of every cone of layer l+1 against the cones of layer l it reads (Gamba et al. 2019).
 
     ``cones="channel"`` (the default, the authors' pairing): the cone of filter i on input channel c against the
     cones of filter c of layer l (which produced channel c) on each of its input channels j; one row per (i, c),

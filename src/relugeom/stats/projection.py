@@ -1,16 +1,16 @@
-"""The projection statistic and the measure n_l (seed 001, sec. 2.3, eqs. 1-2).
+"""The projection statistic and the measure n_l (Gamba et al. 2020, sec. 2.3, eqs. 1-2).
 
 For a filter w (one output channel of a conv weight, all C/groups * prod(kernel) entries, or one row
 of a linear weight)::
 
-    cos = sum(w) / (||w||_2 * sqrt(numel(w)))                                  (seed 001, eq. 1)
+    cos = sum(w) / (||w||_2 * sqrt(numel(w)))                                  (Gamba et al. 2020, eq. 1)
 
 the cosine between the filter's hyperplane normal and the all-ones direction of its own receptive
 field; the bias never enters. The paper's cosine over the layer's whole input space differs only by
 the positive factor sqrt(numel(w) / (C*H*W)), so signs and n_l agree. A zero filter has cos = NaN,
 is counted in ``n_zero``, and is left out of n_l::
 
-    n_l = #{non-zero filters with cos <= 0} / #{non-zero filters}               (seed 001, eq. 2)
+    n_l = #{non-zero filters with cos <= 0} / #{non-zero filters}               (Gamba et al. 2020, eq. 2)
 
 Numerics: sums and norms are accumulated in float64 from the stored weights.
 """
@@ -127,7 +127,7 @@ def _stats_item(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, *
 def projection_stats(
     source: Source, *, linear: bool = False, pointwise: bool = False, arch: str | None = None, **schedule: Any
 ) -> pd.DataFrame:
-    """Per-filter projection statistic (seed 001, eq. 1) of every analysed layer.
+    """Per-filter projection statistic (Gamba et al. 2020, eq. 1) of every analysed layer.
 
     Parameters
     ----------
@@ -162,7 +162,7 @@ def projection_stats(
 
 def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
     """One row per layer (and run/seed/epoch): ``n_filters``, ``n_zero``, ``n_neg`` (= n_l, the
-    fraction of non-zero filters with cos <= 0; seed 001, eq. 2) and ``mean_cos`` (over non-zero filters).
+    fraction of non-zero filters with cos <= 0; Gamba et al. 2020, eq. 2) and ``mean_cos`` (over non-zero filters).
 
     Example
     -------
@@ -191,7 +191,7 @@ def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summary_over_runs(summary: pd.DataFrame) -> pd.DataFrame:
-    """Mean and standard deviation of n_l over runs (seeds), per layer and epoch (seed 001 sec. 3.1:
+    """Mean and standard deviation of n_l over runs (seeds), per layer and epoch (Gamba et al. 2020 sec. 3.1:
     "3 independent seeds ... mean ... shaded areas corresponding to one standard deviation").
 
     ``summary`` is :func:`layer_summary` of several run folders (a ``run`` column). Returns one row

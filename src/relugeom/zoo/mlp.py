@@ -1,4 +1,4 @@
-"""A fully connected ReLU network ``in -> hidden... -> C`` (seed 001 sec. A.7; seed 004's experiments)."""
+"""A fully connected ReLU network ``in -> hidden... -> C`` (Gamba et al. 2020, sec. A.7; Daróczy 2020)."""
 
 from __future__ import annotations
 

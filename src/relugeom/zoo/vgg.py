@@ -6,8 +6,8 @@
   ``image_size // 32`` and use a 512-512-C classifier.
 * ``alexnet``: torchvision's AlexNet (features.0/3/6/8/10, classifier.1/4/6).
 * ``lenet``: the authors' 9-layer LeNet, 3x3 convs [6, 6, M, 16, 16, M, 64, 64, M], classifier
-  120-84-C (Gamba et al. 2020; seed 000, seed 001 sec. A.7).
-* ``vgg9``: [64, 64, M, 128, 128, M, 256, 256, M], classifier 512-512-C (seed 000).
+  120-84-C (Gamba et al. 2019; Gamba et al. 2020, sec. A.7).
+* ``vgg9``: [64, 64, M, 128, 128, M, 256, 256, M], classifier 512-512-C (Gamba et al. 2019).
 """
 
 from __future__ import annotations

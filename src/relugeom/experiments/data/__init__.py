@@ -9,11 +9,11 @@
 
 Pixels are scaled to [0, 1] and then normalised per channel (``normalize="standard"``: mean and
 standard deviation of the training split), or mapped to [-1, 1] (``"pm1"``, the paper's default
-pixel representation, seed 001 sec. A.7) or kept in [0, 1] (``"unit"``, CIFAR10/+ of fig. 21).
-A seeded 10% validation split is taken from the training set (seed 001 sec. 3.1); its seed is
+pixel representation, Gamba et al. 2020 sec. A.7) or kept in [0, 1] (``"unit"``, CIFAR10/+ of fig. 21).
+A seeded 10% validation split is taken from the training set (Gamba et al. 2020 sec. 3.1); its seed is
 separate from the training seed so that runs with different seeds share one validation set.
 
-Augmentation (seed 001 sec. A.1): shifts of up to 4 pixels in each direction (zero fill) and random
+Augmentation (Gamba et al. 2020 sec. A.1): shifts of up to 4 pixels in each direction (zero fill) and random
 horizontal flips, applied per batch on tensors. Defaults: both for CIFAR, shifts only for MNIST
 (a flipped digit is another symbol), none for digits.
 """

@@ -52,7 +52,7 @@ def pixel_permutation(index: int, n_pixels: int, seed: int = 0) -> np.ndarray:
 
 def shuffle_pixels(x: torch.Tensor, indices: torch.Tensor | np.ndarray, seed: int = 0) -> torch.Tensor:
     """Images ``x`` (N, C, H, W) (or signals (N, C, L)) with the pixel positions of image ``indices[n]``
-    permuted by its own fixed permutation, the same for every channel (seed 001 fig. 20)."""
+    permuted by its own fixed permutation, the same for every channel (Gamba et al. 2020, fig. 20)."""
     n, c = x.shape[:2]
     m = math.prod(x.shape[2:])
     flat = x.reshape(n, c, m)

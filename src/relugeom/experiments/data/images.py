@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..._repr import short_repr
 from ...errors import DataError
 from .splits import DataSplits, validation_split
 
@@ -30,6 +31,8 @@ class FolderSplit:
     centre ``size`` (224) crop. Then scaled to [0, 1] and normalised by ``mean``/``std``.
     ``pixel_seed`` shuffles the pixel positions of every image with its own fixed permutation.
     """
+
+    __repr__ = short_repr
 
     paths: list[Path]
     y: torch.Tensor
@@ -198,7 +201,7 @@ def load_image_folder(
     """An ImageNet-style folder ``DIR/train/CLASS/*`` and ``DIR/val/CLASS/*``, read lazily.
 
     As for the other data sets, a seeded ``val_fraction`` of ``train/`` is the validation split
-    (seed 001 sec. 3.1) and ``val/`` plays the part of the test set. ``normalize="standard"`` uses
+    (Gamba et al. 2020 sec. 3.1) and ``val/`` plays the part of the test set. ``normalize="standard"`` uses
     the usual ImageNet channel means and deviations (no pass over the data); ``augment=False``
     evaluates training images with the centre crop too.
     """

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from ..._repr import short_repr
 from ...errors import DataError
 
 
@@ -56,6 +57,8 @@ class Augment:
 class Split:
     """Images ``x`` (N, C, H, W) or signals (N, C, L), float32, and labels ``y`` (N,) int64, in memory."""
 
+    __repr__ = short_repr
+
     x: torch.Tensor
     y: torch.Tensor
 
@@ -73,6 +76,8 @@ class Split:
 @dataclass
 class DataSplits:
     """A data set ready for training: train/val/test splits, normalised, plus what models need."""
+
+    __repr__ = short_repr
 
     name: str
     train: Split
