@@ -147,7 +147,7 @@ def regions_over_training(
     """
     analyse = functools.partial(_regions_item, data=_data_points(data), n_lines=n_lines, n_planes=n_planes,
                                 extend=extend, seed=seed, budget=budget)  # fmt: skip
-    return map_sources(source, analyse, arch=arch, desc="regions", **schedule)
+    return map_sources(source, analyse, arch=arch, desc="regions: checkpoints", **schedule)
 
 
 def _regions_item(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, **options: Any) -> pd.DataFrame:

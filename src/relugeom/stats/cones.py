@@ -614,7 +614,7 @@ def cone_tables(
 
     analyse = functools.partial(_cones_item, input_shape=tuple(input_shape), fold_bn=fold_bn, tables=tuple(tables),
                                 device=str(device), channel=cones == "channel", ties=ties)  # fmt: skip
-    return map_sources(source, analyse, arch=arch, desc="cones", **schedule)
+    return map_sources(source, analyse, arch=arch, desc="cones: checkpoints", **schedule)
 
 
 def _cones_item(obj, item: SourceItem, *, input_shape: tuple[int, ...], fold_bn: bool, tables: tuple[str, ...],

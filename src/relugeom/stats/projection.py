@@ -157,7 +157,7 @@ def projection_stats(
     [64, 64, 128, 128, 256, 256]
     """
     analyse = functools.partial(_stats_item, linear=linear, pointwise=pointwise)
-    return map_sources(source, analyse, arch=arch, desc="stats", **schedule)
+    return map_sources(source, analyse, arch=arch, desc="stats: checkpoints", **schedule)
 
 
 def layer_summary(df: pd.DataFrame) -> pd.DataFrame:
