@@ -39,9 +39,11 @@ def test_cones_on_two_seeds_writes_tables_and_figures(runs, tmp_path, capsys, mo
     assert len(set(loads)) == 6 and len(loads) == 7 and loads.count(loads[0]) == 2
     pairs = pd.read_csv(tmp_path / "pairs.csv")
     assert len(pairs) == 6 * (64 * 64 + 128 * 128 + 256 * 256)
-    for name in ("params.csv", "states.csv", "states_net.csv", "states_stage.csv", "pairs.csv",
+    for name in ("params.csv", "states.csv", "states_net.csv", "states_stage.csv", "pairs.csv", "pairs_net.csv",
                  "states_net.png", "states_stage.png", "continuous.png"):
         assert (tmp_path / name).stat().st_size > 0
+    pairs_net = pd.read_csv(tmp_path / "pairs_net.csv")  # every pair counted once per run and epoch
+    assert pairs_net["count"].sum() == len(pairs) and set(pairs.state) <= set(STATES)
     states = pd.read_csv(tmp_path / "states.csv")
     ok = states[states.state.notna()]
     # vgg9: 3 within-stage pairs, 64 + 128 + 256 filters, 2 runs x 3 epochs

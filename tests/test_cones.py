@@ -448,6 +448,16 @@ def test_channel_cones_against_the_dense_single_channel_circulants(c0, c1, c2, h
         assert r.rotation_shear == pytest.approx(math.acos(min(1.0, float(cosines.max()))), abs=1e-7)
     states = cone_states(net, (c0, h, w))
     assert len(states) == c2 * c1 and set(states.rotation_space) == {"channel"}
+    # each pair classified on its own; a cone's state is the one of (max dist, min open_diff) over its pairs, and
+    # where layer l reads one channel (the authors' setting) a cone has one pair and the two states agree
+    for (k, c), g in pairs.groupby(["filter", "channel"]):
+        assert list(g.state) == [classify(np.array([d]), np.array([o]))[0] for d, o in zip(g.dist, g.open_diff)]
+        one = states[(states["filter"] == k) & (states["channel"] == c)].iloc[0]
+        assert one.state == classify(np.array([g.dist.max()]), np.array([g.open_diff.min()]))[0]
+        if c0 == 1:
+            assert g.state.iloc[0] == one.state
+    dist = state_distribution(pairs)
+    assert int(dist["count"].sum()) == len(pairs)
 
 
 def test_whole_filter_cones_stay_an_option_and_bad_options_are_refused():

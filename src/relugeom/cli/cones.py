@@ -47,8 +47,9 @@ def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa
 @click.option("--input-shape", "input_shape", default=None,
               help="Shape of one network input, e.g. 3,32,32. Default: the run's (its config.json).")  # fmt: skip
 @arch_option("Architecture of bare state dicts (needed for their strides and pooling)")
-@click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per compared pair of cones (per-channel "
-                                            "cones: at most 10^7 rows per layer pair).")
+@click.option("--pairs", is_flag=True, help="Also write pairs.FMT: one row per compared pair of cones, each with its "
+              "own state, and pairs_net.FMT, their distribution (per-channel cones: at most 10^7 rows per layer "
+              "pair).")
 @click.option("--no-fold-bn", is_flag=True, help="Do not fold batch norms into the preceding convolutions.")
 @click.option("--cones", "cones", type=click.Choice(["channel", "filter"]), default="channel", show_default=True,
               help="One cone per (filter, input channel) on the channel's H x W positions (Gamba et al. 2019: each "
@@ -98,6 +99,7 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, 
     tables = {"params": found["params"], "states": states, "states_net": net, "states_stage": by_stage}
     if pairs:
         tables["pairs"] = found["pairs"]
+        tables["pairs_net"] = state_distribution(found["pairs"], "net")
     paths = write_tables(out, tables, fmt)
     last = states
     if "run" in last:

@@ -56,7 +56,8 @@ STATE_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "channel", 
                  "prev_channel", "dist", "open_diff", "rotation", "rotation_shear", "rotation_space", "state",
                  "reason"]  # fmt: skip
 PAIR_COLUMNS = ["layer", "layer_index", "stage", "block", "filter", "channel", "prev_layer", "prev_filter",
-                "prev_channel", "dist", "open_diff", "rotation", "rotation_shear", "rotation_space"]  # fmt: skip
+                "prev_channel", "dist", "open_diff", "rotation", "rotation_shear", "rotation_space",
+                "state"]  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- kernels
@@ -467,7 +468,7 @@ def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str, tie
             "filter": np.repeat(np.arange(ni), npv), "channel": pd.NA, "prev_layer": la.name,
             "prev_filter": np.tile(np.arange(npv), ni), "prev_channel": pd.NA, "dist": dist.ravel(),
             "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_shear": shear.ravel(),
-            "rotation_space": space,
+            "rotation_space": space, "state": classify(dist.ravel(), opend.ravel(), ties),
         })  # fmt: skip
     r = _reduce(dist, opend, rot, shear, ties)
     per_filter = pd.DataFrame({
@@ -527,7 +528,7 @@ def _pair_rows_channel(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: 
                 "filter": np.repeat(rows[0], cga), "channel": int(c), "prev_layer": la.name, "prev_filter": int(c),
                 "prev_channel": np.tile(np.arange(cga), n), "dist": dist.ravel(), "open_diff": opend.ravel(),
                 "rotation": rot.ravel(), "rotation_shear": shear.ravel(), "rotation_space": space,
-                "_cone": np.repeat(rows[0] * cgb + rows[1], cga),
+                "state": classify(dist.ravel(), opend.ravel(), ties), "_cone": np.repeat(rows[0] * cgb + rows[1], cga),
             }))  # fmt: skip
     pairs = None
     if want_pairs:  # in (filter, channel, prev_channel) order
@@ -655,7 +656,8 @@ def cone_states(
     poster's: the wider cone sheared to the narrower's opening, :func:`shear_rotation`), ``rotation_space``
     ("channel", "full" or "channel_sum", see the module docstring), ``state`` (one of :data:`STATES`),
     ``reason``. With ``pairs=True``: one row per compared pair with ``dist, open_diff, rotation,
-    rotation_shear`` (no state; skipped pairs are left out).
+    rotation_shear`` and ``state``, the pair classified on its own (:func:`classify` of its ``dist`` and
+    ``open_diff``: one previous cone in place of the max/min over all of them; skipped pairs are left out).
 
     Example
     -------
