@@ -1,5 +1,11 @@
 """Benchmark of relugeom.measures against nngeometry and BackPACK (run: python benchmarks/bench_measures.py [--quick]).
 
+First, the cost of every measure per checkpoint, in forward+backward passes over the measured data: its time
+over the time of one forward+backward pass over the same data, in the same process (a VGG9 on digits, the
+`relugeom measures` defaults: 1000 samples, 256 for the costly measures, 20 probes), beside the estimate that
+`relugeom measures` prints before it starts. The default set must cost at most 20 passes (``--costs-only``
+prints only this table; it needs no peer).
+
 Ratios are relugeom's time over the peer's, measured in this process (best of ``--repeat`` runs);
 <= 1.0 means relugeom is at least as fast. Agreement is the relative Frobenius error of the
 Kronecker blocks ``G (x) A`` (independent of how a library splits scalars between the factors)
@@ -137,13 +143,63 @@ def bench(name: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, repeat:
     return rows
 
 
+def pass_costs(arch: str, n_train: int, max_samples: int, n_probes: int, repeat: int) -> None:
+    """Each measure's time over one forward+backward pass over the same measured data (float64, same process),
+    next to the estimate `relugeom measures` prints; the default set must cost at most 20 passes per checkpoint."""
+    import torch.nn.functional as F
+
+    from relugeom.experiments.data import load_dataset
+    from relugeom.measures._common import batches, prepare
+    from relugeom.measures.table import DEFAULT_MEASURES, MEASURES, _subset, estimate_costs, measure_rows
+
+    data = load_dataset("digits", augment=False)
+    x, y = data.train.x[:n_train], data.train.y[:n_train]
+    model = prepare(build_model(arch, num_classes=10, in_channels=1, image_size=8, seed=0))
+    tr = batches((x, y))
+    tr = [(xb, yb) for xb, yb in tr]
+    small = _subset(tr, max_samples)
+
+    def one_pass() -> None:
+        model.zero_grad(set_to_none=True)
+        for xb, yb in tr:
+            F.cross_entropy(model(xb), yb, reduction="sum").backward()
+        model.zero_grad(set_to_none=True)
+
+    base = min(_timed(one_pass) for _ in range(max(repeat, 3)))
+    est = estimate_costs(MEASURES, n_train=n_train, n_test=0, max_samples=max_samples, n_probes=n_probes,
+                         input_numel=int(x[0].numel())).set_index("measure")["passes"]  # fmt: skip
+    print(f"cost per checkpoint in forward+backward passes over the measured data ({arch} on digits, {n_train} "
+          f"samples, max_samples {max_samples}, n_probes {n_probes}; one pass = {base * 1e3:.0f} ms)")
+    print(f"{'measure':<20} {'default':>7} {'seconds':>8} {'passes':>8} {'estimate':>8}")
+    total = 0.0
+    for name in MEASURES:
+        t = min(_timed(lambda n=name: measure_rows(n, model, tr, small, n_probes=n_probes)) for _ in range(repeat))
+        default = name in DEFAULT_MEASURES
+        total += t / base if default else 0.0
+        print(f"{name:<20} {'yes' if default else '':>7} {t:8.2f} {t / base:8.1f} {est[name]:8.1f}")
+    print(f"{'default set':<20} {'':>7} {total * base:8.2f} {total:8.1f}   (target: <= 20)")
+
+
+def _timed(f) -> float:  # noqa: ANN001
+    t = time.perf_counter()
+    f()
+    return time.perf_counter() - t
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes (seconds to a minute)")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
     ap.add_argument("--vgg", default="vgg11")
+    ap.add_argument("--costs-only", action="store_true", help="only the cost per measure (no peers needed)")
     args = ap.parse_args()
     import importlib.util
+
+    # --quick keeps the defaults' proportions (a quarter of the samples for the costly measures)
+    pass_costs("vgg9", 250 if args.quick else 1000, 64 if args.quick else 256, 20, 1 if args.quick else 2)
+    if args.costs_only:
+        return
+    print()
 
     missing = [m for m in ("nngeometry", "backpack") if importlib.util.find_spec(m) is None]
     if missing:

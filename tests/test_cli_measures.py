@@ -64,3 +64,18 @@ def test_bad_input(series, tmp_path, capsys):
     torch.save(sd, tmp_path / "bare.pt")
     code, _, err = run(["measures", str(tmp_path / "bare.pt"), "--data", "digits", "--out", str(tmp_path)], capsys)
     assert code == 1 and "nn.Module" in err
+
+
+def test_default_set_prints_its_cost_first_and_stays_within_20_passes(series, tmp_path, capsys):
+    code, out, err = run(["-q", "measures", str(series), "--data", "digits", "--n-train", "60", "--n-test", "40",
+                          "--out", str(tmp_path)], capsys)  # fmt: skip
+    assert code == 0, err
+    lines = err.splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("estimated cost per checkpoint"))
+    rows = {ln.split()[0]: float(ln.split()[1]) for ln in lines[start + 1 : start + 6]}
+    assert set(rows) == {"losses", "fisher_rao", "norms", "expected_sharpness", "total"}
+    assert rows["total"] == pytest.approx(sum(v for k, v in rows.items() if k != "total"), abs=0.2)
+    assert rows["total"] <= 20
+    measured = set(pd.read_csv(tmp_path / "measures.csv")["measure"])
+    assert {"fisher_rao_norm2", "spectral_product", "expected_sharpness"} <= measured
+    assert "hessian_trace" not in measured and "tangent_sensitivity" not in measured  # opt-in

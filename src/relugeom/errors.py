@@ -70,6 +70,11 @@ class BudgetExceeded(RelugeomError):
         self.partial = partial
 
 
+class ShardIncomplete(RelugeomError):
+    """One shard's parts are written but other shards' are still missing, so no table was assembled. Not a
+    failure: the CLI prints it and exits 0."""
+
+
 class RelugeomWarning(UserWarning):
     """A problem that does not stop an analysis (a skipped checkpoint, zero filters).
 

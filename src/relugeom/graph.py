@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 import operator
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -414,6 +415,9 @@ def _module_order(model: nn.Module, example: torch.Tensor, why: str) -> Graph:
     return Graph(model, nodes, traced=False)
 
 
+_TRACING = threading.Lock()
+
+
 def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: Sequence[int] | None = None
          ) -> Graph:  # fmt: skip
     """The computation graph of ``model`` (see the module docstring).
@@ -430,7 +434,8 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
         example = torch.zeros((1, *input_shape), dtype=first.dtype if first is not None else torch.float32,
                               device=first.device if first is not None else "cpu")  # fmt: skip
     try:
-        fx_graph = _Tracer().trace(model)
+        with _TRACING:  # torch.fx patches module globals while it traces: one trace at a time per process
+            fx_graph = _Tracer().trace(model)
     except Exception as e:  # noqa: BLE001 - any tracing failure may fall back to module order
         why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
         if example is None:

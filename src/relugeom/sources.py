@@ -22,7 +22,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ._progress import progress
 from ._repr import short_repr
 from .architectures import model_from_state_dict
 from .checkpoints import checkpoint_series, load_checkpoint
@@ -169,11 +168,36 @@ def iter_sources(source: Source, *, arch: str | None = None, _in_series: bool = 
         )
 
 
+def _analyse_item(analyse: Callable, item: SourceItem) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """One work item of :func:`map_sources`: load the item (in the worker) and analyse it."""
+    return analyse(item.load(), item)
+
+
+def source_tasks(items: Sequence[SourceItem], analyse: Callable, *, arch: str | None = None) -> list:
+    """One :class:`~relugeom.parallel.Task` per item: a checkpoint's part is named after its run and file and
+    records the file's identity; an in-memory model is a task that reads no file (run here, not stored)."""
+    from .parallel import Task, fingerprint, part_name
+
+    spec = fingerprint(analyse, arch)
+    tasks = []
+    for item in items:
+        if item.path is None:
+            tasks.append(Task("", item.label, _analyse_item, (analyse, item), (), spec))
+            continue
+        digest = fingerprint(str(item.path.resolve()))[:10]
+        tasks.append(Task(part_name(item.run, item.path.name, digest), str(item.path), _analyse_item, (analyse, item),
+                          (item.path,), spec))  # fmt: skip
+    return tasks
+
+
 def map_sources(
     source: Source,
     analyse: Callable[[nn.Module | Mapping[str, torch.Tensor], SourceItem], pd.DataFrame | dict[str, pd.DataFrame]],
     *,
     arch: str | None = None,
+    executor: Any = None,
+    parts: str | os.PathLike | None = None,
+    shard: tuple[int, int] | None = None,
     desc: str = "checkpoints",
 ) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """Apply ``analyse(model_or_state_dict, item)`` to every item of ``source`` and stack the tables.
@@ -183,28 +207,45 @@ def map_sources(
     ``run``, ``seed`` and ``epoch`` columns are put first when any item has them (the epoch from
     the checkpoint's metadata, else the series' epoch). When ``analyse`` returns a dict of tables
     (several analyses of one loaded checkpoint), each is stacked on its own: a dict comes back.
+
+    Beyond one process (see :mod:`relugeom.parallel`): ``executor`` (anything with ``submit()`` returning
+    futures: :func:`~relugeom.parallel.process_pool`, :func:`~relugeom.parallel.submitit_executor`, a
+    ``concurrent.futures`` executor) runs one checkpoint per job, which loads it itself, so ``analyse`` must be
+    picklable (a module-level function or a ``functools.partial`` of one); ``parts`` is a folder for one result
+    file per checkpoint, reused by a rerun while the checkpoint and the options are unchanged; ``shard=(k, n)``
+    computes only every n-th checkpoint from the k-th. A series shows a progress bar (``desc``).
+
+    >>> from relugeom.experiments.models import build_model
+    >>> map_sources(build_model("mlp", seed=0), lambda m, item: pd.DataFrame({"n": [len(list(m.parameters()))]}))
+       n
+    0  6
     """
+    from .parallel import reraise_for_debugging, run_tasks
+
+    items = list(iter_sources(source, arch=arch))  # SourceItems load lazily: this lists paths, not weights
+    tasks = source_tasks(items, analyse, arch=arch)
+    outcomes = run_tasks(tasks, executor=executor, parts=parts, shard=shard, desc=desc)
     frames: dict[str, list[pd.DataFrame]] = {}
     failures: list[str] = []
     cols = {"run": False, "seed": False, "epoch": False}
     several = False
-    items = list(iter_sources(source, arch=arch))  # SourceItems load lazily: this lists paths, not weights
-    for item in progress(items, desc=desc, total=len(items)) if len(items) > 1 else items:
-        try:
-            obj = item.load()
-            result = analyse(obj, item)
-        except RelugeomError as e:
+    for item, outcome in zip(items, outcomes):
+        if outcome.error is not None:
             if not item.in_series:
-                raise
-            msg = str(e)
-            if item.path is not None and str(item.path) not in msg:
-                msg = f"{item.path}: {msg}"
-            warn(f"{msg}; skipped, the rest of the series is analysed", SkippedWarning)
+                if outcome.exc is not None:
+                    raise outcome.exc
+                raise RelugeomError(outcome.error)
+            reraise_for_debugging(outcome)
+            warn(f"{outcome.error}; skipped, the rest of the series is analysed", SkippedWarning)
             failures.append(item.label)
             continue
+        result = outcome.tables
         several = isinstance(result, dict)
-        epoch = item.epoch if item.epoch is not None else item.meta.get("epoch")
-        seed = item.seed if item.seed is not None else item.meta.get("seed")
+        meta = dict(item.meta)
+        if item.path is not None and "epoch" not in meta and item.epoch is None:
+            meta = {**_file_meta(item.path), **meta}
+        epoch = item.epoch if item.epoch is not None else meta.get("epoch")
+        seed = item.seed if item.seed is not None else meta.get("seed")
         values = {"run": item.run, "seed": seed, "epoch": epoch}
         for name, value in values.items():
             cols[name] |= value is not None
@@ -217,10 +258,22 @@ def map_sources(
         raise RelugeomError(f"nothing could be analysed ({len(failures)} bad checkpoint(s))")
     drop = [c for c, used in cols.items() if not used]
     stacked = {}
-    for key, parts in frames.items():
-        out = pd.concat(parts, ignore_index=True).drop(columns=drop)
+    for key, parts_ in frames.items():
+        out = pd.concat(parts_, ignore_index=True).drop(columns=drop)
         for c in ("seed", "epoch"):
             if c in out:
                 out[c] = out[c].astype("Int64")
         stacked[key] = out
     return stacked if several else stacked[""]
+
+
+def _file_meta(path: Path) -> dict[str, Any]:
+    """relugeom metadata of a lone checkpoint file (its epoch and seed), read without its tensors: the item was
+    loaded in another process, or its table came from a part."""
+    from .checkpoints import read_meta
+    from .errors import CheckpointError
+
+    try:
+        return read_meta(path)
+    except CheckpointError:
+        return {}

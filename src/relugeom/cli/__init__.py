@@ -9,6 +9,7 @@ skipped (each named in a warning); 70 an internal error, i.e. a bug in relugeom;
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -18,7 +19,7 @@ import click
 
 from .._progress import set_quiet
 from .._version import __version__
-from ..errors import RelugeomError, RelugeomWarning, SkippedWarning
+from ..errors import RelugeomError, RelugeomWarning, ShardIncomplete, SkippedWarning
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_INTERNAL = 1, 2, 3, 130, 70
 
@@ -60,6 +61,35 @@ def _register() -> None:
             cli.add_command(module.command)
 
 
+class _EchoHandler(logging.Handler):
+    """Holds relugeom's log lines (parts computed and reused) until the verb has finished: shown on success (or
+    an incomplete shard), dropped when the verb fails, whose error stays one line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.held.append(record.getMessage())
+
+    def show(self) -> None:
+        for line in self.held:
+            click.echo(line, err=True)
+        self.held.clear()
+
+
+def _log_to_stderr() -> _EchoHandler:
+    """relugeom's log lines go to stderr through one held handler (returned, emptied)."""
+    logger = logging.getLogger("relugeom")
+    handler = next((h for h in logger.handlers if isinstance(h, _EchoHandler)), None)
+    if handler is None:
+        handler = _EchoHandler()
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    handler.held.clear()
+    return handler
+
+
 # A file name inside a message (anything with a slash, or a checkpoint's file name) and an epoch number: two
 # warnings that differ only there are the same warning repeated over the checkpoints of a series.
 _FILE_OR_EPOCH = re.compile(r"(\bepochs? )\d+|[^\s'\"]*[/\\][^\s'\":]*"
@@ -97,6 +127,8 @@ class WarningDisplay:
         for (_, pattern), (_, count) in self.seen.items():
             if count > 1:
                 click.secho(f"warning: {pattern} (repeated for {count} checkpoints)", fg="yellow", err=True)
+
+
 def _environment_error(e: BaseException) -> str | None:
     """The one-line message of an error caused by the machine or the input, not by relugeom (None otherwise)."""
     if isinstance(e, MemoryError) or (isinstance(e, RuntimeError) and (
@@ -115,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     display = WarningDisplay()
     skipped = display.skipped
     debug = os.environ.get("RELUGEOM_DEBUG", "") not in ("", "0")
+    held = _log_to_stderr()
     with warnings.catch_warnings():
         warnings.simplefilter("always", RelugeomWarning)
         warnings.showwarning = display.show
@@ -129,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
         except (click.Abort, KeyboardInterrupt):
             click.echo("interrupted", err=True)
             sys.exit(EXIT_INTERRUPTED)
+        except ShardIncomplete as e:
+            held.show()
+            click.echo(str(e), err=True)
+            sys.exit(0)
         except RelugeomError as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(EXIT_ERROR)
@@ -145,6 +182,8 @@ def main(argv: list[str] | None = None) -> None:
                 fg="red", err=True,
             )  # fmt: skip
             sys.exit(EXIT_INTERNAL)
+        else:
+            held.show()
         finally:
             display.summary()
     if skipped:

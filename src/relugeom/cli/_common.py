@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import pandas as pd
@@ -19,8 +21,6 @@ out_option = click.option(
 format_option = click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="csv", show_default=True, help="Table format."
 )
-
-
 
 def _check_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
     """``--device``: a torch device this machine has, or a usage error saying which ones it has."""
@@ -178,3 +178,93 @@ def parse_shape(text: str, option: str | None = None) -> tuple[int, ...]:
     if not parts or any(not p.isdigit() or int(p) <= 0 for p in parts):
         raise click.BadParameter(f"{text!r} is not a shape like 3,32,32 (positive whole numbers)", param_hint=option)
     return tuple(int(p) for p in parts)
+
+
+# ------------------------------------------------------------------------------------------------ parallel runs
+class Schedule:
+    """Where a verb's work items run (``--jobs``, ``--executor``, ``--shard``, the Slurm options) and where their
+    parts go (``OUT/parts/VERB``); :meth:`open` gives the keyword arguments of the analysis functions."""
+
+    def __init__(self, jobs: int, executor: str | None, shard: str | None, slurm: dict) -> None:
+        from ..parallel import parse_shard, shard_from_env
+
+        self.jobs, self.kind, self.slurm = jobs, executor or ("pool" if jobs > 1 else None), slurm
+        self.shard = parse_shard(shard) if shard else shard_from_env()
+
+    @contextlib.contextmanager
+    def open(self, out: Path, verb: str) -> Iterator[dict]:
+        from ..parallel import process_pool, submitit_executor
+
+        executor = None
+        if self.kind == "pool":
+            executor = process_pool(self.jobs)
+        elif self.kind is not None:
+            cluster = {"slurm": "slurm", "submitit-local": "local", "submitit-debug": "debug"}[self.kind]
+            executor = submitit_executor(out / "submitit", cluster, jobs=self.jobs if self.jobs > 1 else None,
+                                         **self.slurm)  # fmt: skip
+        try:
+            yield {"executor": executor, "parts": out / "parts" / verb, "shard": self.shard}
+        finally:
+            if hasattr(executor, "shutdown"):
+                executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _slurm_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for text in value:
+        key, sep, val = text.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"{text!r}: use KEY=VALUE, e.g. account=myproject")
+        out[key.strip().replace("-", "_")] = val.strip()
+    return out
+
+
+_schedule_options = [
+    click.option("--jobs", "-j", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="Work items (checkpoints) at once: local worker processes sharing the cores, or with "
+                      "--executor slurm the most array tasks running at once."),
+    click.option("--executor", "executor", type=click.Choice(["pool", "slurm", "submitit-local", "submitit-debug"]),
+                 default=None, help="Where work items run: pool (local processes, the default with --jobs N), "
+                                    "slurm (one job array through submitit; pip install 'relugeom[cluster]'), or "
+                                    "submitit's local / debug executors to try a set-up on one machine."),
+    click.option("--shard", default=None, metavar="K/N",
+                 help="Compute only shard K of N of the work items (for your own sbatch --array; default from "
+                      "SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT). The run that finds every part assembles the "
+                      "tables."),
+    click.option("--slurm-partition", default=None, help="Slurm partition (--executor slurm)."),
+    click.option("--slurm-time", "slurm_time", type=click.IntRange(min=1), default=None,
+                 help="Time limit per job, minutes (--executor slurm; default 60)."),
+    click.option("--slurm-mem", "slurm_mem", type=click.FloatRange(min=0, min_open=True), default=None,
+                 help="Memory per job, GB (--executor slurm)."),
+    click.option("--slurm-cpus", type=click.IntRange(min=1), default=None, help="CPUs per job (--executor slurm)."),
+    click.option("--slurm-gpus", type=click.IntRange(min=0), default=None, help="GPUs per job (--executor slurm)."),
+    click.option("--slurm-option", "slurm_option", multiple=True, callback=_slurm_option, metavar="KEY=VALUE",
+                 help="Any other sbatch option, repeatable: --slurm-option account=proj --slurm-option qos=low."),
+]  # fmt: skip
+
+
+def schedule_options(f: Callable) -> Callable:
+    """Add the parallel-run options to a verb; it receives them as one ``schedule`` (:class:`Schedule`)."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, jobs: int, executor: str | None, shard: str | None, slurm_partition: str | None,
+                slurm_time: int | None, slurm_mem: float | None, slurm_cpus: int | None, slurm_gpus: int | None,
+                slurm_option: dict, **kwargs: Any) -> Any:  # fmt: skip
+        from ..errors import RelugeomError
+
+        slurm = {"partition": slurm_partition, "timeout_min": slurm_time, "mem_gb": slurm_mem,
+                 "cpus_per_task": slurm_cpus, "gpus_per_node": slurm_gpus, "options": slurm_option}  # fmt: skip
+        given = [f"--{k.replace('_', '-')}" for k, v in (("slurm_partition", slurm_partition),
+                 ("slurm_time", slurm_time), ("slurm_mem", slurm_mem), ("slurm_cpus", slurm_cpus),
+                 ("slurm_gpus", slurm_gpus), ("slurm_option", slurm_option)) if v]  # fmt: skip
+        if given and executor != "slurm":
+            raise click.UsageError(f"{', '.join(given)} only apply with --executor slurm")
+        try:
+            schedule = Schedule(jobs, executor, shard, slurm)
+        except RelugeomError as e:
+            raise click.UsageError(str(e)) from None
+        return f(*args, schedule=schedule, **kwargs)
+
+    for opt in reversed(_schedule_options):
+        wrapper = opt(wrapper)
+    return wrapper

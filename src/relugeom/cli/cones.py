@@ -19,6 +19,7 @@ from ._common import (
     note,
     out_option,
     parse_shape,
+    schedule_options,
     writable_folder,
     write_tables,
 )
@@ -60,8 +61,9 @@ def _check_shape(src, shape: tuple[int, ...], arch: str | None) -> None:  # noqa
 @out_option
 @format_option
 @figure_options
+@schedule_options
 def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, out, fmt,  # noqa: ANN001
-            figures) -> None:  # noqa: ANN001
+            figures, schedule) -> None:  # noqa: ANN001
     """Each conv filter's channels as cones around the identity line, and how consecutive layers' cones nest.
 
     SOURCES are modules' checkpoints, run folders (every epoch) or several of those (e.g. one run per
@@ -88,7 +90,9 @@ def command(sources, input_shape, arch, pairs, no_fold_bn, cones, ties, device, 
     _check_shape(src, shape, arch)
     fold = not no_fold_bn
     names = ("params", "states", "pairs") if pairs else ("params", "states")
-    found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device, cones=cones, ties=ties)
+    with schedule.open(out, "cones") as sched:
+        found = cone_tables(src, shape, arch=arch, fold_bn=fold, tables=names, device=device, cones=cones, ties=ties,
+                            **sched)  # fmt: skip
     states = found["states"]
     net = state_distribution(states, "net")
     by_stage = state_distribution(states, "stage")

@@ -8,7 +8,7 @@ import click
 
 from ..errors import DataError, RelugeomError
 from ..experiments.data import DATASETS, NORMALIZATIONS, Batches, load_dataset, subset
-from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table
+from ..measures.table import DEFAULT_MEASURES, MEASURES, complexity_table, estimate_costs
 from ._common import (
     arch_option,
     describe_sources,
@@ -18,6 +18,7 @@ from ._common import (
     format_option,
     note,
     out_option,
+    schedule_options,
     seed_option,
     writable_folder,
     write_tables,
@@ -56,7 +57,9 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @click.option("--data-dir", type=click.Path(path_type=Path), default=None, help="Folder of the data set files.")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="standard", show_default=True)
 @click.option("--measures", "measures", default=",".join(DEFAULT_MEASURES), show_default=True,
-              help=f"Comma-separated list from {', '.join(MEASURES)}, or 'all'.")  # fmt: skip
+              help=f"Comma-separated list from {', '.join(MEASURES)}, or 'all'. The default set costs about 9 "
+                   "forward+backward passes over the measured data per checkpoint; the others are opt-in (their "
+                   "estimated cost is printed before starting).")  # fmt: skip
 @click.option("--n-train", type=click.IntRange(min=1), default=1000, show_default=True,
               help="Training samples the measures are computed on.")  # fmt: skip
 @click.option("--n-test", type=click.IntRange(min=1), default=1000, show_default=True, help="Test samples for the gap.")
@@ -69,8 +72,9 @@ def _parse_measures(text: str) -> tuple[str, ...]:
 @out_option
 @format_option
 @figure_options
+@schedule_options
 def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, max_samples, fisher, arch, seed,
-            device, out, fmt, figures) -> None:  # noqa: ANN001
+            device, out, fmt, figures, schedule) -> None:  # noqa: ANN001
     """Complexity measures (Daróczy 2020) of every epoch of a run, or of checkpoints, beside the generalization gap.
 
     Writes measures.FMT (long form: run, seed, epoch, measure, value, std_error), measures_wide.FMT
@@ -90,8 +94,16 @@ def command(sources, dataset, data_dir, normalize, measures, n_train, n_test, ma
     test = data.test if data.test is not None and len(data.test) else data.val
     test_batches = Batches(type(test)(test.x[:n_test], test.y[:n_test]), 256)
     src = list(sources) if len(sources) > 1 else sources[0]
-    df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
-                          max_samples=max_samples, fisher=fisher, device=device)  # fmt: skip
+    costs = estimate_costs(names, n_train=len(data.train), n_test=len(test_batches.split), max_samples=max_samples,
+                           input_numel=int(data.train.x[0].numel()))  # fmt: skip
+    click.echo(f"estimated cost per checkpoint, in forward+backward passes over the {len(data.train)} measured "
+               "samples:", err=True)  # fmt: skip
+    for row in costs.itertuples():
+        click.echo(f"  {row.measure:<20} {row.passes:6.1f}  {row.how}", err=True)
+    click.echo(f"  {'total':<20} {costs['passes'].sum():6.1f}", err=True)
+    with schedule.open(out, "measures") as sched:
+        df = complexity_table(src, Batches(data.train, 256), test_batches, names, arch=arch, seed=seed,
+                              max_samples=max_samples, fisher=fisher, device=device, **sched)  # fmt: skip
     keys = [c for c in ("run", "seed", "epoch") if c in df]
     if keys:
         wide = df.pivot_table(index=keys, columns="measure", values="value", sort=False, dropna=False).reset_index()

@@ -22,6 +22,7 @@ from ._common import (
     note,
     out_option,
     parse_shape,
+    schedule_options,
     seed_option,
     writable_folder,
     write_tables,
@@ -326,8 +327,9 @@ def slice_(source, arch, points, dataset, data_dir, input_shape, seed, bounds, v
 @out_option
 @format_option
 @figure_options
-def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt,
-          figures) -> None:  # noqa: ANN001
+@schedule_options
+def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, n_planes, extend, out, fmt,  # noqa: ANN001
+          figures, schedule) -> None:  # fmt: skip
     """Exact region counts on lines / planes through data points for every checkpoint of a run."""
     from ..regions.training import regions_over_training, training_summary
     from ..report.regions import training_figure
@@ -336,8 +338,9 @@ def train(sources, arch, points, dataset, data_dir, input_shape, seed, n_lines, 
     out = writable_folder(out or Path("relugeom-regions"))
     item = next(iter_sources(list(sources), arch=arch))
     X = _points(points, dataset, data_dir, input_shape, seed, 3, item, find_run(sources))
-    df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
-                               arch=arch)  # fmt: skip
+    with schedule.open(out, "regions_train") as sched:
+        df = regions_over_training(list(sources), X, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
+                                   arch=arch, **sched)  # fmt: skip
     summ = training_summary(df)
     paths = write_tables(out, {"regions": df, "regions_summary": summ}, fmt)
     if "epoch" in summ:

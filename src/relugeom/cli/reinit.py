@@ -15,6 +15,7 @@ from ._common import (
     figure_options,
     format_option,
     out_option,
+    schedule_options,
     writable_folder,
     write_tables,
 )
@@ -55,7 +56,9 @@ def parse_epochs(text: str | None) -> list[int] | None:
 @out_option
 @format_option
 @figure_options
-def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt, figures) -> None:  # noqa: ANN001
+@schedule_options
+def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, device, out, fmt, figures,  # noqa: ANN001
+            schedule) -> None:  # fmt: skip
     """Reset each conv layer of the trained model to its weights at earlier epochs (heatmap of the
     relative accuracy drop; Zhang et al.) and compare with n_l at the end of training.
 
@@ -74,9 +77,10 @@ def command(runs, epochs, random_init, split, seed, batch_size, naive, arch, dev
     chosen = parse_epochs(epochs)
     runs = [Path(r) for r in dedupe_sources(runs)]
     labels = run_labels(runs)  # the labels projection_stats gives the same runs
-    drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
-                                  batch_size=batch_size, reuse=not naive, device=device, arch=arch, label=label)
-                       for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
+    with schedule.open(out, "reinit") as sched:
+        drops = pd.concat([reinit_run(r, epochs=chosen, random=random_init, split=split, seed=seed,
+                                      batch_size=batch_size, reuse=not naive, device=device, arch=arch, label=label,
+                                      **sched) for r, label in zip(runs, labels)], ignore_index=True)  # fmt: skip
     tables = {"reinit": drops}
     paths = [figures.save(reinit_heatmap(drops), out, "reinit")]
     summary = layer_summary(projection_stats([str(r) for r in runs] if len(runs) > 1 else str(runs[0])))

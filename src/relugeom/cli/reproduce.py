@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..experiments.reproduce import EXPERIMENTS
-from ._common import device_option, figure_options
+from ._common import device_option, figure_options, schedule_options
 
 
 @click.command("reproduce")
@@ -23,7 +23,8 @@ from ._common import device_option, figure_options
 @click.option("--list", "list_only", is_flag=True, help="List the experiments and their figures.")
 @click.option("--dry-run", is_flag=True, help="Print the runs that would be trained, and stop.")
 @figure_options
-def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, figures) -> None:  # noqa: ANN001
+@schedule_options
+def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run, figures, schedule) -> None:  # noqa: ANN001
     """Rerun an experiment of Gamba et al. 2020 ("Hyperplane arrangements of trained ConvNets are biased").
 
     Trains each variant for every seed into OUT/EXPERIMENT/VARIANT/seedS (a finished run is kept, an
@@ -47,6 +48,10 @@ def command(experiment, data_dir, seeds, scale, device, out, list_only, dry_run,
             click.echo(f"{variant.name} seed {seed}: {c.arch} on {c.dataset}, {c.epochs} epochs, batch {c.batch_size}, "
                        f"lr {c.lr}, schedule {c.schedule}, wd {c.weight_decay}, init {c.init}")
         return
-    written = reproduce(experiment, out, data_dir=None if data_dir is None else str(data_dir), seeds=seeds,
-                        scale=scale, device=device, log=click.echo, figures=figures)  # fmt: skip
+    if schedule.shard is not None:
+        raise click.UsageError("reproduce trains whole runs: use --jobs N or --executor, not --shard")
+    with schedule.open(out / experiment, "reproduce") as sched:
+        written = reproduce(experiment, out, data_dir=None if data_dir is None else str(data_dir), seeds=seeds,
+                            scale=scale, device=device, log=click.echo, figures=figures,
+                            executor=sched["executor"])  # fmt: skip
     click.echo(f"\nwrote {len(written)} files under {out / experiment}")

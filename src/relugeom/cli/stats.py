@@ -17,6 +17,7 @@ from ._common import (
     figure_options,
     format_option,
     out_option,
+    schedule_options,
     writable_folder,
     write_tables,
 )
@@ -89,7 +90,8 @@ def summary_view(summary: pd.DataFrame, max_epochs: int = 8) -> pd.DataFrame:
 @out_option
 @format_option
 @figure_options
-def command(sources, init, arch, linear, pointwise, out, fmt, figures) -> None:  # noqa: ANN001
+@schedule_options
+def command(sources, init, arch, linear, pointwise, out, fmt, figures, schedule) -> None:  # noqa: ANN001
     """Projection statistic (cos) of every filter and n_l of every layer (Gamba et al. 2020, eqs. 1-2).
 
     SOURCES are checkpoint files, run folders (every epoch), MatConvNet .mat models (compared with one random
@@ -102,7 +104,8 @@ def command(sources, init, arch, linear, pointwise, out, fmt, figures) -> None: 
 
     out = writable_folder(out or Path("relugeom-stats"))
     src = list(sources) if len(sources) > 1 else sources[0]
-    df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch)
+    with schedule.open(out, "stats") as sched:
+        df = projection_stats(src, linear=linear, pointwise=pointwise, arch=arch, **sched)
     if df.empty:
         what = "conv or linear layers" if linear else "conv layers with a kernel larger than 1"
         raise RelugeomError(f"{', '.join(sources)}: no {what} to analyse"

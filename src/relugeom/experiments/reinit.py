@@ -23,6 +23,8 @@ full per state, with a warning (``reuse=False`` forces that naive path, the base
 
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from collections import ChainMap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -261,6 +263,9 @@ def reinit_run(
     device: str | torch.device = "cpu",
     data=None,  # noqa: ANN001
     arch: str | None = None,
+    executor: Any = None,
+    parts: str | Path | None = None,
+    shard: tuple[int, int] | None = None,
     label: str | None = None,
 ) -> pd.DataFrame:
     """Re-initialization table of a run folder (its last checkpoint is the trained model).
@@ -275,6 +280,12 @@ def reinit_run(
     architecture; for a run recorded from your own training loop with your own model, name its class or
     factory as ``module:QualName`` (its recorded ``model_kwargs`` rebuild it; the fresh random init is then
     the factory's own, seeded with ``seed``).
+
+    Each (reference epoch, layer) is one work item with its own part: ``executor``, ``parts`` and ``shard`` run
+    them as :func:`~relugeom.sources.map_sources` runs checkpoints (each part records the trained and the
+    reference checkpoint). The items still to compute run as jobs that keep the activation reuse of
+    :func:`reinit_accuracy`: in this process one job (one trained pass per batch for every item), on an
+    executor one job per reference epoch (its layers share the trained pass).
 
     Example
     -------
@@ -295,64 +306,176 @@ def reinit_run(
     """
     from ..checkpoints import Run, load_checkpoint
     from ..errors import CheckpointError, SkippedWarning
-    from .models import build_model, import_factory, infer_kwargs, model_from_factory, model_from_state_dict
-    from .train import prepare_data, read_run_config
+    from ..parallel import Task, fingerprint, part_name, reraise_for_debugging, run_tasks
+    from .train import read_run_config
 
     run = Run(run_dir)
     config = read_run_config(run.path)
     series = run.checkpoints()
-    states: dict[int, dict[str, torch.Tensor]] = {}
-    for entry in series:
-        if entry.epoch is None or (epochs is not None and entry.epoch not in epochs and entry is not series[-1]):
-            continue
+    trained = None
+    for entry in reversed(series):  # the trained model: the last checkpoint that loads
         try:
-            states[entry.epoch] = dict(load_checkpoint(entry.path).state_dict)
+            trained = (entry, load_checkpoint(entry.path).state_dict)
+            break
         except CheckpointError as e:
             warn(f"{e}; epoch {entry.epoch} left out", SkippedWarning)
-    if not states:
+    if trained is None:
         raise RelugeomError(f"{run_dir}: no readable checkpoint")
-    final = max(states)
+    final, final_sd = trained
     arch = arch or config.arch
-    where = f"{run_dir}: "
     if arch is None:
         recorded = next((e.meta.get("model_factory") or e.meta.get("model_class") for e in series
                          if e.meta.get("model_class")), None)  # fmt: skip
         hint = f"pass --arch {recorded}" if recorded else "pass --arch"
         raise RelugeomError(f"{run_dir}: the run names no relugeom architecture; {hint} to rebuild its model "
                             "(relugeom imports only code you name)")  # fmt: skip
-    factory = ":" in arch
-    if factory:
-        kwargs = next((e.meta["model_kwargs"] for e in reversed(series) if isinstance(e.meta.get("model_kwargs"),
-                                                                                       dict)), {})  # fmt: skip
-        model = model_from_factory(arch, states[final], kwargs, where)
-    else:
-        model = model_from_state_dict(arch, states[final], where=where)
-    chosen = _select(sorted(states), epochs, run_dir)
-    refs = {e: states[e] for e in chosen}
+    kwargs = next((e.meta["model_kwargs"] for e in reversed(series) if isinstance(e.meta.get("model_kwargs"), dict)),
+                  {}) if ":" in arch else {}  # fmt: skip
+    layers = [la.name for la in find_layers(_build(run.path, arch, kwargs, final_sd), linear=False)]
+    if not layers:
+        raise RelugeomError(f"{run_dir}: the model has no conv layer to re-initialise")
+    if split not in ("test", "val") and data is None:
+        raise RelugeomError(f"split must be test or val, got {split!r}")
+    by_epoch = {e.epoch: e.path for e in series if e.epoch <= final.epoch}
+    refs: dict[int, Path | None] = {e: by_epoch[e] for e in _select(sorted(by_epoch), epochs, run_dir)}
     if random:
-        seed = (config.seed or 0) + 1000 if seed is None else seed
-        if factory:
-            with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
-                torch.manual_seed(seed)
-                fresh = import_factory(arch)(**kwargs)
-        else:
-            fresh = build_model(arch, **infer_kwargs(arch, states[final]), init=config.init or "kaiming", seed=seed)
-        refs[RANDOM_EPOCH] = fresh.state_dict()
-    if data is None:
-        if split not in ("test", "val"):
-            raise RelugeomError(f"split must be test or val, got {split!r}")
-        splits = prepare_data(config)
-        part = splits.test if split == "test" else splits.val
-        if part is None or len(part) == 0:
-            raise DataError(f"{run_dir}: the {split} split of {config.dataset} is empty; use --split val")
-        from .data import Batches
-
-        data = Batches(part, batch_size, resize=splits.resize)
-    df = reinit_accuracy(model, refs, data, batch_size=batch_size, reuse=reuse, device=device)
+        refs[RANDOM_EPOCH] = None
+    options = {"split": split, "seed": (config.seed or 0) + 1000 if seed is None else seed, "batch_size": batch_size,
+               "reuse": reuse, "device": str(device), "data": data, "arch": arch, "kwargs": kwargs,
+               "init": config.init or "kaiming"}  # fmt: skip
+    spec = fingerprint(_reinit_item, options)
+    tasks = []
+    for k, layer in enumerate(layers):
+        for e, ref in refs.items():
+            name = part_name(run.name, f"L{k:02d}", layer, "random" if ref is None else f"epoch{e:04d}",
+                             fingerprint(str(final.path.resolve()))[:10])  # fmt: skip
+            sources = (final.path,) if ref is None else (final.path, ref)
+            group = "all" if executor is None else f"epoch{e}"
+            tasks.append(Task(name, str(ref or final.path), _reinit_item,
+                              (run.path, final.path, ref, e, layer, k, options), sources, spec, group,
+                              _reinit_items))  # fmt: skip
+    outcomes = run_tasks(tasks, executor=executor, parts=parts, shard=shard, desc="reinit")
+    frames, reported = [], set()
+    for outcome in outcomes:
+        if outcome.error is not None:
+            reraise_for_debugging(outcome)
+            if outcome.error not in reported:  # a bad reference checkpoint: once, not once per layer
+                reported.add(outcome.error)
+                warn(f"{outcome.error}; left out", SkippedWarning)
+            continue
+        frames.append(outcome.tables)
+    if not frames:
+        raise RelugeomError(f"{run_dir}: no re-initialization could be evaluated")
+    df = pd.concat(frames, ignore_index=True)
     df.insert(0, "seed", pd.array([config.seed] * len(df), dtype="Int64"))
     df.insert(0, "run", label or run.name)
-    df["trained_epoch"] = final
+    df["trained_epoch"] = final.epoch
     return df
+
+
+def _build(run_dir: Path, arch: str, kwargs: Mapping[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The run's model with ``state``: a relugeom architecture, or a ``module:QualName`` factory with ``kwargs``."""
+    from .models import model_from_factory, model_from_state_dict
+
+    where = f"{run_dir}: "
+    if ":" in arch:
+        return model_from_factory(arch, state, dict(kwargs), where)
+    return model_from_state_dict(arch, state, where=where)
+
+
+@functools.lru_cache(maxsize=4)
+def _trained(run_dir: Path, final: Path, stamp: tuple, arch: str, kwargs_json: str) -> nn.Module:
+    """The trained model, once per process (``stamp``: the checkpoint's size and mtime)."""
+    import json
+
+    from ..checkpoints import load_checkpoint
+
+    return _build(run_dir, arch, json.loads(kwargs_json), load_checkpoint(final).state_dict)
+
+
+@functools.lru_cache(maxsize=4)
+def _eval_data(run_dir: Path, split: str, batch_size: int, stamp: tuple) -> Any:
+    """The run's test or validation batches, read once per process (``stamp``: config.json's size and mtime)."""
+    from .data import Batches
+    from .train import prepare_data, read_run_config
+
+    config = read_run_config(run_dir)
+    splits = prepare_data(config)
+    part = splits.test if split == "test" else splits.val
+    if part is None or len(part) == 0:
+        raise DataError(f"{run_dir}: the {split} split of {config.dataset} is empty; use --split val")
+    return list(Batches(part, batch_size, resize=splits.resize))
+
+
+def _reference(ref: Path | None, model: nn.Module, options: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """The state a layer is reset to: a reference checkpoint's, or (``ref`` None) a fresh seeded initialisation."""
+    from ..checkpoints import load_checkpoint
+    from .models import build_model, import_factory, infer_kwargs
+
+    arch, kwargs = options["arch"], options["kwargs"]
+    if ref is not None:
+        return dict(load_checkpoint(ref).state_dict)
+    if ":" in arch:
+        with torch.random.fork_rng(devices=[]):  # seeded, leaving the caller's random state alone
+            torch.manual_seed(options["seed"])
+            return import_factory(arch)(**kwargs).state_dict()
+    return build_model(arch, **infer_kwargs(arch, model.state_dict()), init=options["init"],
+                       seed=options["seed"]).state_dict()  # fmt: skip
+
+
+def _reinit_items(items: Sequence[tuple]) -> list[pd.DataFrame | Exception]:
+    """Work items of :func:`reinit_run` as one job, all of one trained checkpoint: every (epoch, layer) asked for,
+    in one :func:`reinit_accuracy` call (one trained pass per batch); an item whose reference checkpoint cannot
+    be read comes back as its error."""
+    import json
+
+    run_dir, final, _, _, _, _, options = items[0]
+    st = final.stat()
+    # a copy of the process's cached model: jobs on a thread pool must not swap each other's layers
+    model = copy.deepcopy(_trained(run_dir, final, (st.st_size, st.st_mtime_ns), options["arch"],
+                                   json.dumps(options["kwargs"], sort_keys=True)))  # fmt: skip
+    states: dict[int, Mapping[str, torch.Tensor]] = {}
+    failed: dict[int, Exception] = {}
+    layers: dict[str, int] = {}
+    for _, _, ref, epoch, layer, k, _ in items:
+        if epoch not in states and epoch not in failed:
+            try:
+                states[epoch] = _reference(ref, model, options)
+            except RelugeomError as e:
+                failed[epoch] = e
+        if epoch in states:
+            w = states[epoch].get(f"{layer}.weight")
+            if w is None or tuple(w.shape) != tuple(model.get_submodule(layer).weight.shape):
+                failed[epoch] = RelugeomError(f"{ref}: no weight of layer {layer} with the trained shape")
+                del states[epoch]
+            else:
+                layers[layer] = k
+    df = pd.DataFrame()
+    if states:
+        data = options["data"]
+        if data is None:
+            cst = (run_dir / "config.json").stat()
+            data = _eval_data(run_dir, options["split"], options["batch_size"], (cst.st_size, cst.st_mtime_ns))
+        layer_order = sorted(layers, key=layers.get)
+        df = reinit_accuracy(model, states, data, layers=layer_order, batch_size=options["batch_size"],
+                             reuse=options["reuse"], device=options["device"])  # fmt: skip
+        df["layer_index"] = df["layer"].map(layers)
+    out: list[pd.DataFrame | Exception] = []
+    for _, _, _, epoch, layer, _, _ in items:
+        if epoch in failed:
+            out.append(failed[epoch])
+        else:
+            out.append(df[(df["layer"] == layer) & (df["epoch"] == epoch)].reset_index(drop=True))
+    return out
+
+
+def _reinit_item(run_dir: Path, final: Path, ref: Path | None, epoch: int, layer: str, layer_index: int,
+                 options: Mapping[str, Any]) -> pd.DataFrame:  # fmt: skip
+    """One work item of :func:`reinit_run` alone: the accuracy with ``layer`` reset to its state at ``epoch``."""
+    (got,) = _reinit_items([(run_dir, final, ref, epoch, layer, layer_index, options)])
+    if isinstance(got, Exception):
+        raise got
+    return got
 
 
 @dataclass(frozen=True)

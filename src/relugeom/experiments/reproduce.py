@@ -174,6 +174,18 @@ def _train_or_resume(config: TrainConfig, run_dir: Path, device: str) -> str:
     return "trained"
 
 
+def _train_job(config: TrainConfig, run_dir: Path, device: str) -> str:
+    """:func:`_train_or_resume` as a job: its RelugeomError comes back as ``"error: MESSAGE"`` (no pickled
+    exception), with the run folder named."""
+    from .._progress import set_quiet
+
+    set_quiet(True)
+    try:
+        return _train_or_resume(config, run_dir, device)
+    except RelugeomError as e:
+        return f"error: {e}" if str(run_dir) in str(e) else f"error: {run_dir}: {e}"
+
+
 def _region_counts(vname: str, vdir: Path, run: str, cfg: TrainConfig, every: int,
                    figures: FigureOutput, title: str) -> dict[str, Path]:  # fmt: skip
     """Exact activation-region counts on 4 lines through test points (Hanin and Rolnick 2019) at every
@@ -208,8 +220,13 @@ def reproduce(
     device: str = "cpu",
     log: Callable[[str], None] = lambda _: None,
     figures: FigureOutput | None = None,
+    executor: Any = None,
 ) -> dict[str, Path]:
     """Run an experiment of Gamba et al. 2020 into ``out/NAME`` and draw its figures; returns the files written.
+
+    ``executor`` (a :func:`~relugeom.parallel.process_pool`, a :func:`~relugeom.parallel.submitit_executor`, any
+    ``concurrent.futures``-style executor) trains the seeds as parallel jobs, then runs the statistics and the
+    re-initializations on it too, with their parts under ``VARIANT/parts/``.
 
     Per variant: ``seedS/`` run folders, ``layers.csv`` (n_l per run, layer, epoch),
     ``layers_over_seeds.csv`` (mean and std over seeds), ``nl_epochs.png``, ``histograms.png``
@@ -231,19 +248,31 @@ def reproduce(
     written: dict[str, Path] = {}
     variants = list(dict.fromkeys(v.name for v, _ in plan))
     checked: set[str] = set()
+    jobs = []
     for variant, seed in plan:
         cfg = replace(variant.config, seed=seed)
         if variant.name not in checked:  # fail early, before any training, when data is missing
             prepare_data(cfg)  # image folders are only scanned here; in-memory sets are read once more
             checked.add(variant.name)
         run_dir = root / variant.name / f"seed{seed}"
-        status = _train_or_resume(cfg, run_dir, device)
-        log(f"{variant.name} seed {seed}: {status} ({run_dir})")
+        if executor is None:
+            log(f"{variant.name} seed {seed}: {_train_or_resume(cfg, run_dir, device)} ({run_dir})")
+        else:
+            jobs.append((variant.name, seed, run_dir, executor.submit(_train_job, cfg, run_dir, device)))
+    for vname, seed, run_dir, job in jobs:
+        try:
+            status = job.result()
+        except Exception as e:  # noqa: BLE001 -- a job lost by the cluster: name the run, no traceback
+            raise RelugeomError(f"{run_dir}: the training job failed ({type(e).__name__}: {str(e)[:300]})") from None
+        if status.startswith("error: "):
+            raise RelugeomError(status[len("error: "):])
+        log(f"{vname} seed {seed}: {status} ({run_dir})")
     for vname in variants:
         vdir = root / vname
         runs = sorted(str(p) for p in vdir.glob("seed*") if p.is_dir())
         cfg = read_run_config(runs[0])
-        df = projection_stats(runs if len(runs) > 1 else runs[0])
+        schedule = {"executor": executor, "parts": None if executor is None else vdir / "parts" / "stats"}
+        df = projection_stats(runs if len(runs) > 1 else runs[0], **schedule)
         summary = layer_summary(df)
         if exp is not None and exp.first_layer_only:
             summary = summary[summary.layer_index == 0]
@@ -266,7 +295,8 @@ def reproduce(
             written.update(_region_counts(vname, vdir, runs[0], cfg, exp.region_epochs if scale == "full" else 1,
                                           figures, f"{label}, {run_labels(runs)[0]}"))  # fmt: skip
         if exp is not None and exp.reinit:
-            drops = pd.concat([reinit_run(r, random=True, device=device) for r in runs], ignore_index=True)
+            schedule = {"executor": executor, "parts": None if executor is None else vdir / "parts" / "reinit"}
+            drops = pd.concat([reinit_run(r, random=True, device=device, **schedule) for r in runs], ignore_index=True)
             written[f"{vname}/reinit"] = write_table(drops, vdir / "reinit", "csv")
             written[f"{vname}/reinit_png"] = figures.save(reinit_heatmap(drops, title=label), vdir, "reinit")
             cb = critical_vs_bias(drops, layer_summary(df))

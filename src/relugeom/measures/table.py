@@ -9,16 +9,21 @@ and adds ``run, seed, epoch``. Besides the measures, every model gets ``train_lo
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
 from torch import nn
 
 from .._progress import progress
+from ..checkpoints import load_checkpoint
 from ..errors import RelugeomError
-from ..sources import Source, iter_sources, map_sources
+from ..sources import Source, SourceItem, iter_sources, map_sources
 from ._common import Data, accuracy_and_loss, batches, prepare
 from .fisher_rao import fisher_rao_norm
 from .kfac import kfac
@@ -27,7 +32,9 @@ from .sharpness import epsilon_sharpness, expected_sharpness, hessian_trace
 from .tangent import tangent_sensitivity
 
 MEASURES = ("fisher_rao", "kfac", "norms", "sharpness", "expected_sharpness", "hessian_trace", "tangent")
-DEFAULT_MEASURES = ("fisher_rao", "norms", "expected_sharpness", "hessian_trace", "tangent")
+# the default set costs about 9 forward+backward passes over the measured data per checkpoint (at most 20, issue
+# 15; benchmarks/bench_measures.py); the Hessian trace, tangent sensitivity, epsilon-sharpness and K-FAC are opt-in
+DEFAULT_MEASURES = ("fisher_rao", "norms", "expected_sharpness")
 
 
 def _rows(prefix: str, values: Mapping[str, float | None], se: Mapping[str, float] | None = None) -> list[dict]:
@@ -46,6 +53,88 @@ def _subset(data: list[tuple[torch.Tensor, torch.Tensor]], n: int | None) -> lis
         out.append((x[:left], y[:left]))
         left -= int(y.shape[0])
     return out
+
+
+def _pairs(n_probes: int) -> int:
+    """Expected sharpness draws ``n_probes // 2`` antithetic pairs (``n_probes`` forward passes, at least 2 pairs for
+    the standard error), so that the default set stays within 20 passes even when every sample is measured."""
+    return max(2, n_probes // 2)
+
+
+def estimate_costs(
+    measures: Sequence[str], *, n_train: int, n_test: int = 0, max_samples: int | None = 256, n_probes: int = 20,
+    input_numel: int | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """Estimated cost of each measure of one checkpoint, in forward+backward passes over the ``n_train``
+    measured samples (a forward pass counts 1/3), from how many passes over how much data it makes;
+    ``benchmarks/bench_measures.py`` checks these against timings. Columns ``measure, passes, how``; the first
+    row, ``losses``, is the train and test loss every checkpoint gets.
+
+    >>> costs = estimate_costs(["fisher_rao", "hessian_trace"], n_train=1000, max_samples=250, n_probes=10)
+    >>> costs["passes"].round(2).tolist()
+    [0.33, 0.6, 5.38]
+    """
+    n = max(1, n_train)
+    frac = min(n, max_samples or n) / n
+    d_in = input_numel or 0
+    tangent_probes = d_in if 0 < d_in <= 256 else max(2, n_probes // 4)
+    table = {
+        "fisher_rao": (0.6, "one forward-mode pass and the loss gradients of the outputs"),
+        "kfac": (2.0, "one forward and backward with per-layer factor products"),
+        "norms": (3.5, "one forward for the margin; spectral norms by Lanczos, path norms"),
+        "sharpness": (200 * frac, f"up to 50 L-BFGS steps (about 4 passes each) on {frac:.0%} of the data"),
+        "expected_sharpness": (_pairs(n_probes) * 2 * frac * 0.45,
+                               f"{_pairs(n_probes)} antithetic pairs ({2 * _pairs(n_probes)} forwards) on {frac:.0%} "
+                               "of the data"),
+        "hessian_trace": ((1.5 + 2 * n_probes) * frac, f"{n_probes} Hessian-vector products on {frac:.0%}"),
+        "tangent": (tangent_probes * frac * 2 / 3,
+                    f"{tangent_probes} forward-mode passes on {frac:.0%} of the data"),
+    }  # fmt: skip
+    rows = [{"measure": "losses", "passes": (n + n_test) / n / 3, "how": "one forward over the train and test data"}]
+    rows += [{"measure": m, "passes": table[m][0], "how": table[m][1]} for m in MEASURES if m in measures]
+    return pd.DataFrame(rows)
+
+
+def measure_rows(
+    name: str, model: nn.Module, tr: list, small: list, *, init: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    fisher: str = "empirical", seed: int = 0, epsilon: float = 1e-3, sigma: float = 1e-2, n_probes: int = 20,
+    device: str | torch.device = "cpu",
+) -> list[dict]:  # fmt: skip
+    """The rows of one measure ``name`` of a prepared model: ``tr`` the measured batches, ``small`` their first
+    ``max_samples`` samples (for the costly measures)."""
+    if name == "fisher_rao":
+        r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
+        return _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
+                          "fisher_rao_depth": r.depth})  # fmt: skip
+    if name == "kfac":
+        K = kfac(model, tr, fisher=fisher, device=device)
+        return _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
+    if name == "norms":
+        d = norm_measures(model, tr, init=init, device=device).as_dict()
+        keys = ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path", "frobenius_over_margin2",
+                "spectral_over_margin2", "l1_path_over_margin2", "l2_path_over_margin2", "distance_to_init")
+        return _rows("", {k: d[k] for k in keys})
+    if name == "sharpness":
+        s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
+        return _rows("", {"epsilon_sharpness": s.value})
+    if name == "expected_sharpness":
+        e = expected_sharpness(model, small, sigma, n_samples=_pairs(n_probes), seed=seed, device=device)
+        return _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
+    if name == "hessian_trace":
+        h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
+        return _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
+    if name == "tangent":
+        d_in = small[0][0][0].numel()
+        method = "exact" if d_in <= 256 else "random"
+        t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device,
+                                spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
+        fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
+        return _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
+                          "tangent_sensitivity_frobenius_sq": t.frobenius_sq,
+                          "tangent_sensitivity_spectral": t.spectral, "mean_sq_sample_sensitivity": t.mean_sq},
+                     {"tangent_sensitivity_frobenius": fro_se, "tangent_sensitivity_frobenius_sq": t.frobenius_sq_se,
+                      "mean_sq_sample_sensitivity": t.std_error})  # fmt: skip
+    raise RelugeomError(f"unknown measure {name!r}; choose from {', '.join(MEASURES)}")
 
 
 def measure_model(
@@ -89,52 +178,23 @@ def measure_model(
     rows += _rows("", base)
     chosen = [m for m in MEASURES if m in measures]
     for name in progress(chosen, desc="measures", total=len(chosen)) if len(chosen) > 1 else chosen:
-        if name == "fisher_rao":
-            r = fisher_rao_norm(model, tr, fisher=fisher, device=device)
-            rows += _rows("", {"fisher_rao_norm2": r.norm2, "fisher_rao_norm2_identity": r.norm2_identity,
-                               "fisher_rao_depth": r.depth})  # fmt: skip
-        elif name == "kfac":
-            K = kfac(model, tr, fisher=fisher, device=device)
-            rows += _rows("", {"kfac_trace": K.trace(), "kfac_fisher_rao_norm2": K.vTMv(K.vector(model))})
-        elif name == "norms":
-            n = norm_measures(model, tr, init=init, device=device)
-            d = n.as_dict()
-            keys = ("margin", "frobenius_product", "spectral_product", "l1_path", "l2_path", "frobenius_over_margin2",
-                    "spectral_over_margin2", "l1_path_over_margin2", "l2_path_over_margin2", "distance_to_init")
-            rows += _rows("", {k: d[k] for k in keys})
-        elif name == "sharpness":
-            s = epsilon_sharpness(model, small, epsilon, seed=seed, device=device)
-            rows += _rows("", {"epsilon_sharpness": s.value})
-        elif name == "expected_sharpness":
-            e = expected_sharpness(model, small, sigma, n_samples=n_probes, seed=seed, device=device)
-            rows += _rows("", {"expected_sharpness": e.value}, {"expected_sharpness": e.std_error})
-        elif name == "hessian_trace":
-            h = hessian_trace(model, small, n_samples=n_probes, seed=seed, device=device)
-            rows += _rows("", {"hessian_trace": h.value}, {"hessian_trace": h.std_error})
-        elif name == "tangent":
-            d_in = small[0][0][0].numel()
-            method = "exact" if d_in <= 256 else "random"
-            t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed,
-                                    device=device, spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
-            fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
-            rows += _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
-                               "tangent_sensitivity_frobenius_sq": t.frobenius_sq,
-                               "tangent_sensitivity_spectral": t.spectral, "mean_sq_sample_sensitivity": t.mean_sq},
-                          {"tangent_sensitivity_frobenius": fro_se,
-                           "tangent_sensitivity_frobenius_sq": t.frobenius_sq_se,
-                           "mean_sq_sample_sensitivity": t.std_error})  # fmt: skip
+        rows += measure_rows(name, model, tr, small, init=init, fisher=fisher, seed=seed, epsilon=epsilon, sigma=sigma,
+                             n_probes=n_probes, device=device)  # fmt: skip
     return pd.DataFrame(rows, columns=["measure", "value", "std_error"])
 
 
 def complexity_table(
     source: Source, train: Data, test: Data | None = None, measures: Sequence[str] = DEFAULT_MEASURES, *,
-    arch: str | None = None, init: str | nn.Module | Mapping[str, torch.Tensor] | None = "first", **kwargs,
+    arch: str | None = None, init: str | os.PathLike | nn.Module | Mapping[str, torch.Tensor] | None = "first",
+    executor: Any = None, parts: str | os.PathLike | None = None, shard: tuple[int, int] | None = None, **kwargs,
 ) -> pd.DataFrame:  # fmt: skip
     """:func:`measure_model` over every model of ``source`` (a run folder: every epoch), stacked.
 
     ``init="first"`` takes the first model of the source as the initialization when it is epoch 0
-    (a run folder written by ``relugeom train``), for the distance to initialization.
-    Columns: ``run, seed, epoch`` (when known), ``measure, value, std_error``.
+    (a run folder written by ``relugeom train``), for the distance to initialization; a path is loaded
+    where each checkpoint is measured. ``executor``, ``parts``, ``shard``: see
+    :func:`~relugeom.sources.map_sources`. Columns: ``run, seed, epoch`` (when known), ``measure, value,
+    std_error``.
 
     Example
     -------
@@ -149,12 +209,22 @@ def complexity_table(
     """
     train_ = batches(train)  # resolved once, re-used for every checkpoint
     test_ = None if test is None else batches(test)
-    if isinstance(init, str):
-        if init != "first":
-            raise RelugeomError(f"init must be 'first', a module or a state dict, got {init!r}")
+    if isinstance(init, str) and init == "first":
         first = next(iter_sources(source, arch=arch), None)
         init = None
         if first is not None and (first.epoch == 0 or first.meta.get("epoch") == 0):
-            init = first.load()
-    return map_sources(source, lambda model, _item: measure_model(model, train_, test_, measures, init=init, **kwargs),
-                       arch=arch, desc="measures: checkpoints")  # fmt: skip
+            init = first.path if first.path is not None else first.load()  # jobs load a path themselves
+    elif isinstance(init, (str, os.PathLike)) and not Path(init).is_file():
+        raise RelugeomError(f"init must be 'first', a checkpoint file, a module or a state dict, got {init!r}")
+    analyse = functools.partial(_measure_item, train=train_, test=test_, measures=tuple(measures), init=init,
+                                options=kwargs)  # fmt: skip
+    return map_sources(source, analyse, arch=arch, executor=executor, parts=parts, shard=shard,
+                       desc="measures: checkpoints")  # fmt: skip
+
+
+def _measure_item(model: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, *, train: Data,
+                  test: Data | None, measures: Sequence[str], init: object,
+                  options: Mapping) -> pd.DataFrame:  # fmt: skip
+    if isinstance(init, (str, os.PathLike)):
+        init = load_checkpoint(init).state_dict
+    return measure_model(model, train, test, measures, init=init, **options)

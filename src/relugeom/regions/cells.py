@@ -522,7 +522,7 @@ def _forward_record(graph: Graph, X: torch.Tensor) -> tuple[torch.Tensor, list[n
 
 
 def _as_input(x: object, name: str) -> torch.Tensor:
-    t = torch.as_tensor(x, dtype=torch.float64)
+    t = torch.as_tensor(x).detach().to("cpu", torch.float64)  # the cells are numpy: points on a GPU come over
     if not torch.isfinite(t).all():
         raise ShapeError(f"{name} contains NaN or inf")
     return t

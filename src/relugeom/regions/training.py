@@ -12,8 +12,10 @@ The random choice of data points is the only randomness (``seed``); the counts t
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -125,9 +127,11 @@ def regions_over_training(
     seed: int = 0,
     arch: str | None = None,
     budget: int = 10**6,
+    **schedule: Any,
 ) -> pd.DataFrame:
     """:func:`region_counts` for every model of ``source`` (a run folder gives every epoch), on the same lines
     and planes (the same ``seed``); columns ``run, seed, epoch`` first (Hanin and Rolnick 2019).
+    ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
 
     Example
     -------
@@ -141,15 +145,16 @@ def regions_over_training(
     >>> df.n_regions.tolist()
     [2, 4]
     """
+    analyse = functools.partial(_regions_item, data=_data_points(data), n_lines=n_lines, n_planes=n_planes,
+                                extend=extend, seed=seed, budget=budget)  # fmt: skip
+    return map_sources(source, analyse, arch=arch, desc="regions: checkpoints", **schedule)
 
-    def analyse(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem) -> pd.DataFrame:
-        if not isinstance(obj, nn.Module):
-            raise ArchitectureError(f"{item.label}: a bare state dict; pass arch= (the architecture) so that the "
-                                    "network can be evaluated")  # fmt: skip
-        return region_counts(obj, data, n_lines=n_lines, n_planes=n_planes, extend=extend, seed=seed,
-                             budget=budget)  # fmt: skip
 
-    return map_sources(source, analyse, arch=arch)
+def _regions_item(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, **options: Any) -> pd.DataFrame:
+    if not isinstance(obj, nn.Module):
+        raise ArchitectureError(f"{item.label}: a bare state dict; pass arch= (the architecture) so that the "
+                                "network can be evaluated")  # fmt: skip
+    return region_counts(obj, **options)
 
 
 def training_summary(df: pd.DataFrame) -> pd.DataFrame:

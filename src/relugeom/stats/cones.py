@@ -31,8 +31,10 @@ which was used). Numerics: float64 throughout.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -587,11 +589,13 @@ def cone_tables(
     device: str | torch.device = "cpu",
     cones: str = "channel",
     ties: str = "geometry",
+    **schedule: Any,
 ) -> dict[str, pd.DataFrame]:
     """Several cone tables from one pass over ``source`` (each checkpoint loaded and traced once).
 
     ``tables``: any of "params" (:func:`cone_params`), "states" (:func:`cone_states`) and "pairs"
     (:func:`cone_states` with ``pairs=True``); ``cones`` and ``ties`` as there. Returns ``{name: DataFrame}``.
+    ``schedule``: ``executor``, ``parts``, ``shard`` (see :func:`~relugeom.sources.map_sources`).
 
     Example
     -------
@@ -609,11 +613,15 @@ def cone_tables(
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
 
-    def analyse(obj, item: SourceItem) -> dict[str, pd.DataFrame]:  # noqa: ANN001
-        found = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
-        return _tables_one(found, tables, device, cones == "channel", ties)
+    analyse = functools.partial(_cones_item, input_shape=tuple(input_shape), fold_bn=fold_bn, tables=tuple(tables),
+                                device=str(device), channel=cones == "channel", ties=ties)  # fmt: skip
+    return map_sources(source, analyse, arch=arch, desc="cones: checkpoints", **schedule)
 
-    return map_sources(source, analyse, arch=arch)
+
+def _cones_item(obj, item: SourceItem, *, input_shape: tuple[int, ...], fold_bn: bool, tables: tuple[str, ...],
+                device: str, channel: bool, ties: str) -> dict[str, pd.DataFrame]:  # noqa: ANN001
+    found = _Cones(obj, input_shape, f"{item.path}: " if item.path else "", fold_bn)
+    return _tables_one(found, tables, device, channel, ties)
 
 
 def cone_states(

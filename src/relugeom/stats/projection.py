@@ -17,7 +17,9 @@ Numerics: sums and norms are accumulated in float64 from the stored weights.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,8 +118,14 @@ def _stats_one(
     )
 
 
+def _stats_item(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem, *, linear: bool,
+                pointwise: bool) -> pd.DataFrame:  # fmt: skip
+    where = f"{item.path}: " if item.path else ""
+    return _stats_one(obj, where, linear=linear, pointwise=pointwise)
+
+
 def projection_stats(
-    source: Source, *, linear: bool = False, pointwise: bool = False, arch: str | None = None
+    source: Source, *, linear: bool = False, pointwise: bool = False, arch: str | None = None, **schedule: Any
 ) -> pd.DataFrame:
     """Per-filter projection statistic (Gamba et al. 2020, eq. 1) of every analysed layer.
 
@@ -133,6 +141,8 @@ def projection_stats(
     arch
         Build state dicts into this architecture (gives ``stage`` and ``block``); relugeom
         checkpoints carry their own.
+    schedule
+        ``executor``, ``parts``, ``shard``: see :func:`~relugeom.sources.map_sources`.
 
     Returns
     -------
@@ -146,12 +156,8 @@ def projection_stats(
     >>> df.groupby("layer_index").size().tolist()
     [64, 64, 128, 128, 256, 256]
     """
-
-    def analyse(obj: nn.Module | Mapping[str, torch.Tensor], item: SourceItem) -> pd.DataFrame:
-        where = f"{item.path}: " if item.path else ""
-        return _stats_one(obj, where, linear=linear, pointwise=pointwise)
-
-    return map_sources(source, analyse, arch=arch)
+    analyse = functools.partial(_stats_item, linear=linear, pointwise=pointwise)
+    return map_sources(source, analyse, arch=arch, desc="stats: checkpoints", **schedule)
 
 
 def layer_summary(df: pd.DataFrame) -> pd.DataFrame:

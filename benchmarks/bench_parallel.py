@@ -1,0 +1,93 @@
+"""Analyses of a 16-checkpoint run with ``--jobs 2`` (a local process pool) against serial, on 2 cores.
+
+Issue 15's target: ``measures --measures fisher_rao,norms`` and ``cones`` over a 16-checkpoint run run at least
+1.7x faster with two workers (one torch thread each) than serially (two torch threads), with identical tables.
+Both are timed in this process, from the call to the assembled tables (the pool's start and every part's
+writing and reading included), alternating serial and parallel; the best of the repeats is reported.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_parallel.py           # 16 VGG9 checkpoints (3x32x32), 2 repeats
+    OMP_NUM_THREADS=2 python benchmarks/bench_parallel.py --quick   # 6 checkpoints, 1 repeat
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from relugeom import save_checkpoint
+from relugeom.experiments.models import build_model
+from relugeom.measures import complexity_table
+from relugeom.parallel import process_pool
+from relugeom.stats.cones import cone_tables
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--checkpoints", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+    n_ckpt = args.checkpoints or (6 if args.quick else 16)
+    repeats = args.repeats or (1 if args.quick else 2)
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
+    print(f"{n_ckpt} VGG9 checkpoints (3x32x32), {args.jobs} workers x {max(1, torch.get_num_threads() // args.jobs)}"
+          f" thread(s) vs serial with {torch.get_num_threads()} threads; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    X = torch.randn(500, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (500,), generator=g)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Path(tmp) / "run"
+        model = build_model("vgg9", num_classes=10, image_size=32, seed=0)
+        for e in range(n_ckpt):
+            with torch.no_grad():
+                for p in model.parameters():
+                    p.add_(torch.randn_like(p) * 1e-2)
+            save_checkpoint(run / "checkpoints" / f"epoch_{e:04d}.pt", model.state_dict(),
+                            {"epoch": e, "seed": 0, "arch": "vgg9"})  # fmt: skip
+        analyses = {
+            "measures fisher_rao,norms": lambda **kw: complexity_table(run, (X, y), (X[:200], y[:200]),
+                                                                       ["fisher_rao", "norms"], **kw),
+            "cones": lambda **kw: cone_tables(run, (3, 32, 32), **kw),
+        }  # fmt: skip
+        rows, ok = [], True
+        for name, analyse in analyses.items():
+            best = {"serial": float("inf"), "jobs": float("inf")}
+            tables = {}
+            for r in range(repeats):
+                for mode in ("serial", "jobs"):
+                    parts = Path(tmp) / f"{name}-{mode}-{r}".replace(" ", "_").replace(",", "_")
+                    t0 = time.perf_counter()
+                    if mode == "serial":
+                        out = analyse(parts=parts)
+                    else:
+                        with process_pool(args.jobs) as ex:
+                            out = analyse(parts=parts, executor=ex)
+                    best[mode] = min(best[mode], time.perf_counter() - t0)
+                    tables[mode] = out
+            a, b = tables["serial"], tables["jobs"]
+            same = all(a[k].equals(b[k]) for k in a) if isinstance(a, dict) else a.equals(b)
+            speedup = best["serial"] / best["jobs"]
+            ok &= same and speedup >= 1.7
+            rows.append({"analysis": name, "serial_s": best["serial"], f"jobs{args.jobs}_s": best["jobs"],
+                         "speed_up": speedup, "identical_tables": same, "target": ">= 1.7x"})  # fmt: skip
+    print(pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format))
+    for row in rows:
+        print(f"{row['analysis']}: speed-up {row['speed_up']:.2f}x with --jobs {args.jobs} (target >= 1.7x: "
+              f"{'met' if row['speed_up'] >= 1.7 else 'NOT met'}); tables "
+              f"{'identical' if row['identical_tables'] else 'DIFFERENT'} to serial")  # fmt: skip
+    print(f"load average after: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (a loaded machine depresses the "
+          "speed-up)")  # fmt: skip
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
