@@ -257,7 +257,7 @@ def build_report(runs: Sequence[RunTables], *, title: str | None = None,
                                            if c in metrics]]] if metrics is not None else None  # fmt: skip
             fig = nl_over_epochs(layers, m, lr_drops=drops)
             s.figures.append((f"n_l of every layer over {unit}s" + (", mean and band over runs" if several else "")
-                              + (" (red ticks: learning-rate drops)" if drops else ""), figure_png(fig)))  # fmt: skip
+                              + (" (dotted red: learning-rate drops)" if drops else ""), figure_png(fig)))  # fmt: skip
         first, last = _first_last_filters(runs)
         if last is not None and len(last):
             lab_last = "end" if "epoch" not in last else f"{unit} {int(last['epoch'].max())}"
@@ -288,7 +288,7 @@ def build_report(runs: Sequence[RunTables], *, title: str | None = None,
             where = ", ".join(sorted({str(r.sources[stem]) for r in runs if stem in r.sources}))
             s.tables.append((f"{stem}.csv", f"{what}; from {where}", df))
         if not s.tables:
-            verb = {"reinit": "reinit RUN", "cones": "cones RUN --input-shape C,H,W",
+            verb = {"reinit": "reinit RUN", "cones": "cones RUN",
                     "regions": "regions train RUN", "measures": "measures RUN"}[key]  # fmt: skip
             s.text.append(f"Not computed for this run. Run <code>relugeom {html.escape(verb)} --out "
                           f"RUN/relugeom-{key}</code> and build the report again.")  # fmt: skip
