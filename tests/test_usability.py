@@ -150,3 +150,56 @@ def test_result_reprs_are_short():
     assert f"n_regions={len(np.unique(P.region))}" in text and f"polygons=[{len(P.polygons)} items" in text
     S = regions_on_segment(net, x[0], x[1])
     assert len(repr(S)) < 400 and f"pieces=DataFrame({len(S.pieces)} rows" in repr(S)
+
+
+def test_tangent_bound_repr_is_short_and_keeps_the_numbers():
+    from relugeom.measures.tangent_bound import tangent_sensitivity_bound
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 8, bias=False), nn.ReLU(), nn.Linear(8, 3, bias=False))
+    b = tangent_sensitivity_bound(net, (torch.randn(2000, 4), torch.zeros(2000, dtype=torch.long)))
+    assert b.active_counts.size == 2000
+    full = len(np.array2string(b.active_counts, threshold=10**9))  # what a repr listing every sample prints
+    text = repr(b)
+    assert len(text) < 400 < full
+    assert "active_counts=ndarray(shape=(2000,)" in text and f"n_params={b.n_params}" in text
+
+
+def _public_dataclasses():
+    import dataclasses
+    import importlib
+    import pkgutil
+
+    import relugeom
+
+    for info in pkgutil.walk_packages(relugeom.__path__, "relugeom."):
+        if info.name.endswith("__main__") or ".cli" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        for name, obj in vars(module).items():
+            if (isinstance(obj, type) and dataclasses.is_dataclass(obj) and obj.__module__ == info.name
+                    and not name.startswith("_")):  # fmt: skip
+                yield obj
+
+
+def test_every_result_dataclass_holding_data_has_the_short_repr():
+    """A dataclass with a field that can hold data of any size (an array, tensor, table or list) must not use
+    the generated repr, which prints all of it (a Partition2D printed 310,000 characters)."""
+    import dataclasses
+    import re
+
+    from relugeom._repr import short_repr
+
+    sized = re.compile(r"ndarray|Tensor|DataFrame|Series|list\[|dict\[|Mapping|Sequence")
+    settings = {"TrainConfig"}  # options the user wrote (a few JSON values): shown in full on purpose
+    found, long_repr = 0, []
+    for cls in _public_dataclasses():
+        if cls.__name__ in settings:
+            continue
+        fields = [f for f in dataclasses.fields(cls) if f.repr and sized.search(str(f.type))]
+        if fields:
+            found += 1
+            if cls.__repr__ is not short_repr:
+                long_repr.append(f"{cls.__module__}.{cls.__qualname__} ({', '.join(f.name for f in fields)})")
+    assert found > 10, found  # the walk did find the result classes
+    assert not long_repr, long_repr

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._repr import short_repr
 from .errors import CheckpointError, UnsupportedLayerError
 
 MAT_SUFFIX = ".mat"
@@ -54,6 +55,8 @@ _HOW_V73 = "it is a MATLAB v7.3 (HDF5) file: install the mat73 package (pip inst
 class McnLayer:
     """One SimpleNN layer, with MATLAB's conventions (1-based nothing: all fields as stored)."""
 
+    __repr__ = short_repr
+
     type: str
     name: str
     fields: dict[str, Any] = field(default_factory=dict, repr=False)
@@ -62,6 +65,8 @@ class McnLayer:
 @dataclass
 class SimpleNN:
     """A MatConvNet SimpleNN network as read from a ``.mat`` file."""
+
+    __repr__ = short_repr
 
     path: Path
     layers: list[McnLayer]
@@ -210,6 +215,8 @@ def _out(n: int, k: int, s: int, lo: int, hi: int) -> int:
 @dataclass
 class Converted:
     """A converted network: the model (float32, eval mode), its state dict and what relugeom knows of it."""
+
+    __repr__ = short_repr
 
     model: nn.Module
     arch: str

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._repr import short_repr
 from ._version import __version__
 from .errors import RelugeomError, ShardIncomplete
 
@@ -158,6 +159,8 @@ class Task:
     its own part.
     """
 
+    __repr__ = short_repr
+
     name: str
     label: str
     fn: Callable[..., pd.DataFrame | dict[str, pd.DataFrame]]
@@ -172,6 +175,8 @@ class Task:
 class Outcome:
     """What came back for one task: its tables (or ``error``, a one-line message naming the file) and the
     warnings it raised, as ``(category name, message)``."""
+
+    __repr__ = short_repr
 
     tables: pd.DataFrame | dict[str, pd.DataFrame] | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)

@@ -30,6 +30,7 @@ import torch
 from scipy.special import hyp1f1
 from torch import nn
 
+from .._repr import short_repr
 from ..errors import ArchitectureError
 from ..graph import Node
 from ._common import Data, batches, forward, network_graph, prepare
@@ -65,6 +66,8 @@ def proposition_3_2(n_params: int, d_in: int, k: int, w_max: list[float], mu: fl
 @dataclass(frozen=True)
 class TangentBound:
     """Proposition 3.2 for one network and data set: the bound, its ingredients and the measured value."""
+
+    __repr__ = short_repr
 
     bound: float
     measured_frobenius_sq: float  # ||E_x S(x)||_F^2 (tangent_sensitivity, exact or estimated)

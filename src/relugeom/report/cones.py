@@ -14,9 +14,10 @@ from ._layout import legend, panel_grid, unique_handles
 
 STATE_COLORS = dict(zip(STATES, ("tab:green", "tab:olive", "tab:blue", "tab:red")))
 STATE_STYLES = dict(zip(STATES, (("o", "-"), ("s", "--"), ("^", "-."), ("v", ":"))))
-STATES_NOTE = ("state of each filter of layer l+1 against the cones of layer l (Gamba et al. 2019), with d = max dist "
-               "and o = min open_diff over them:\nOUT_FULL_IN d >= 0, o <= 0;  OUT_PARTIAL_IN d >= 0, o > 0;  "
-               "IN_FULL_OUT d < 0, o >= 0;  IN_PARTIAL_OUT d < 0, o < 0")  # fmt: skip
+STATES_NOTE = ("state of each cone of layer l+1 (a filter on one input channel, or a whole filter) against the cones "
+               "of layer l it reads (Gamba et al. 2019),\nwith d = max dist and o = min open_diff over them: "
+               "OUT_FULL_IN d > 0, o <= 0;  OUT_PARTIAL_IN d > 0, o > 0;\nIN_FULL_OUT d < 0, o >= 0;  "
+               "IN_PARTIAL_OUT d < 0, o < 0;  d = 0 (one apex): OUT_FULL_IN if o <= 0, else IN_FULL_OUT")  # fmt: skip
 
 
 def _state_label(state: str, values: np.ndarray) -> str:
@@ -80,7 +81,8 @@ def blockwise_figure(by_stage: pd.DataFrame, title: str | None = None) -> Figure
 
 def continuous_figure(states: pd.DataFrame, bins: int = 30, title: str | None = None) -> Figure:
     """Histograms of ``dist``, ``open_diff`` and ``rotation`` (rows) per layer pair (columns) of one model:
-    one count per filter i of layer l+1, against all filters p of layer l."""
+    one count per cone i of layer l+1 (a filter on one input channel, or a whole filter), against the cones p of
+    layer l it reads."""
     ok = states[states["state"].notna()]
     layers = ok.drop_duplicates("layer_index").sort_values("layer_index")
     cols = max(1, len(layers))
@@ -105,7 +107,7 @@ def continuous_figure(states: pd.DataFrame, bins: int = 30, title: str | None = 
             ax.set_xlabel(label, fontsize=8)
             ax.tick_params(labelsize=7)
             if j == 0:
-                ax.set_ylabel("filters i of layer l+1", fontsize=8)
+                ax.set_ylabel("cones i of layer l+1", fontsize=8)
             if i == 0:
                 ax.set_title(f"{lay.prev_layer} -> {lay.layer}", fontsize=8)
     if title:

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .._repr import short_repr
+
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'"
 TABLE_SUFFIXES = (".csv", ".parquet", ".json")
 # file stem -> (section, what it is)
@@ -86,6 +88,8 @@ class RunTables:
     """What the report shows of one run: its config document, metrics, n_l table, per-filter cos at
     the first and last epoch, and the analysis tables found (``{stem: DataFrame}``)."""
 
+    __repr__ = short_repr
+
     label: str
     path: Path
     config: dict[str, Any] = field(default_factory=dict)
@@ -99,6 +103,8 @@ class RunTables:
 
 @dataclass
 class Section:
+    __repr__ = short_repr
+
     title: str
     anchor: str
     text: list[str] = field(default_factory=list)
@@ -110,6 +116,8 @@ class Section:
 
 @dataclass
 class Report:
+    __repr__ = short_repr
+
     title: str
     sections: list[Section]
     provenance: list[tuple[str, str]]
@@ -249,7 +257,7 @@ def build_report(runs: Sequence[RunTables], *, title: str | None = None,
                                            if c in metrics]]] if metrics is not None else None  # fmt: skip
             fig = nl_over_epochs(layers, m, lr_drops=drops)
             s.figures.append((f"n_l of every layer over {unit}s" + (", mean and band over runs" if several else "")
-                              + (" (red ticks: learning-rate drops)" if drops else ""), figure_png(fig)))  # fmt: skip
+                              + (" (dotted red: learning-rate drops)" if drops else ""), figure_png(fig)))  # fmt: skip
         first, last = _first_last_filters(runs)
         if last is not None and len(last):
             lab_last = "end" if "epoch" not in last else f"{unit} {int(last['epoch'].max())}"
@@ -280,7 +288,7 @@ def build_report(runs: Sequence[RunTables], *, title: str | None = None,
             where = ", ".join(sorted({str(r.sources[stem]) for r in runs if stem in r.sources}))
             s.tables.append((f"{stem}.csv", f"{what}; from {where}", df))
         if not s.tables:
-            verb = {"reinit": "reinit RUN", "cones": "cones RUN --input-shape C,H,W",
+            verb = {"reinit": "reinit RUN", "cones": "cones RUN",
                     "regions": "regions train RUN", "measures": "measures RUN"}[key]  # fmt: skip
             s.text.append(f"Not computed for this run. Run <code>relugeom {html.escape(verb)} --out "
                           f"RUN/relugeom-{key}</code> and build the report again.")  # fmt: skip
