@@ -196,8 +196,8 @@ def test_a_corrupt_checkpoint_is_the_same_warning_and_exit_3_in_every_mode(lenet
     bad = run / "checkpoints" / "epoch_0001.pt"
     bad.write_bytes(bad.read_bytes()[:300])
     warnings_seen = set()
-    for mode, extra in {"serial": [], "jobs2": ["--jobs", "2"], "debug": ["--executor", "submitit-debug"],
-                        "shard": ["--shard", "0/1"]}.items():  # fmt: skip
+    for mode, extra in {"serial": [], "jobs2": ["--jobs", "2"], "local": ["--executor", "submitit-local"],
+                        "debug": ["--executor", "submitit-debug"], "shard": ["--shard", "0/1"]}.items():  # fmt: skip
         code, _, err = cli(["-q", "stats", str(run), "--out", str(tmp_path / mode), *extra], capsys)
         assert code == 3, (mode, err)
         lines = [ln for ln in err.splitlines() if ln.startswith("warning:")]
@@ -205,6 +205,31 @@ def test_a_corrupt_checkpoint_is_the_same_warning_and_exit_3_in_every_mode(lenet
         warnings_seen.add(lines[0])
         assert sorted(pd.read_csv(tmp_path / mode / "layers.csv")["epoch"].unique()) == [0, 2, 3, 4]
     assert len(warnings_seen) == 1
+
+
+def test_a_corrupt_reference_checkpoint_of_reinit_is_one_warning_and_exit_3(lenet_run, tmp_path, capsys):
+    """Re-initialization with a damaged reference epoch: the same warnings (the first naming the file) and exit 3
+    serially and in a pool; the other epochs' rows equal those of a run asked only for them."""
+    run = tmp_path / "run"
+    shutil.copytree(lenet_run, run)
+    bad = run / "checkpoints" / "epoch_0001.pt"
+    bad.write_bytes(bad.read_bytes()[:300])
+    got, seen = {}, {}
+    for mode, extra in {"serial": [], "jobs2": ["--jobs", "2"]}.items():
+        code, _, err = cli(["-q", "reinit", str(run), "--epochs", "0,1,2", "--out", str(tmp_path / mode), *extra],
+                           capsys)  # fmt: skip
+        assert code == 3, (mode, err)
+        seen[mode] = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+        assert seen[mode] and str(bad) in seen[mode][0], (mode, err)
+        assert "Traceback" not in err
+        got[mode] = tables(tmp_path / mode, ("reinit",))
+        assert sorted(got[mode]["reinit"]["epoch"].unique()) == [0, 2]
+    assert seen["serial"] == seen["jobs2"]
+    assert_same(got["serial"], got["jobs2"])
+    code, _, err = cli(["-q", "reinit", str(lenet_run), "--epochs", "0,2", "--out", str(tmp_path / "good")], capsys)
+    assert code == 0, err
+    good = tables(tmp_path / "good", ("reinit",))["reinit"].drop(columns="run")
+    pd.testing.assert_frame_equal(got["serial"]["reinit"].drop(columns="run"), good, check_exact=True)
 
 
 def test_a_job_that_raises_is_reported_with_its_file(lenet_run, tmp_path):

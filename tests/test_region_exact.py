@@ -229,6 +229,38 @@ def test_regions_over_training_series():
     assert set(s.columns) >= {"kind", "density_mean", "se", "n"}
 
 
+def test_a_plane_past_the_budget_is_left_out_and_the_lines_are_still_counted():
+    from relugeom.errors import SkippedWarning
+    from relugeom.regions.training import region_counts
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 2))
+    X = torch.randn(32, 2)
+    def steps(count):  # the smallest power-of-two budget a count fits in
+        budget = 1
+        while True:
+            try:
+                return count(budget), budget
+            except BudgetExceeded:
+                budget *= 2
+
+    ends, budget = [], 1
+    rng = np.random.default_rng(3)  # the lines region_counts(seed=3) draws
+    for _ in range(2):
+        a, b = rng.choice(len(X), size=2, replace=False)
+        d = X[b].double() - X[a].double()
+        x0, x1 = X[a].double() - 0.5 * d, X[b].double() + 0.5 * d
+        n, need = steps(lambda B, x0=x0, x1=x1: regions_on_segment(net, x0, x1, budget=B).n_activation_regions)
+        ends.append(n)
+        budget = max(budget, need)
+    a, b, c = rng.choice(len(X), size=3, replace=False)
+    with pytest.raises(BudgetExceeded):  # the plane needs more steps than the lines
+        partition_2d(net, X[a], X[b] - X[a], X[c] - X[a], (-0.5, 1.5, -0.5, 1.5), budget=budget)
+    with pytest.warns(SkippedWarning, match=r"plane 0 \(points \d+,\d+,\d+\) left out"):
+        df = region_counts(net, X, n_lines=2, n_planes=1, seed=3, budget=budget)
+    assert df.kind.tolist() == ["line", "line"] and df.n_regions.tolist() == ends
+
+
 def test_decision_boundary_against_forward_passes():
     # three classes: along every segment the network's two largest logits tie, and a dense grid's arg-max
     # changes only next to a segment (within one grid step)

@@ -22,7 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ..errors import ArchitectureError, DataError
+from ..errors import ArchitectureError, BudgetExceeded, DataError, SkippedWarning, warn
 from ..sources import Source, SourceItem, map_sources
 from .cells import _forward_record, _prepare
 from .formulas import hanin_rolnick_bound
@@ -69,6 +69,8 @@ def region_counts(
     Line i passes through data points a, b: the segment ``a + t (b - a)``, ``t in [-extend, 1 + extend]``;
     ``measure`` is its input-space length. Plane j passes through a, b, c: ``a + z1 (b - a) + z2 (c - a)``,
     ``z in [-extend, 1 + extend]^2``; ``measure`` is its input-space area. ``density = n_regions / measure``.
+    A line or plane whose count needs more than ``budget`` steps is left out with a
+    :class:`~relugeom.errors.SkippedWarning` naming it; the other lines and planes are still counted.
 
     Next to it, Hanin and Rolnick's (2019) bound on the expected number of activation regions per unit volume,
     ``(T #neurons)^{n_in} / n_in!`` with n_in = 1 on a line and 2 on a plane (the network restricted to the line or
@@ -100,7 +102,11 @@ def region_counts(
         a, b = rng.choice(len(X), size=2, replace=False)
         xa, xb = X[a], X[b]
         d = xb - xa
-        seg = regions_on_segment(model, xa - extend * d, xb + extend * d, budget=budget)
+        try:
+            seg = regions_on_segment(model, xa - extend * d, xb + extend * d, budget=budget)
+        except BudgetExceeded as e:
+            warn(f"line {i} (points {a},{b}) left out: {e}", SkippedWarning)
+            continue
         length = float(torch.linalg.vector_norm(d)) * (1 + 2 * extend)
         dens = seg.n_activation_regions / length if length else math.nan
         rows.append(("line", i, f"{a},{b}", seg.n_activation_regions, seg.n_linear_regions, length, dens,
@@ -108,7 +114,11 @@ def region_counts(
     for j in range(n_planes):
         a, b, c = rng.choice(len(X), size=3, replace=False)
         u, v = X[b] - X[a], X[c] - X[a]
-        P = partition_2d(model, X[a], u, v, (-extend, 1 + extend, -extend, 1 + extend), budget=budget)
+        try:
+            P = partition_2d(model, X[a], u, v, (-extend, 1 + extend, -extend, 1 + extend), budget=budget)
+        except BudgetExceeded as e:
+            warn(f"plane {j} (points {a},{b},{c}) left out: {e}", SkippedWarning)
+            continue
         G = torch.stack([u.ravel(), v.ravel()])
         area = float(torch.sqrt(torch.clamp(torch.linalg.det(G @ G.T), min=0))) * (1 + 2 * extend) ** 2
         dens = P.n_regions / area if area else math.nan
