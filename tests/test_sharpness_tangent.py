@@ -271,11 +271,12 @@ def test_tangent_sensitivity_is_the_mean_of_the_explicit_jacobians(name):
     assert r.mean_sq == pytest.approx(mean_sq, rel=1e-10) == r.mean_sq_sample_sensitivity
     assert fro_sq < mean_sq  # Jensen: the defined quantity is not the mean squared sample sensitivity
     # the dense matrix too large (dense_limit): columns in blocks, spectral by Lanczos, same numbers
-    b = tangent_sensitivity(net, data, dense_limit=S.shape[1] * 2, spectral_tol=0)
+    b = tangent_sensitivity(net, data, dense_limit=S.shape[1] * 2, spectral=True, spectral_tol=0)
     assert b.frobenius_sq == pytest.approx(fro_sq, rel=1e-10)
     assert b.spectral_method == "svds" and b.spectral == pytest.approx(spec, rel=1e-8)
     # the image-sized estimator: shared Rademacher probes, unbiased, with a standard error
-    est = tangent_sensitivity(net, data, method="random", n_probes=48, seed=3, spectral_tol=1e-10)
+    est = tangent_sensitivity(net, data, method="random", n_probes=48, seed=3, spectral=True,
+                             spectral_tol=1e-10)
     assert est.frobenius_sq_se > 0 and abs(est.frobenius_sq - fro_sq) <= 3.5 * est.frobenius_sq_se
     assert est.spectral == pytest.approx(spec, rel=1e-6)
 

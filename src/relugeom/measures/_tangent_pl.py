@@ -106,6 +106,29 @@ def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, to
         if acc is not None:
             prefix = f"{node.module_name}." if node.module_name else ""
             for name, v in rule.pl_batch_sum(node, t, signals[node]).items():  # type: ignore[union-attr]
-                acc[prefix + name] = v
+                acc[prefix + name] = v[0]
     return total, acc
 
+
+
+def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+    """:func:`terms` for ``J`` directions ``dirs (J, *x.shape[1:])``, each shared by every sample, in one
+    forward-mode pass over the ``J x B`` pairs: ``||S(x) z_j||^2`` as ``(J, B)`` and, per direction, the batch sum
+    ``sum_x S(x) z_j`` by parameter name, ``(J, *parameter shape)`` (the exact method's columns ``z_j = e_j``)."""
+    J, B = dirs.shape[0], x.shape[0]
+
+    def tile(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (J * B, ...), direction-major
+        return t.repeat(J, *[1] * (t.dim() - 1))
+
+    Z = dirs.repeat_interleave(B, 0)
+    tangents = _input_tangents(graph, tile(x), Z)
+    total = torch.zeros(J * B, dtype=x.dtype, device=x.device)
+    acc: dict[str, torch.Tensor] = {}
+    for node, t in tangents.items():
+        rule, signal = node.rule, tile(signals[node])
+        total += rule.pl_sq_norm(node, t, signal)  # type: ignore[union-attr]
+        prefix = f"{node.module_name}." if node.module_name else ""
+        for name, v in rule.pl_batch_sum(node, t, signal, J).items():  # type: ignore[union-attr]
+            acc[prefix + name] = v
+    return total.reshape(J, B), acc

@@ -127,7 +127,7 @@ def measure_rows(
         d_in = small[0][0][0].numel()
         method = "exact" if d_in <= 256 else "random"
         t = tangent_sensitivity(model, small, method=method, n_probes=max(2, n_probes // 4), seed=seed, device=device,
-                                spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
+                                spectral=True, spectral_tol=0 if method == "exact" else 1e-4)  # fmt: skip
         fro_se = t.frobenius_sq_se / (2 * t.frobenius) if t.frobenius > 0 else 0.0  # first-order (delta method)
         return _rows("", {"tangent_sensitivity_frobenius": t.frobenius,
                           "tangent_sensitivity_frobenius_sq": t.frobenius_sq,

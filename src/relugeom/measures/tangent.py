@@ -24,7 +24,9 @@ matricization).
   estimate is the mean of ``||v||^2`` over ``n_probes`` probes, with the standard error over the probes. Both are
   unbiased; their square roots (``frobenius``, ``mean_norm``) are biased low (Jensen) and indicative. The spectral
   norm is computed by ``svds`` with products ``E_x S(x) v`` and ``E_x S(x)^T u`` (one pass over the data each),
-  to ``spectral_tol`` relative accuracy (``spectral=False`` skips it).
+  to ``spectral_tol`` relative accuracy. That takes tens of such passes, several times the rest, so by default
+  (``spectral=None``) the spectral norm is given only where it needs no further pass (the exact method with the
+  dense matrix kept, or ``d_in = 1``); ``spectral=True`` asks for it always, ``spectral=False`` never.
 
 Each ``S z`` is computed by one of two routes (``route=``): "generic", a forward-over-reverse JVP per
 sample (torch.func, any architecture), or "piecewise_linear" for networks of Linear/Conv layers,
@@ -48,7 +50,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, jacrev, jvp, vmap
 
-from .._progress import progress
+from .._progress import progress_bar
 from .._repr import short_repr
 from ..errors import BudgetExceeded, RelugeomWarning, UnsupportedLayerError, warn
 from ..graph import Graph
@@ -151,23 +153,58 @@ class _Columns:
         self.m, self.graph, self.route, self.chunk = m, graph, route, chunk
         self.names = [k for k, _ in m.named_parameters()]
         self.shapes = [p.shape for _, p in m.named_parameters()]
+        self.offsets = np.cumsum([0] + [s.numel() for s in self.shapes]).tolist()
         self.vec = vmap(_sample_fn(m, output)[0])
+
+    def _flat(self, acc: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Parameter blocks by name as one flat vector; a parameter left out is zero."""
+        out = x.new_zeros(1, self.offsets[-1])
+        self._add(acc, out)
+        return out[0]
+
+    def _add(self, acc: dict[str, torch.Tensor], out: torch.Tensor) -> None:
+        """Add parameter blocks by name, each ``(rows, *shape)``, to the flat ``out (rows, N_theta)``."""
+        for i, n in enumerate(self.names):
+            if n in acc:
+                out[:, self.offsets[i]:self.offsets[i + 1]] += acc[n].detach().reshape(out.shape[0], -1)
+
+    def columns(self, x: torch.Tensor, dirs: torch.Tensor, signals: dict | None, out: torch.Tensor,
+                max_pairs: int = 256) -> torch.Tensor:  # fmt: skip
+        """For directions ``dirs (J, ...)`` shared by every sample: ``||S(x) z_j||^2`` as ``(J, B)``, and the batch
+        sums ``sum_x S(x) z_j`` added to ``out (J, N_theta)``; the piecewise-linear route takes up to
+        ``max_pairs`` (direction, sample) pairs per forward-mode pass."""
+        if self.route != "piecewise_linear":
+            sqs = []
+            for j, z in enumerate(dirs):
+                sq, total = self(x, z.expand_as(x), signals)
+                sqs.append(sq)
+                out[j] += total  # type: ignore[operator]
+            return torch.stack(sqs)
+        step = max(1, max_pairs // x.shape[0])
+        sqs = []
+        for i in range(0, dirs.shape[0], step):
+            sq, acc = _tangent_pl.column_terms(self.graph, x, dirs[i:i + step], signals)  # type: ignore[arg-type]
+            sqs.append(sq.detach())
+            self._add(acc, out[i:i + step])
+        return torch.cat(sqs)
 
     def signals(self, x: torch.Tensor) -> dict | None:
         return _tangent_pl.output_signals(self.graph, x) if self.route == "piecewise_linear" else None  # type: ignore[arg-type]
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None, *, sums: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+        """Per-sample ``||S(x) z||^2`` and, with ``sums``, the batch sum ``sum_x S(x) z`` (else None)."""
         if self.route == "piecewise_linear":
-            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=True)  # type: ignore[arg-type]
-            flat = torch.cat([acc[n].reshape(-1) if n in acc else torch.zeros(s.numel(), dtype=x.dtype,
-                                                                                device=x.device)
-                              for n, s in zip(self.names, self.shapes)])  # fmt: skip
-            return sq.detach(), flat.detach()
+            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=sums)  # type: ignore[arg-type]
+            if acc is None:
+                return sq.detach(), None
+            return sq.detach(), self._flat(acc, x)
         sqs, total = [], None
         for i in range(0, x.shape[0], self.chunk):
             V = self.vec(x[i:i + self.chunk], z[i:i + self.chunk]).detach()
             sqs.append((V**2).sum(1))
-            total = V.sum(0) if total is None else total + V.sum(0)
+            if sums:
+                total = V.sum(0) if total is None else total + V.sum(0)
         return torch.cat(sqs), total
 
 
@@ -222,7 +259,7 @@ def _spectral_svds(cols: _Columns, m: nn.Module, data_: list, n: int, d_in: int,
 
 def tangent_sensitivity(
     model: nn.Module, data: Data, *, method: str = "exact", output: str = "sum", n_probes: int = 16,
-    seed: int = 0, chunk: int = 16, max_exact_dim: int = 4096, route: str = "auto", spectral: bool = True,
+    seed: int = 0, chunk: int = 16, max_exact_dim: int = 4096, route: str = "auto", spectral: bool | None = None,
     spectral_tol: float = 1e-6, spectral_maxiter: int = 200, dense_limit: int = 2 * 10**7,
     device: str | torch.device = "cpu",
 ) -> TangentSensitivity:  # fmt: skip
@@ -272,29 +309,18 @@ def tangent_sensitivity(
                                  f"{max_exact_dim}); use method='random'")  # fmt: skip
         ps, fro_sq, dense = _exact(cols, data_, d_in, n_theta, n, dense_limit)
         fro_se, var = 0.0, None
-        if spectral:
+        if spectral is not False:
             if d_in == 1:
                 spec, spec_how = math.sqrt(fro_sq), "frobenius"
             elif dense is not None:
                 gram = dense @ dense.T  # (d_in, d_in)
                 spec, spec_how = math.sqrt(max(float(torch.linalg.eigvalsh(gram)[-1]), 0.0)), "svd"
     else:
-        g = torch.Generator(device=x0.device).manual_seed(seed)
-        per_sample, per_var = [], []
-        for x, _ in data_:
-            signals = cols.signals(x)
-            est = []
-            for _ in range(n_probes):
-                z = (torch.randint(0, 2, x.shape, generator=g, device=x.device) * 2 - 1).to(x.dtype)
-                est.append(cols(x, z, signals)[0].cpu().numpy())
-            est = np.stack(est)  # (probes, B)
-            per_sample.append(est.mean(0))
-            per_var.append(est.var(0, ddof=1) / n_probes if n_probes > 1 else np.full(x.shape[0], np.nan))
-        ps = np.concatenate(per_sample)
-        var = np.concatenate(per_var)
-        fro_sq, fro_se = _shared_probes(cols, data_, n, n_probes, seed)
+        ps, var, fro_sq, fro_se = _random(cols, data_, n, n_theta, n_probes, seed)
         dense = None
-    if spectral and spec is None and spec_how == "not requested":
+    if spectral is None and spec is None:  # the default: only where it comes without further passes
+        spec_how = "not by default (spectral=True: svds, tens of passes over the data)"
+    elif spectral and spec is None and spec_how == "not requested":
         if d_in == 1:
             spec, spec_how = (math.sqrt(fro_sq) if method == "exact" else None), "frobenius"
         elif output != "sum":
@@ -307,7 +333,7 @@ def tangent_sensitivity(
         mean_sq=float(ps.mean()), std_error=se, mean_norm=float(np.sqrt(np.clip(ps, 0, None)).mean()),
         per_sample_sq=ps, method=method, output=output, n_probes=n_probes if method == "random" else 0,
         seed=seed if method == "random" else None, route=chosen, frobenius_sq=fro_sq, frobenius_sq_se=fro_se,
-        spectral=spec, spectral_method=spec_how if spectral else "not requested",
+        spectral=spec, spectral_method=spec_how if spectral is not False else "not requested",
     )  # fmt: skip
 
 
@@ -326,31 +352,48 @@ def _exact(cols: _Columns, data_: list, d_in: int, n_theta: int, n: int,
         js = range(start, min(d_in, start + block))
         acc = torch.zeros(len(js), n_theta, dtype=x0.dtype, device=x0.device)
         for b, (x, _) in enumerate(data_):
-            signals = cols.signals(x)
-            for r, j in enumerate(js):
-                sq, total = cols(x, eye[j].reshape(x.shape[1:]).expand_as(x), signals)
-                per_sample[b] += sq
-                acc[r] += total
+            dirs = eye[start:start + len(js)].reshape(len(js), *x.shape[1:])
+            per_sample[b] += cols.columns(x, dirs, cols.signals(x), acc).sum(0)
         acc /= n
-        fro_sq += float((acc**2).sum())
+        fro_sq += float(torch.linalg.vector_norm(acc)) ** 2
         if keep:
             dense = acc
     return torch.cat(per_sample).cpu().numpy(), fro_sq, dense
 
 
-def _shared_probes(cols: _Columns, data_: list, n: int, n_probes: int, seed: int) -> tuple[float, float]:
-    """Unbiased ``||E_x S(x)||_F^2 = E_z ||E_x S(x) z||^2`` from ``n_probes`` Rademacher probes shared by every
-    sample (one pass over the data each), and the standard error over the probes."""
+def _random(cols: _Columns, data_: list, n: int, n_theta: int, n_probes: int, seed: int,
+            memory: int = 2**28) -> tuple[np.ndarray, np.ndarray, float, float]:  # fmt: skip
+    """The random method in one sweep of the data: per-sample ``||S(x)||_F^2`` from ``n_probes`` probes of each
+    sample's own (mean and variance over the probes), and the unbiased ``||E_x S(x)||_F^2 = E_z ||E_x S(x) z||^2``
+    from ``n_probes`` probes shared by every sample, with its standard error over the probes. Both use each
+    batch's back-propagated signals, computed once per batch; the shared probes' running sums (``n_probes x
+    N_theta`` floats) are kept ``memory`` bytes at a time (a further sweep, signals recomputed, per group)."""
     x0 = data_[0][0]
-    g = torch.Generator(device=x0.device).manual_seed(seed + 7919)
-    vals = []
-    for _ in progress(range(n_probes), desc="tangent sensitivity probes", total=n_probes):
-        z = (torch.randint(0, 2, x0.shape[1:], generator=g, device=x0.device) * 2 - 1).to(x0.dtype)
-        total = None
+    g = torch.Generator(device=x0.device).manual_seed(seed)
+    gs = torch.Generator(device=x0.device).manual_seed(seed + 7919)
+    shared = [(torch.randint(0, 2, x0.shape[1:], generator=gs, device=x0.device) * 2 - 1).to(x0.dtype)
+              for _ in range(n_probes)]  # fmt: skip
+    size = max(1, memory // (8 * max(n_theta, 1)))
+    groups = [range(i, min(n_probes, i + size)) for i in range(0, n_probes, size)]
+    per_sample, per_var, vals = [], [], []
+    bar = progress_bar(len(groups) * len(data_), desc="tangent sensitivity batches", delay=2.0)
+    for gi, group in enumerate(groups):
+        totals = torch.zeros(len(group), n_theta, dtype=x0.dtype, device=x0.device)
         for x, _ in data_:
-            t = cols(x, z.expand_as(x), cols.signals(x))[1]
-            total = t if total is None else total + t
-        vals.append(float(((total / n) ** 2).sum()))
+            signals = cols.signals(x)
+            if gi == 0:
+                est = []
+                for _ in range(n_probes):
+                    z = (torch.randint(0, 2, x.shape, generator=g, device=x.device) * 2 - 1).to(x.dtype)
+                    est.append(cols(x, z, signals, sums=False)[0].cpu().numpy())
+                est = np.stack(est)  # (probes, B)
+                per_sample.append(est.mean(0))
+                per_var.append(est.var(0, ddof=1) / n_probes if n_probes > 1 else np.full(x.shape[0], np.nan))
+            for r, k in enumerate(group):
+                totals[r] += cols(x, shared[k].expand_as(x), signals)[1]
+            bar.update(1)
+        vals += ((totals / n) ** 2).sum(1).cpu().tolist()
+    bar.close()
     v = np.asarray(vals)
     se = float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else math.nan
-    return float(v.mean()), se
+    return np.concatenate(per_sample), np.concatenate(per_var), float(v.mean()), se

@@ -85,8 +85,10 @@ def grouped_sq_norm(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
     return patch_sq_norm(d, a).reshape(b, g).sum(1)
 
 
-def grouped_sum(delta: torch.Tensor, patches: torch.Tensor) -> torch.Tensor:
+def grouped_sum(delta: torch.Tensor, patches: torch.Tensor, blocks: int = 1) -> torch.Tensor:
     """The batch sum ``sum_b sum_p delta[b, :, p] patches[b, p]^T`` per group, in the layout of the layer's
-    ``weight.reshape(out, -1)``: ``delta (B, G, O/G, P)``, ``patches (B, P, G, K)`` -> ``(O, K)``."""
-    s = torch.einsum("bgop,bpgk->gok", delta, patches)
-    return s.reshape(-1, s.shape[2])
+    ``weight.reshape(out, -1)``, over each of ``blocks`` equal consecutive parts of the batch: ``delta (B, G, O/G,
+    P)``, ``patches (B, P, G, K)`` -> ``(blocks, O, K)``."""
+    d = delta.reshape(blocks, -1, *delta.shape[1:])
+    s = torch.einsum("jbgop,jbpgk->jgok", d, patches.reshape(blocks, -1, *patches.shape[1:]))
+    return s.reshape(blocks, -1, s.shape[3])

@@ -93,11 +93,13 @@ class BatchNormRule(Rule):
             return tangent.new_zeros(b)
         return (self._per_channel(bn, tangent, signal) ** 2).sum(1)
 
-    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor,
+                     blocks: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
         bn = node.module
         if bn.weight is None:  # type: ignore[union-attr]
             return {}
-        return {"weight": self._per_channel(bn, tangent, signal).sum(0)}
+        per = self._per_channel(bn, tangent, signal)
+        return {"weight": per.reshape(blocks, -1, per.shape[1]).sum(1)}
 
     def _per_channel(self, bn: nn.Module, tangent: torch.Tensor, signal: torch.Tensor) -> torch.Tensor:
         """The gamma block of ``S(x) z`` per sample, ``(B, C)``."""

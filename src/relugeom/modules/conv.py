@@ -59,12 +59,13 @@ class ConvRule(Rule):
         b, groups = signal.shape[0], patches.shape[2]
         return grouped_sq_norm(signal.reshape(b, groups, signal.shape[1] // groups, -1), patches)
 
-    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor,
+                     blocks: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
         weight = node.module.weight  # type: ignore[union-attr]
         patches = conv_patches(node.module, tangent)  # type: ignore[arg-type]
         b, groups = signal.shape[0], patches.shape[2]
-        s = grouped_sum(signal.reshape(b, groups, signal.shape[1] // groups, -1), patches)
-        return {"weight": s.reshape(weight.shape)}
+        s = grouped_sum(signal.reshape(b, groups, signal.shape[1] // groups, -1), patches, blocks)
+        return {"weight": s.reshape(blocks, *weight.shape)}
 
     def param_degree(self, node: Node) -> int | str:
         return layer_degree(node)

@@ -44,10 +44,11 @@ class LinearRule(Rule):
         b = tangent.shape[0]
         return grouped_sq_norm(signal.reshape(b, 1, -1, signal.shape[-1]).transpose(2, 3), linear_patches(tangent))
 
-    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> dict[str, torch.Tensor]:
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor,
+                     blocks: int = 1) -> dict[str, torch.Tensor]:  # fmt: skip
         b = tangent.shape[0]
-        s = grouped_sum(signal.reshape(b, 1, -1, signal.shape[-1]).transpose(2, 3), linear_patches(tangent))
-        return {"weight": s.reshape(node.module.weight.shape)}  # type: ignore[union-attr]
+        s = grouped_sum(signal.reshape(b, 1, -1, signal.shape[-1]).transpose(2, 3), linear_patches(tangent), blocks)
+        return {"weight": s.reshape(blocks, *node.module.weight.shape)}  # type: ignore[union-attr]
 
     def param_degree(self, node: Node) -> int | str:
         return layer_degree(node)

@@ -225,10 +225,11 @@ class Rule:
         for nodes without parameters or without a rule for theirs."""
         return NotImplemented
 
-    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor) -> Any:
+    def pl_batch_sum(self, node: Node, tangent: torch.Tensor, signal: torch.Tensor, blocks: int = 1) -> Any:
         """Piecewise-linear tangent sensitivity, the defined quantity ``E_x S(x)`` (Daróczy 2020, Definition 3.1):
         the batch sum of the node's parameter blocks of ``S(x) z``, from the same ``tangent`` and ``signal`` as
-        :meth:`pl_sq_norm`, as ``{parameter attribute name: tensor in that parameter's shape}`` (a parameter left
+        :meth:`pl_sq_norm`, over each of ``blocks`` equal consecutive parts of the batch (one per direction ``z``
+        when several are stacked), as ``{parameter attribute name: (blocks, *parameter shape)}`` (a parameter left
         out is zero, as a layer's bias: it does not move inside an activation region). ``NotImplemented`` for
         nodes without parameters or without a rule for theirs."""
         return NotImplemented
