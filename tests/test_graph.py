@@ -145,3 +145,37 @@ def test_resnet_stages_are_its_layer_groups(arch, stem):
         assert stage["fc"] == first + 4  # the adaptive average pooling to 1x1 shrinks the map
         blocks = [la.block for la in layers if la.name.startswith("layer2")]
         assert blocks == list(range(len(blocks)))
+
+
+def test_a_walked_graph_is_reused_only_while_the_model_and_the_registry_are_unchanged():
+    from relugeom.modules import Rule, register_rule, unregister_rule
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)).eval()
+    x = torch.randn(5, 4)
+    g = walk(net)
+    assert walk(net) is g  # unchanged: walked once
+    net[1] = nn.LeakyReLU(0.1)  # a module replaced: walked again, and the new graph computes the new function
+    g2 = walk(net)
+    assert g2 is not g and torch.allclose(g2.run(x), net(x))
+    assert [n.module for n in g2.operations][1] is net[1]
+    net.train()
+    assert walk(net) is not g2  # the training flag is traced as a constant
+    net.eval()
+
+    class Halve(nn.Module):
+        def forward(self, x):
+            return x / 2
+
+    class HalveRule(Rule):
+        family, role, bias_free, description = "examples", "linear", True, "divides by 2"
+
+    net2 = nn.Sequential(nn.Linear(4, 6), Halve())
+    before = walk(net2)
+    register_rule(Halve, HalveRule())
+    try:
+        after = walk(net2)  # the registry changed: Halve is now a leaf with a rule
+        assert after is not before and any(n.module is net2[1] and n.rule is not None for n in after.operations)
+        assert torch.allclose(after.run(x), net2(x))
+    finally:
+        unregister_rule(Halve)

@@ -34,6 +34,8 @@ from __future__ import annotations
 import math
 import operator
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +45,7 @@ from torch import nn
 
 from .errors import ShapeError, UnsupportedLayerError
 from .modules import Rule, is_leaf, rule_for_function, rule_for_method, rule_for_module
-from .modules.registry import require
+from .modules.registry import generation, require
 
 _INPLACE_FUNCS = {operator.iadd, operator.isub, operator.imul, operator.itruediv, operator.iand, operator.ior}
 
@@ -433,6 +435,11 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
         first = next(model.parameters(), None)
         example = torch.zeros((1, *input_shape), dtype=first.dtype if first is not None else torch.float32,
                               device=first.device if first is not None else "cpu")  # fmt: skip
+    key = _signature(model)
+    hit = _WALKED.get(id(model))
+    if hit is not None and hit[0]() is model and hit[1] == key:
+        _WALKED.move_to_end(id(model))
+        return hit[2]
     try:
         with _TRACING:  # torch.fx patches module globals while it traces: one trace at a time per process
             fx_graph = _Tracer().trace(model)
@@ -444,4 +451,19 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
                 "modules' order cannot be checked against its forward pass"
             ) from None
         return _module_order(model, example, why)
-    return _from_fx(model, fx_graph)
+    graph = _from_fx(model, fx_graph)
+    with _TRACING:
+        _WALKED[id(model)] = (weakref.ref(model), key, graph)
+        while len(_WALKED) > 2:
+            _WALKED.popitem(last=False)
+    return graph
+
+
+# the last traced graphs (several analyses of one model walk it once); a graph is walked again when the model's
+# modules, their forward methods or training flags, or the layer-rule registry have changed since
+_WALKED: OrderedDict[int, tuple[weakref.ref, tuple, Graph]] = OrderedDict()
+
+
+def _signature(model: nn.Module) -> tuple:
+    return (generation(), type(model).forward, getattr(model, "forward", None),
+            tuple((name, id(m), type(m), m.training) for name, m in model.named_modules()))

@@ -27,6 +27,8 @@ HOW_TO = ("docs/modules.md lists the supported modules; relugeom.modules.registe
           "adds a rule for your own")  # fmt: skip
 
 
+_GENERATION = [0]
+
 def register_rule(key: type | Callable[..., Any] | str, rule: Rule, *, replace: bool = False) -> None:
     """Register ``rule`` for a module type, a function (a ``torch.fx`` ``call_function`` target) or a tensor
     method's name (``"view"``).
@@ -64,12 +66,19 @@ def register_rule(key: type | Callable[..., Any] | str, rule: Rule, *, replace: 
     if key in table and not replace and table[key] is not rule:
         raise ValueError(f"{_key_name(key)} already has the rule {table[key]!r}; pass replace=True to override it")
     table[key] = rule
+    _GENERATION[0] += 1
+
+
+def generation() -> int:
+    """How many times the registry has changed (graphs walked before a change are walked again)."""
+    return _GENERATION[0]
 
 
 def unregister_rule(key: type | Callable[..., Any] | str) -> None:
     """Remove the rule registered under ``key`` (a no-op when there is none)."""
     for table in (_BY_TYPE, _BY_FUNCTION, _BY_METHOD):
         table.pop(key, None)  # type: ignore[call-overload]
+    _GENERATION[0] += 1
 
 
 def rule_for_module(module: nn.Module) -> Rule | None:

@@ -213,16 +213,21 @@ def classify(d: np.ndarray, o: np.ndarray, ties: str = "geometry") -> np.ndarray
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     d = np.asarray(d, dtype=np.float64)
     o = np.asarray(o, dtype=np.float64)
-    out = np.where(
-        d >= 0,
-        np.where(o > 0, "OUT_PARTIAL_IN", "OUT_FULL_IN"),
-        np.where(o >= 0, "IN_FULL_OUT", "IN_PARTIAL_OUT"),
-    ).astype(object)
+    # codes into _STATE_NAMES: 0 OUT_PARTIAL_IN, 1 OUT_FULL_IN, 2 IN_FULL_OUT, 3 IN_PARTIAL_OUT, 4 None
+    code = np.where(d >= 0, np.where(o > 0, 0, 1), np.where(o >= 0, 2, 3))
     if ties == "geometry":
         tie = d == 0
-        out[tie] = np.where(o[tie] > 0, "IN_FULL_OUT", "OUT_FULL_IN")
-    out[np.isnan(d) | np.isnan(o)] = None
-    return out
+        code[tie] = np.where(o[tie] > 0, 2, 1)
+    code[np.isnan(d) | np.isnan(o)] = 4
+    return _STATE_NAMES[code]
+
+
+_STATE_NAMES = np.array(["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None], dtype=object)
+
+
+def _missing(n: int) -> pd.api.extensions.ExtensionArray:
+    """``n`` missing integers (an all-NA ``Int64`` column, built without converting objects)."""
+    return pd.arrays.IntegerArray(np.zeros(n, dtype=np.int64), np.ones(n, dtype=bool))
 
 
 def shear_rotation(phi: np.ndarray, opening_a: np.ndarray, opening_b: np.ndarray, sign_a: np.ndarray,
@@ -465,8 +470,8 @@ def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str, tie
     if want_pairs:
         pairs = pd.DataFrame({
             "layer": lb.name, "layer_index": lb.layer_index, "stage": lb.stage, "block": lb.block,
-            "filter": np.repeat(np.arange(ni), npv), "channel": pd.NA, "prev_layer": la.name,
-            "prev_filter": np.tile(np.arange(npv), ni), "prev_channel": pd.NA, "dist": dist.ravel(),
+            "filter": np.repeat(np.arange(ni), npv), "channel": _missing(ni * npv), "prev_layer": la.name,
+            "prev_filter": np.tile(np.arange(npv), ni), "prev_channel": _missing(ni * npv), "dist": dist.ravel(),
             "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_shear": shear.ravel(),
             "rotation_space": space, "state": classify(dist.ravel(), opend.ravel(), ties),
         })  # fmt: skip
