@@ -3,7 +3,10 @@
 Issue 15's target: ``measures --measures fisher_rao,norms`` and ``cones`` over a 16-checkpoint run run at least
 1.7x faster with two workers (one torch thread each) than serially (two torch threads), with identical tables.
 Both are timed in this process, from the call to the assembled tables (the pool's start and every part's
-writing and reading included), alternating serial and parallel; the best of the repeats is reported. Tables that
+writing and reading included), alternating serial and parallel; the best of the repeats is reported. The
+machine's own ceiling is printed beside them: the speed-up of single-threaded work (a Python loop, torch
+convolutions) run by two processes at once over one alone. Virtual CPUs that share physical cores give well under
+2x there, and no analysis can beat that. Tables that
 are not bit-identical are reported with their largest relative difference: the workers' single-thread float
 reductions may round differently from the serial run's two threads.
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +50,38 @@ def _max_rel_diff(a: pd.DataFrame, b: pd.DataFrame) -> float:
     with np.errstate(invalid="ignore", divide="ignore"):
         d = np.where(both_nan, 0.0, np.abs(x - y) / np.maximum(np.maximum(np.abs(x), np.abs(y)), 1e-300))
     return float(np.nanmax(d, initial=0.0)) if d.size else 0.0
+
+
+_WORK = {  # (set-up, single-threaded work of about 2-3 s): pure Python, and float64 convolutions in torch
+    "python loop": ("", "s = 0\nfor i in range(25_000_000): s += i"),
+    "torch conv (1 thread)": (
+        "import torch\ntorch.set_num_threads(1)\nx = torch.randn(32, 64, 32, 32, dtype=torch.float64)\n"
+        "w = torch.randn(64, 64, 3, 3, dtype=torch.float64)",
+        "for _ in range(12): torch.conv2d(x, w, padding=1)",
+    ),
+}
+
+
+def machine_ceiling(jobs: int) -> dict[str, float]:
+    """What ``jobs`` processes can gain on this machine at best: the same single-threaded work run by one process
+    alone and by ``jobs`` processes at once (separate interpreters that start the work at one agreed moment, after
+    their imports); the ceiling is ``jobs`` x the time alone over the slowest of the group. On ``jobs`` real idle
+    cores it is ``jobs``; virtual CPUs that share a physical core, or a busy host, give less."""
+    out = {}
+    for name, (setup, work) in _WORK.items():
+
+        def group(n: int, setup: str = setup, work: str = work) -> float:
+            start = time.time() + 3.0
+            code = (f"import time\n{setup}\ntime.sleep(max(0.0, {start} - time.time()))\nt = time.perf_counter()\n"
+                    f"{work}\nprint(time.perf_counter() - t)")  # fmt: skip
+            procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+                     for _ in range(n)]  # fmt: skip
+            return max(float(p.communicate()[0]) for p in procs)
+
+        alone = min(group(1) for _ in range(2))
+        together = min(group(jobs) for _ in range(2))
+        out[name] = jobs * alone / together
+    return out
 
 
 def main() -> int:
@@ -102,7 +138,10 @@ def main() -> int:
             rows.append({"analysis": name, "serial_s": best["serial"], f"jobs{args.jobs}_s": best["jobs"],
                          "speed_up": speedup, "identical_tables": same, "max_rel_diff": rel,
                          "target": ">= 1.7x"})  # fmt: skip
+    ceiling = machine_ceiling(args.jobs)
     print(pd.DataFrame(rows).to_string(index=False, float_format="{:.2f}".format))
+    print(f"this machine's ceiling for {args.jobs} processes (the same single-threaded work alone and {args.jobs} at "
+          "once, started together after their imports): " + ", ".join(f"{k} {v:.2f}x" for k, v in ceiling.items()))
     for row in rows:
         diff = "" if row["identical_tables"] else f" (largest relative difference {row['max_rel_diff']:.1e})"
         print(f"{row['analysis']}: speed-up {row['speed_up']:.2f}x with --jobs {args.jobs} (target >= 1.7x: "
