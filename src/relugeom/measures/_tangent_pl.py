@@ -17,6 +17,7 @@ a per-sample gradient of every sample. Exact almost everywhere (off region bound
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -97,18 +98,8 @@ def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, to
     """``||S(x) z||^2`` per sample (output "sum") and, with ``sums``, the batch sum ``sum_x S(x) z`` by the
     model's parameter names (each layer rule's :meth:`~relugeom.modules.Rule.pl_batch_sum`; parameters left out,
     such as biases, are zero)."""
-    tangents = _input_tangents(graph, x, z)
-    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    acc: dict[str, torch.Tensor] | None = {} if sums else None
-    for node, t in tangents.items():
-        rule = node.rule
-        total += rule.pl_sq_norm(node, t, signals[node])  # type: ignore[union-attr]
-        if acc is not None:
-            prefix = f"{node.module_name}." if node.module_name else ""
-            for name, v in rule.pl_batch_sum(node, t, signals[node]).items():  # type: ignore[union-attr]
-                acc[prefix + name] = v[0]
-    return total, acc
-
+    total, acc = _terms(graph, x, z, signals, 1 if sums else 0)
+    return total, None if acc is None else {k: v[0] for k, v in acc.items()}
 
 
 def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor]
@@ -121,14 +112,23 @@ def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dic
     def tile(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (J * B, ...), direction-major
         return t.repeat(J, *[1] * (t.dim() - 1))
 
-    Z = dirs.repeat_interleave(B, 0)
-    tangents = _input_tangents(graph, tile(x), Z)
-    total = torch.zeros(J * B, dtype=x.dtype, device=x.device)
-    acc: dict[str, torch.Tensor] = {}
+    total, acc = _terms(graph, tile(x), dirs.repeat_interleave(B, 0), signals, J, tile)
+    return total.reshape(J, B), acc  # type: ignore[return-value]
+
+
+def _terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], blocks: int,
+           tile: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+           ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:  # fmt: skip
+    """Per-sample ``||S(x) z||^2`` and, unless ``blocks`` is 0, the batch sums over each of ``blocks`` equal
+    consecutive parts of the batch, ``(blocks, *parameter shape)``; ``tile`` maps each signal to the batch."""
+    tangents = _input_tangents(graph, x, z)
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    acc: dict[str, torch.Tensor] | None = {} if blocks else None
     for node, t in tangents.items():
         rule, signal = node.rule, tile(signals[node])
         total += rule.pl_sq_norm(node, t, signal)  # type: ignore[union-attr]
-        prefix = f"{node.module_name}." if node.module_name else ""
-        for name, v in rule.pl_batch_sum(node, t, signal, J).items():  # type: ignore[union-attr]
-            acc[prefix + name] = v
-    return total.reshape(J, B), acc
+        if acc is not None:
+            prefix = f"{node.module_name}." if node.module_name else ""
+            for name, v in rule.pl_batch_sum(node, t, signal, blocks).items():  # type: ignore[union-attr]
+                acc[prefix + name] = v
+    return total, acc
