@@ -431,15 +431,15 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
-    if example is None and input_shape is not None:
-        first = next(model.parameters(), None)
-        example = torch.zeros((1, *input_shape), dtype=first.dtype if first is not None else torch.float32,
-                              device=first.device if first is not None else "cpu")  # fmt: skip
     key = _signature(model)
     hit = _WALKED.get(id(model))
     if hit is not None and hit[0]() is model and hit[1] == key:
         _WALKED.move_to_end(id(model))
         return hit[2]
+    if example is None and input_shape is not None:
+        first = next(model.parameters(), None)
+        example = torch.zeros((1, *input_shape), dtype=first.dtype if first is not None else torch.float32,
+                              device=first.device if first is not None else "cpu")  # fmt: skip
     try:
         with _TRACING:  # torch.fx patches module globals while it traces: one trace at a time per process
             fx_graph = _Tracer().trace(model)

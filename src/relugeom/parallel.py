@@ -455,8 +455,7 @@ def _init_worker(threads: int) -> None:
 
     # numpy/scipy's BLAS (ARPACK's Lanczos, SVDs) keeps the thread count of the parent's environment unless told:
     # two workers x two BLAS threads on two cores would contend with each other and with torch's threads
-    threadpool_limits(threads)
-    _LIMITS.append(threadpool_limits)  # keep the module (and its limits) for the worker's lifetime
+    threadpool_limits(threads)  # set for the worker's lifetime (nothing restores them)
     torch.set_num_threads(threads)
     try:
         torch.set_num_interop_threads(1)
@@ -465,9 +464,6 @@ def _init_worker(threads: int) -> None:
     from ._progress import set_quiet
 
     set_quiet(True)
-
-
-_LIMITS: list = []
 
 
 def process_pool(jobs: int, threads: int | None = None) -> ProcessPoolExecutor:

@@ -22,12 +22,11 @@ if TYPE_CHECKING:
 _BY_TYPE: dict[type, Rule] = {}
 _BY_FUNCTION: dict[Callable[..., Any], Rule] = {}
 _BY_METHOD: dict[str, Rule] = {}
+_GENERATION = [0]  # bumped by every change of the tables (relugeom.graph re-walks cached graphs)
 
 HOW_TO = ("docs/modules.md lists the supported modules; relugeom.modules.register_rule(ModuleType, rule) "
           "adds a rule for your own")  # fmt: skip
 
-
-_GENERATION = [0]
 
 def register_rule(key: type | Callable[..., Any] | str, rule: Rule, *, replace: bool = False) -> None:
     """Register ``rule`` for a module type, a function (a ``torch.fx`` ``call_function`` target) or a tensor
