@@ -147,6 +147,52 @@ def test_resnet_stages_are_its_layer_groups(arch, stem):
         assert blocks == list(range(len(blocks)))
 
 
+def test_copies_made_by_the_analyses_are_traced_once_while_their_original_is_unchanged(monkeypatch):
+    import copy
+
+    import relugeom.graph as graph_module
+    from relugeom.graph import copied
+
+    traces = []
+    real = graph_module._Tracer.trace
+
+    def counted(self, root, *args, **kwargs):
+        traces.append(root)
+        return real(self, root, *args, **kwargs)
+
+    monkeypatch.setattr(graph_module._Tracer, "trace", counted)
+
+    class Shifted(nn.Module):  # a constant made in forward: the tracer stores it on the traced copy only
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 6), nn.Linear(6, 3)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)) + torch.tensor(0.5))
+
+    torch.manual_seed(0)
+    x = torch.randn(5, 4)
+    res = ResMLP(4, 6, 3)
+    for net in (res, Shifted()):
+        traces.clear()
+        graphs = []
+        for _ in range(3):
+            c = copied(net, copy.deepcopy(net).double().eval())
+            graphs.append(walk(c))
+            # each copy's graph runs that copy's modules and reproduces its forward pass
+            assert all(n.module is c.get_submodule(str(n.target)) for n in graphs[-1].operations if n.op == "module")
+            assert torch.allclose(graphs[-1].run(x.double()), c(x.double()))
+        assert len(traces) == (1 if net is res else 3)  # the constant's copy cannot reuse a trace
+
+    traces.clear()
+    res.out = nn.Sequential(res.out, nn.Tanh())  # the original changed: the next copy is traced again
+    c = copied(res, copy.deepcopy(res).eval())
+    assert torch.allclose(walk(c).run(x), c(x)) and len(traces) == 1
+    c2 = copied(res, copy.deepcopy(res).train())  # a copy adjusted differently (training flags) is traced anew
+    walk(c2)
+    assert len(traces) == 2
+
+
 def test_a_walked_graph_is_reused_only_while_the_model_and_the_registry_are_unchanged():
     from relugeom.modules import Rule, register_rule, unregister_rule
 

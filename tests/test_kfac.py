@@ -223,3 +223,8 @@ def test_unknown_and_shared_layers_are_refused_with_their_names():
 
     with pytest.raises(UnsupportedLayerError, match=r"module 'a' \(Linear\) is called more than once"):
         kfac(Twice(), (torch.randn(2, 4), y))
+    # an input the model does not take: the model's own shape error, also before an unsupported module is reported
+    with pytest.raises(ShapeError, match=r"does not accept inputs of shape \(5,\)"):
+        kfac(Twice(), (torch.randn(2, 5), y))
+    with pytest.raises(ShapeError, match=r"does not accept inputs of shape \(3, 4, 4\)"):
+        kfac(net, (torch.randn(2, 3, 4, 4), y))

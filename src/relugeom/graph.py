@@ -328,6 +328,14 @@ def _attribute(model: nn.Module, target: str) -> Any:
     return obj
 
 
+def _resolves(model: nn.Module, target: str) -> bool:
+    try:
+        _attribute(model, target)
+    except AttributeError:
+        return False
+    return True
+
+
 def _default(node: Node) -> Any:
     if node.args:
         return node.args[0]
@@ -436,6 +444,10 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
     if hit is not None and hit[0]() is model and hit[1] == key:
         _WALKED.move_to_end(id(model))
         return hit[2]
+    lineage = _lineage(model)
+    found = _TRACES.get(lineage[0]) if lineage is not None else None
+    if found is not None and found[0]() is lineage[1] and found[1] == _structure(model):  # type: ignore[index]
+        return _remember(model, key, _from_fx(model, found[2]))
     if example is None and input_shape is not None:
         first = next(model.parameters(), None)
         example = torch.zeros((1, *input_shape), dtype=first.dtype if first is not None else torch.float32,
@@ -451,12 +463,31 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
                 "modules' order cannot be checked against its forward pass"
             ) from None
         return _module_order(model, example, why)
-    graph = _from_fx(model, fx_graph)
+    if lineage is not None and all(_resolves(lineage[1], str(n.target)) for n in fx_graph.nodes if n.op == "get_attr"):
+        with _TRACING:  # (a constant the tracer stored on the traced copy is not on the next one)
+            _TRACES[lineage[0]] = (weakref.ref(lineage[1]), _structure(model), fx_graph)
+            while len(_TRACES) > 2:
+                _TRACES.popitem(last=False)
+    return _remember(model, key, _from_fx(model, fx_graph))
+
+
+def _remember(model: nn.Module, key: tuple, graph: Graph) -> Graph:
     with _TRACING:
         _WALKED[id(model)] = (weakref.ref(model), key, graph)
         while len(_WALKED) > 2:
             _WALKED.popitem(last=False)
     return graph
+
+
+def copied(original: nn.Module, copy: nn.Module) -> nn.Module:
+    """Record that ``copy`` was just made from ``original`` (a deep copy, possibly moved, cast, put in eval mode
+    and adjusted), and return it. :func:`walk` then reuses the trace of an earlier copy of ``original`` made the
+    same way, while ``original``'s modules, forward methods and training flags and the layer-rule registry are
+    unchanged: analyses that copy the model at every call trace it once, not at every call.
+    """
+    if "forward" not in vars(original) and "forward" not in vars(copy):  # an instance's own forward: trace each
+        _COPIES[copy] = (weakref.ref(original), _signature(original))
+    return copy
 
 
 # the last traced graphs (several analyses of one model walk it once); a graph is walked again when the model's
@@ -467,3 +498,24 @@ _WALKED: OrderedDict[int, tuple[weakref.ref, tuple, Graph]] = OrderedDict()
 def _signature(model: nn.Module) -> tuple:
     return (generation(), type(model).forward, getattr(model, "forward", None),
             tuple((name, id(m), type(m), m.training) for name, m in model.named_modules()))
+
+
+# copies made by the analyses (:func:`copied`) -> (their original, the original's signature when copied), and
+# the traces of such copies by (id of the original, that signature): the copy's modules' names, types and
+# training flags must also match, since the copies may differ in how they were adjusted (eval mode)
+_COPIES: weakref.WeakKeyDictionary[nn.Module, tuple[weakref.ref, tuple]] = weakref.WeakKeyDictionary()
+_TRACES: OrderedDict[tuple, tuple[weakref.ref, tuple, torch.fx.Graph]] = OrderedDict()
+
+
+def _lineage(model: nn.Module) -> tuple[tuple, nn.Module] | None:
+    """``((id of the original, its signature when copied), original)`` for a recorded copy whose original is
+    alive and unchanged since; else None."""
+    entry = _COPIES.get(model)
+    original = entry[0]() if entry is not None else None
+    if original is None or _signature(original) != entry[1]:  # type: ignore[index]
+        return None
+    return (id(original), entry[1]), original  # type: ignore[index]
+
+
+def _structure(model: nn.Module) -> tuple:
+    return tuple((name, type(m), m.training) for name, m in model.named_modules())

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import ArchitectureError, DataError, LayerError, ShapeError
-from ..graph import Graph, Node, walk
+from ..errors import ArchitectureError, DataError, LayerError, ShapeError, UnsupportedLayerError
+from ..graph import Graph, Node, copied, walk
 
 Data = tuple[torch.Tensor, torch.Tensor] | Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -62,7 +63,7 @@ def prepare(model: nn.Module, *, device: str | torch.device = "cpu", dtype: torc
             "complexity measures need an nn.Module (they run the network); build the state dict into its "
             "architecture first (relugeom.model_from_state_dict, or --arch on the command line)"
         )
-    m = copy.deepcopy(model).to(device=device, dtype=dtype).eval()
+    m = copied(model, copy.deepcopy(model).to(device=device, dtype=dtype).eval())
     for mod in m.modules():
         if hasattr(mod, "inplace"):
             mod.inplace = False
@@ -81,6 +82,18 @@ def forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if out.dim() != 2 or out.shape[0] != x.shape[0]:
         raise ShapeError(f"the model must return (batch, classes) logits, got shape {tuple(out.shape)}")
     return out
+
+
+@contextmanager
+def shape_checked(model: nn.Module, x: torch.Tensor) -> Iterator[None]:
+    """Run an analysis' own passes over the network; where they fail, the :class:`ShapeError` of :func:`forward`
+    on one input of ``x`` when the model does not take such inputs (a clearer message than the failing layer's),
+    else the failure itself. No forward pass is spent on the check unless something failed."""
+    try:
+        yield
+    except (RuntimeError, ValueError, TypeError, UnsupportedLayerError):
+        forward(model, x[:1])
+        raise
 
 
 def all_finite(t: torch.Tensor) -> bool:

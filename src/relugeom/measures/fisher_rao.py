@@ -44,7 +44,7 @@ from .._repr import short_repr
 from ..errors import warn
 from ..graph import Graph, Node
 from ..modules.registry import HOW_TO
-from ._common import Data, all_finite, batches, check_loss, forward, network_graph, prepare
+from ._common import Data, all_finite, batches, check_loss, forward, network_graph, prepare, shape_checked
 from ._tangent_theta import theta_tangent
 
 FISHERS = ("empirical", "model")
@@ -162,15 +162,18 @@ def fisher_rao_norm(
         raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
     m = prepare(model, device=device, dtype=dtype)
     data_ = batches(data, device=device, dtype=dtype)
+    with shape_checked(m, data_[0][0]):
+        return _fisher_rao(m, data_, fisher, identity)
+
+
+def _fisher_rao(m: nn.Module, data_: list[tuple[torch.Tensor, torch.Tensor]], fisher: str, identity: bool
+                ) -> FisherRaoNorm:  # fmt: skip
     params = {k: v.detach() for k, v in m.named_parameters()}
     buffers = dict(m.named_buffers())
-    forward(m, data_[0][0][:1])  # the shape check, before the graph is read
     graph = network_graph(m, data_[0][0])
     depth, note = (None, "not requested")
     if identity:
         depth, note = _identity_check(m, graph, data_[0][0])
-        if depth is None:
-            warn(f"Fisher-Rao identity (L+1)^2 E<dl/df, f>^2 not applicable ({note}); reporting the JVP route only")
     s_jvp, s_id, n = 0.0, 0.0, 0
     fast = True
     for i, (x, y) in enumerate(data_):
@@ -199,6 +202,8 @@ def fisher_rao_norm(
         if depth is not None:
             s_id += float(_quadratic(out, depth * out, y, fisher).sum())
         n += int(y.shape[0])
+    if identity and depth is None:  # (after the passes: a wrong input shape gives its error alone)
+        warn(f"Fisher-Rao identity (L+1)^2 E<dl/df, f>^2 not applicable ({note}); reporting the JVP route only")
     return FisherRaoNorm(
         norm2=s_jvp / n, norm2_identity=(s_id / n) if depth is not None else None, depth=depth,
         fisher=fisher, n_samples=n, identity_note=note,

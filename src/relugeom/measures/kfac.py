@@ -47,7 +47,18 @@ from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError, warn
 from ..graph import Node
 from ..modules.registry import unsupported_error
 from ..modules.rule import implements
-from ._common import Data, batches, check_loss, forward, n_samples, network_graph, parameter_holders, prepare, shared
+from ._common import (
+    Data,
+    batches,
+    check_loss,
+    forward,
+    n_samples,
+    network_graph,
+    parameter_holders,
+    prepare,
+    shape_checked,
+    shared,
+)
 
 FISHERS = ("empirical", "model")
 
@@ -183,7 +194,11 @@ def kfac(
         raise ValueError(f"fisher must be one of {FISHERS}, got {fisher!r}")
     m = prepare(model, device=device, dtype=dtype).requires_grad_(False)
     data_ = batches(data, device=device, dtype=dtype)
-    forward(m, data_[0][0][:1])  # the shape check, before the graph is read
+    with shape_checked(m, data_[0][0]):
+        return _kfac(m, data_, fisher)
+
+
+def _kfac(m: nn.Module, data_: list[tuple[torch.Tensor, torch.Tensor]], fisher: str) -> KFAC:
     graph = network_graph(m, data_[0][0])
     ruled, unruled = parameter_holders(graph)
     if unruled:

@@ -29,7 +29,7 @@ from torch import nn
 
 from .._progress import progress_bar
 from ..errors import BudgetExceeded, ShapeError, UnsupportedLayerError
-from ..graph import Graph, Node, walk
+from ..graph import Graph, Node, copied, walk
 from ._budget import Budget
 
 ANALYSIS = "the exact region counters"
@@ -43,7 +43,7 @@ def _prepare(model: nn.Module, x: torch.Tensor | None = None) -> Graph:
     """
     if not isinstance(model, nn.Module):
         raise UnsupportedLayerError(f"expected an nn.Module, got {type(model).__name__}")
-    m = copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval().requires_grad_(False)
+    m = copied(model, copy.deepcopy(model).to(dtype=torch.float64, device="cpu").eval().requires_grad_(False))
     for pname, p in list(m.named_parameters()) + list(m.named_buffers()):
         if p.is_floating_point() and p.numel() and not (torch.isfinite(p.sum()) or torch.isfinite(p).all()):
             layer, _, what = pname.rpartition(".")
