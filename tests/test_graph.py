@@ -149,6 +149,8 @@ def test_resnet_stages_are_its_layer_groups(arch, stem):
 
 def test_copies_made_by_the_analyses_are_traced_once_while_their_original_is_unchanged(monkeypatch):
     import copy
+    import gc
+    import weakref
 
     import relugeom.graph as graph_module
     from relugeom.graph import copied
@@ -157,7 +159,7 @@ def test_copies_made_by_the_analyses_are_traced_once_while_their_original_is_unc
     real = graph_module._Tracer.trace
 
     def counted(self, root, *args, **kwargs):
-        traces.append(root)
+        traces.append(type(root))
         return real(self, root, *args, **kwargs)
 
     monkeypatch.setattr(graph_module._Tracer, "trace", counted)
@@ -191,6 +193,12 @@ def test_copies_made_by_the_analyses_are_traced_once_while_their_original_is_unc
     c2 = copied(res, copy.deepcopy(res).train())  # a copy adjusted differently (training flags) is traced anew
     walk(c2)
     assert len(traces) == 2
+    # the cache does not keep an analysis' copies (their parameters) alive once the analysis drops them
+    gone = [weakref.ref(c), weakref.ref(c2)]
+    del c, c2, graphs
+    gc.collect()
+    assert all(r() is None for r in gone)
+    assert walk(res) is walk(res)  # while a model the user holds keeps its graph
 
 
 def test_a_walked_graph_is_reused_only_while_the_model_and_the_registry_are_unchanged():

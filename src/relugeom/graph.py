@@ -70,8 +70,16 @@ class Node:
     rule: Rule | None = None
     owner: tuple[str, str] | None = None
     index: int = 0
-    users: list[Node] = field(default_factory=list, repr=False)
     inputs: list[Node] = field(default_factory=list, repr=False)
+    # the nodes that read this one, held weakly (the graph holds them): strong references both ways would make
+    # every graph a reference cycle, and the model a graph holds (an analysis' float64 copy) would outlive the
+    # analysis until the cyclic garbage collector runs
+    _users: list[weakref.ref] = field(default_factory=list, repr=False)
+
+    @property
+    def users(self) -> list[Node]:
+        """The nodes that read this node's value, in graph order."""
+        return [u for u in (r() for r in self._users) if u is not None]
 
     @property
     def module_name(self) -> str | None:
@@ -160,12 +168,12 @@ class Graph:
         for i, n in enumerate(nodes):
             n.index = i
             n.inputs = []
-            n.users = []
+            n._users = []
         for n in nodes:
             _node_refs(n.args, n.inputs)
             _node_refs(n.kwargs, n.inputs)
             for i in n.inputs:
-                i.users.append(n)
+                i._users.append(weakref.ref(n))
         self.last_use = {n: max((u.index for u in n.users), default=n.index) for n in nodes}
         """For every node, the index of its last user (its own index when it has none)."""
         inputs = [n for n in nodes if n.op == "input"]
@@ -441,9 +449,10 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
         raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     key = _signature(model)
     hit = _WALKED.get(id(model))
-    if hit is not None and hit[0]() is model and hit[1] == key:
+    graph = hit[2]() if hit is not None and hit[0]() is model and hit[1] == key else None
+    if graph is not None:
         _WALKED.move_to_end(id(model))
-        return hit[2]
+        return graph
     lineage = _lineage(model)
     found = _TRACES.get(lineage[0]) if lineage is not None else None
     if found is not None and found[0]() is lineage[1] and found[1] == _structure(model):  # type: ignore[index]
@@ -472,8 +481,13 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
 
 
 def _remember(model: nn.Module, key: tuple, graph: Graph) -> Graph:
+    # a graph holds its model: the graph of an analysis' own copy is held only while the analysis holds it, so
+    # that the copy (its parameters, in float64) is freed with it
+    held: Callable[[], Graph | None] = weakref.ref(graph) if model in _COPIES else lambda: graph
     with _TRACING:
-        _WALKED[id(model)] = (weakref.ref(model), key, graph)
+        for gone in [k for k, entry in _WALKED.items() if entry[2]() is None]:
+            del _WALKED[gone]
+        _WALKED[id(model)] = (weakref.ref(model), key, held)
         while len(_WALKED) > 2:
             _WALKED.popitem(last=False)
     return graph
@@ -492,11 +506,12 @@ def copied(original: nn.Module, copy: nn.Module) -> nn.Module:
 
 # the last traced graphs (several analyses of one model walk it once); a graph is walked again when the model's
 # modules, their forward methods or training flags, or the layer-rule registry have changed since
-_WALKED: OrderedDict[int, tuple[weakref.ref, tuple, Graph]] = OrderedDict()
+_WALKED: OrderedDict[int, tuple[weakref.ref, tuple, Callable[[], Graph | None]]] = OrderedDict()
 
 
 def _signature(model: nn.Module) -> tuple:
-    return (generation(), type(model).forward, getattr(model, "forward", None),
+    own = vars(model).get("forward")  # a forward set on the instance (its function: a bound method holds the model)
+    return (generation(), type(model).forward, getattr(own, "__func__", own),
             tuple((name, id(m), type(m), m.training) for name, m in model.named_modules()))
 
 
