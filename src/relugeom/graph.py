@@ -11,6 +11,11 @@ Where tracing fails (control flow that depends on the data, say), the graph fall
 registration order, but only when an example input is given and applying them in that order reproduces the
 model's own forward pass on it; otherwise :class:`~relugeom.errors.UnsupportedLayerError` says why.
 
+Tracing costs milliseconds, so a walked graph is kept and reused while the model's modules (identity, type,
+training flag), its forward method and the layer-rule registry are unchanged; the copies an analysis makes of
+a model (float64, eval mode: :func:`copied`) reuse the trace of the unchanged original's earlier copies. Plain
+attributes that ``forward`` branches on are not watched: after changing one, walk a fresh copy of the model.
+
 Example
 -------
 >>> import torch
