@@ -93,40 +93,43 @@ def sq_norms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node,
     return terms(graph, x, z, signals)[0]
 
 
-def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], *, sums: bool = False
-          ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:  # fmt: skip
-    """``||S(x) z||^2`` per sample (output "sum") and, with ``sums``, the batch sum ``sum_x S(x) z`` by the
-    model's parameter names (each layer rule's :meth:`~relugeom.modules.Rule.pl_batch_sum`; parameters left out,
-    such as biases, are zero)."""
-    total, acc = _terms(graph, x, z, signals, 1 if sums else 0)
+def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], *, sums: bool = False,
+          squares: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor] | None]:  # fmt: skip
+    """``||S(x) z||^2`` per sample (output "sum"; None without ``squares``) and, with ``sums``, the batch sum
+    ``sum_x S(x) z`` by the model's parameter names (each layer rule's :meth:`~relugeom.modules.Rule.pl_batch_sum`;
+    parameters left out, such as biases, are zero)."""
+    total, acc = _terms(graph, x, z, signals, 1 if sums else 0, squares=squares)
     return total, None if acc is None else {k: v[0] for k, v in acc.items()}
 
 
-def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor]
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
+def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor], *,
+                 squares: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
     """:func:`terms` for ``J`` directions ``dirs (J, *x.shape[1:])``, each shared by every sample, in one
-    forward-mode pass over the ``J x B`` pairs: ``||S(x) z_j||^2`` as ``(J, B)`` and, per direction, the batch sum
-    ``sum_x S(x) z_j`` by parameter name, ``(J, *parameter shape)`` (the exact method's columns ``z_j = e_j``)."""
+    forward-mode pass over the ``J x B`` pairs: ``||S(x) z_j||^2`` as ``(J, B)`` (None without ``squares``) and,
+    per direction, the batch sum ``sum_x S(x) z_j`` by parameter name, ``(J, *parameter shape)`` (the exact
+    method's columns ``z_j = e_j``, the random method's shared probes)."""
     J, B = dirs.shape[0], x.shape[0]
 
     def tile(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (J * B, ...), direction-major
         return t.repeat(J, *[1] * (t.dim() - 1))
 
-    total, acc = _terms(graph, tile(x), dirs.repeat_interleave(B, 0), signals, J, tile)
-    return total.reshape(J, B), acc  # type: ignore[return-value]
+    total, acc = _terms(graph, tile(x), dirs.repeat_interleave(B, 0), signals, J, tile, squares=squares)
+    return (None if total is None else total.reshape(J, B)), acc  # type: ignore[return-value]
 
 
 def _terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], blocks: int,
-           tile: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
-           ) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:  # fmt: skip
-    """Per-sample ``||S(x) z||^2`` and, unless ``blocks`` is 0, the batch sums over each of ``blocks`` equal
-    consecutive parts of the batch, ``(blocks, *parameter shape)``; ``tile`` maps each signal to the batch."""
+           tile: Callable[[torch.Tensor], torch.Tensor] = lambda t: t, *, squares: bool = True,
+           ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor] | None]:  # fmt: skip
+    """Per-sample ``||S(x) z||^2`` (None without ``squares``) and, unless ``blocks`` is 0, the batch sums over
+    each of ``blocks`` equal consecutive parts of the batch, ``(blocks, *parameter shape)``; ``tile`` maps each
+    signal to the batch."""
     tangents = _input_tangents(graph, x, z)
-    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device) if squares else None
     acc: dict[str, torch.Tensor] | None = {} if blocks else None
     for node, t in tangents.items():
         rule, signal = node.rule, tile(signals[node])
-        total += rule.pl_sq_norm(node, t, signal)  # type: ignore[union-attr]
+        if total is not None:
+            total += rule.pl_sq_norm(node, t, signal)  # type: ignore[union-attr]
         if acc is not None:
             prefix = f"{node.module_name}." if node.module_name else ""
             for name, v in rule.pl_batch_sum(node, t, signal, blocks).items():  # type: ignore[union-attr]

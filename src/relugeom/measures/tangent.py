@@ -169,36 +169,37 @@ class _Columns:
                 out[:, self.offsets[i]:self.offsets[i + 1]] += acc[n].detach().reshape(out.shape[0], -1)
 
     def columns(self, x: torch.Tensor, dirs: torch.Tensor, signals: dict | None, out: torch.Tensor,
-                max_pairs: int = 256) -> torch.Tensor:  # fmt: skip
-        """For directions ``dirs (J, ...)`` shared by every sample: ``||S(x) z_j||^2`` as ``(J, B)``, and the batch
-        sums ``sum_x S(x) z_j`` added to ``out (J, N_theta)``; the piecewise-linear route takes up to
-        ``max_pairs`` (direction, sample) pairs per forward-mode pass."""
+                max_pairs: int = 256, *, squares: bool = True) -> torch.Tensor | None:  # fmt: skip
+        """For directions ``dirs (J, ...)`` shared by every sample: ``||S(x) z_j||^2`` as ``(J, B)`` (None without
+        ``squares``), and the batch sums ``sum_x S(x) z_j`` added to ``out (J, N_theta)``; the piecewise-linear
+        route takes up to ``max_pairs`` (direction, sample) pairs per forward-mode pass."""
+        sqs = []
         if self.route != "piecewise_linear":
-            sqs = []
             for j, z in enumerate(dirs):
                 sq, total = self(x, z.expand_as(x), signals)
                 sqs.append(sq)
                 out[j] += total  # type: ignore[operator]
-            return torch.stack(sqs)
+            return torch.stack(sqs) if squares else None
         step = max(1, max_pairs // x.shape[0])
-        sqs = []
         for i in range(0, dirs.shape[0], step):
-            sq, acc = _tangent_pl.column_terms(self.graph, x, dirs[i:i + step], signals)  # type: ignore[arg-type]
-            sqs.append(sq.detach())
+            sq, acc = _tangent_pl.column_terms(self.graph, x, dirs[i:i + step], signals,  # type: ignore[arg-type]
+                                               squares=squares)  # fmt: skip
+            if sq is not None:
+                sqs.append(sq.detach())
             self._add(acc, out[i:i + step])
-        return torch.cat(sqs)
+        return torch.cat(sqs) if squares else None
 
     def signals(self, x: torch.Tensor) -> dict | None:
         return _tangent_pl.output_signals(self.graph, x) if self.route == "piecewise_linear" else None  # type: ignore[arg-type]
 
-    def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None, *, sums: bool = True
-                 ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
-        """Per-sample ``||S(x) z||^2`` and, with ``sums``, the batch sum ``sum_x S(x) z`` (else None)."""
+    def __call__(self, x: torch.Tensor, z: torch.Tensor, signals: dict | None, *, sums: bool = True,
+                 squares: bool = True) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # fmt: skip
+        """Per-sample ``||S(x) z||^2`` (the piecewise-linear route skips them without ``squares``: None) and, with
+        ``sums``, the batch sum ``sum_x S(x) z`` (else None)."""
         if self.route == "piecewise_linear":
-            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=sums)  # type: ignore[arg-type]
-            if acc is None:
-                return sq.detach(), None
-            return sq.detach(), self._flat(acc, x)
+            sq, acc = _tangent_pl.terms(self.graph, x, z, signals, sums=sums, squares=squares)  # type: ignore[arg-type]
+            sq = None if sq is None else sq.detach()
+            return sq, (None if acc is None else self._flat(acc, x))
         sqs, total = [], None
         for i in range(0, x.shape[0], self.chunk):
             V = self.vec(x[i:i + self.chunk], z[i:i + self.chunk]).detach()
@@ -238,10 +239,10 @@ def _spectral_svds(cols: _Columns, m: nn.Module, data_: list, n: int, d_in: int,
 
     def matvec(v: np.ndarray) -> np.ndarray:
         vt = torch.as_tensor(np.asarray(v).reshape(-1), dtype=x0.dtype, device=x0.device)
-        total = torch.zeros(n_theta, dtype=x0.dtype, device=x0.device)
+        total = torch.zeros(1, n_theta, dtype=x0.dtype, device=x0.device)
         for x, _ in data_:
-            total += cols(x, vt.reshape(x.shape[1:]).expand_as(x), cols.signals(x))[1]
-        return (total / n).cpu().numpy()
+            cols.columns(x, vt.reshape(1, *x.shape[1:]), cols.signals(x), total, squares=False)
+        return (total[0] / n).cpu().numpy()
 
     def rmatvec(u: np.ndarray) -> np.ndarray:
         ut = torch.as_tensor(np.asarray(u).reshape(-1), dtype=x0.dtype, device=x0.device)
@@ -389,8 +390,8 @@ def _random(cols: _Columns, data_: list, n: int, n_theta: int, n_probes: int, se
                 est = np.stack(est)  # (probes, B)
                 per_sample.append(est.mean(0))
                 per_var.append(est.var(0, ddof=1) / n_probes if n_probes > 1 else np.full(x.shape[0], np.nan))
-            for r, k in enumerate(group):
-                totals[r] += cols(x, shared[k].expand_as(x), signals)[1]
+            for r, k in enumerate(group):  # one pass each (batched like the exact method's columns, they were slower)
+                totals[r] += cols(x, shared[k].expand_as(x), signals, squares=False)[1]  # type: ignore[operator]
             bar.update(1)
         vals += ((totals / n) ** 2).sum(1).cpu().tolist()
     bar.close()
