@@ -179,6 +179,10 @@ def test_state_uses_max_dist_and_min_opening_over_the_previous_layer():
         assert row.state == truth
         sub = pairs[pairs["filter"] == row["filter"]]
         assert row.rotation == pytest.approx(sub.rotation.min())
+    for p in pairs.itertuples():  # each pair's own state: the same rule on that pair's distance and openings
+        truth = ("OUT_PARTIAL_IN" if p.open_diff > 0 else "OUT_FULL_IN") if p.dist > 0 else \
+            ("IN_FULL_OUT" if p.open_diff >= 0 else "IN_PARTIAL_OUT")  # fmt: skip
+        assert p.state == truth and isinstance(p.state, str)
     # channels differ (2 vs 3): the rotation is between channel sums, checked by brute force
     w1 = embed_filters(net[0].weight, (5, 5)).sum(axis=1, keepdims=True)
     w2 = embed_filters(net[2].weight, (5, 5)).sum(axis=1, keepdims=True)

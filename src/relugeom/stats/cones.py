@@ -209,20 +209,33 @@ def classify(d: np.ndarray, o: np.ndarray, ties: str = "geometry") -> np.ndarray
     wider: it holds the others); ``ties="authors"`` keeps the authors' code, which counts d = 0 with d > 0
     (OUT_PARTIAL_IN when o > 0).
     """
+    return _STATE_NAMES[_state_codes(d, o, ties)]
+
+
+_STATE_NAMES = np.array(["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None], dtype=object)
+
+
+def _state_codes(d: np.ndarray, o: np.ndarray, ties: str) -> np.ndarray:
+    """:func:`classify` as codes into ``_STATE_NAMES``: 0 OUT_PARTIAL_IN, 1 OUT_FULL_IN, 2 IN_FULL_OUT,
+    3 IN_PARTIAL_OUT, 4 None."""
     if ties not in TIES:
         raise ValueError(f"ties must be one of {TIES}, got {ties!r}")
     d = np.asarray(d, dtype=np.float64)
     o = np.asarray(o, dtype=np.float64)
-    # codes into _STATE_NAMES: 0 OUT_PARTIAL_IN, 1 OUT_FULL_IN, 2 IN_FULL_OUT, 3 IN_PARTIAL_OUT, 4 None
     code = np.where(d >= 0, np.where(o > 0, 0, 1), np.where(o >= 0, 2, 3))
     if ties == "geometry":
         tie = d == 0
         code[tie] = np.where(o[tie] > 0, 2, 1)
     code[np.isnan(d) | np.isnan(o)] = 4
-    return _STATE_NAMES[code]
+    return code
 
 
-_STATE_NAMES = np.array(["OUT_PARTIAL_IN", "OUT_FULL_IN", "IN_FULL_OUT", "IN_PARTIAL_OUT", None], dtype=object)
+def _state_column(d: np.ndarray, o: np.ndarray, ties: str) -> pd.api.extensions.ExtensionArray:
+    """:func:`classify` as a table column of the dtype pandas gives strings (taken from the four names, so a pair
+    table's hundred thousand rows are not converted one string at a time)."""
+    code = _state_codes(d, o, ties)
+    names = pd.array(_STATE_NAMES[:4], dtype=pd.Series(_STATE_NAMES[:4]).dtype)
+    return names.take(np.where(code == 4, -1, code), allow_fill=True)
 
 
 def _missing(n: int) -> pd.api.extensions.ExtensionArray:
@@ -240,8 +253,10 @@ def shear_rotation(phi: np.ndarray, opening_a: np.ndarray, opening_b: np.ndarray
     phi make the angle ``arccos(s_a s_b sin^2 theta + cos^2 theta cos phi)`` (s: their orientations), increasing
     in phi; so the best shift is relugeom's (``phi`` from :func:`rotation_angles`), theta is the smaller opening.
     """
-    theta = np.minimum(opening_a, opening_b)
-    c = sign_a * sign_b * np.sin(theta) ** 2 + np.cos(theta) ** 2 * np.cos(phi)
+    # sin^2 increases on [0, pi/2], where the openings lie: sin^2 of the smaller opening is the smaller sin^2
+    # (the sines of the broadcast operands, not of every pair)
+    s2 = np.minimum(np.sin(opening_a) ** 2, np.sin(opening_b) ** 2)
+    c = sign_a * sign_b * s2 + (1.0 - s2) * np.cos(phi)
     return np.arccos(np.clip(c, -1.0, 1.0))
 
 
@@ -473,7 +488,7 @@ def _pair_rows(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: str, tie
             "filter": np.repeat(np.arange(ni), npv), "channel": _missing(ni * npv), "prev_layer": la.name,
             "prev_filter": np.tile(np.arange(npv), ni), "prev_channel": _missing(ni * npv), "dist": dist.ravel(),
             "open_diff": opend.ravel(), "rotation": rot.ravel(), "rotation_shear": shear.ravel(),
-            "rotation_space": space, "state": classify(dist.ravel(), opend.ravel(), ties),
+            "rotation_space": space, "state": _state_column(dist.ravel(), opend.ravel(), ties),
         })  # fmt: skip
     r = _reduce(dist, opend, rot, shear, ties)
     per_filter = pd.DataFrame({
@@ -533,7 +548,8 @@ def _pair_rows_channel(cones: _Cones, la: AffineLayer, lb: AffineLayer, device: 
                 "filter": np.repeat(rows[0], cga), "channel": int(c), "prev_layer": la.name, "prev_filter": int(c),
                 "prev_channel": np.tile(np.arange(cga), n), "dist": dist.ravel(), "open_diff": opend.ravel(),
                 "rotation": rot.ravel(), "rotation_shear": shear.ravel(), "rotation_space": space,
-                "state": classify(dist.ravel(), opend.ravel(), ties), "_cone": np.repeat(rows[0] * cgb + rows[1], cga),
+                "state": _state_column(dist.ravel(), opend.ravel(), ties),
+                "_cone": np.repeat(rows[0] * cgb + rows[1], cga),
             }))  # fmt: skip
     pairs = None
     if want_pairs:  # in (filter, channel, prev_channel) order
