@@ -459,8 +459,9 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
         _WALKED.move_to_end(id(model))
         return graph
     lineage = _lineage(model)
+    structure = _structure(model) if lineage is not None else None
     found = _TRACES.get(lineage[0]) if lineage is not None else None
-    if found is not None and found[0]() is lineage[1] and found[1] == _structure(model):  # type: ignore[index]
+    if found is not None and found[0]() is lineage[1] and found[1] == structure:  # type: ignore[index]
         return _remember(model, key, _from_fx(model, found[2]))
     if example is None and input_shape is not None:
         first = next(model.parameters(), None)
@@ -479,7 +480,7 @@ def walk(model: nn.Module, example: torch.Tensor | None = None, *, input_shape: 
         return _module_order(model, example, why)
     if lineage is not None and all(_resolves(lineage[1], str(n.target)) for n in fx_graph.nodes if n.op == "get_attr"):
         with _TRACING:  # (a constant the tracer stored on the traced copy is not on the next one)
-            _TRACES[lineage[0]] = (weakref.ref(lineage[1]), _structure(model), fx_graph)
+            _TRACES[lineage[0]] = (weakref.ref(lineage[1]), structure, fx_graph)  # type: ignore[assignment]
             while len(_TRACES) > 2:
                 _TRACES.popitem(last=False)
     return _remember(model, key, _from_fx(model, fx_graph))

@@ -102,19 +102,18 @@ def terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, to
     return total, None if acc is None else {k: v[0] for k, v in acc.items()}
 
 
-def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor], *,
-                 squares: bool = True) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:  # fmt: skip
+def column_terms(graph: Graph, x: torch.Tensor, dirs: torch.Tensor, signals: dict[Node, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:  # fmt: skip
     """:func:`terms` for ``J`` directions ``dirs (J, *x.shape[1:])``, each shared by every sample, in one
-    forward-mode pass over the ``J x B`` pairs: ``||S(x) z_j||^2`` as ``(J, B)`` (None without ``squares``) and,
-    per direction, the batch sum ``sum_x S(x) z_j`` by parameter name, ``(J, *parameter shape)`` (the exact
-    method's columns ``z_j = e_j``, the random method's shared probes)."""
+    forward-mode pass over the ``J x B`` pairs: ``||S(x) z_j||^2`` as ``(J, B)`` and, per direction, the batch sum
+    ``sum_x S(x) z_j`` by parameter name, ``(J, *parameter shape)`` (the exact method's columns ``z_j = e_j``)."""
     J, B = dirs.shape[0], x.shape[0]
 
     def tile(t: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (J * B, ...), direction-major
         return t.repeat(J, *[1] * (t.dim() - 1))
 
-    total, acc = _terms(graph, tile(x), dirs.repeat_interleave(B, 0), signals, J, tile, squares=squares)
-    return (None if total is None else total.reshape(J, B)), acc  # type: ignore[return-value]
+    total, acc = _terms(graph, tile(x), dirs.repeat_interleave(B, 0), signals, J, tile)
+    return total.reshape(J, B), acc  # type: ignore[union-attr, return-value]
 
 
 def _terms(graph: Graph, x: torch.Tensor, z: torch.Tensor, signals: dict[Node, torch.Tensor], blocks: int,

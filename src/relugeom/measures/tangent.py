@@ -169,25 +169,24 @@ class _Columns:
                 out[:, self.offsets[i]:self.offsets[i + 1]] += acc[n].detach().reshape(out.shape[0], -1)
 
     def columns(self, x: torch.Tensor, dirs: torch.Tensor, signals: dict | None, out: torch.Tensor,
-                max_pairs: int = 256, *, squares: bool = True) -> torch.Tensor | None:  # fmt: skip
-        """For directions ``dirs (J, ...)`` shared by every sample: ``||S(x) z_j||^2`` as ``(J, B)`` (None without
-        ``squares``), and the batch sums ``sum_x S(x) z_j`` added to ``out (J, N_theta)``; the piecewise-linear
-        route takes up to ``max_pairs`` (direction, sample) pairs per forward-mode pass."""
-        sqs = []
+                max_pairs: int = 256) -> torch.Tensor:  # fmt: skip
+        """For directions ``dirs (J, ...)`` shared by every sample: ``||S(x) z_j||^2`` as ``(J, B)``, and the batch
+        sums ``sum_x S(x) z_j`` added to ``out (J, N_theta)``; the piecewise-linear route takes up to
+        ``max_pairs`` (direction, sample) pairs per forward-mode pass."""
         if self.route != "piecewise_linear":
+            sqs = []
             for j, z in enumerate(dirs):
                 sq, total = self(x, z.expand_as(x), signals)
                 sqs.append(sq)
                 out[j] += total  # type: ignore[operator]
-            return torch.stack(sqs) if squares else None
+            return torch.stack(sqs)  # type: ignore[arg-type]
         step = max(1, max_pairs // x.shape[0])
+        sqs = []
         for i in range(0, dirs.shape[0], step):
-            sq, acc = _tangent_pl.column_terms(self.graph, x, dirs[i:i + step], signals,  # type: ignore[arg-type]
-                                               squares=squares)  # fmt: skip
-            if sq is not None:
-                sqs.append(sq.detach())
+            sq, acc = _tangent_pl.column_terms(self.graph, x, dirs[i:i + step], signals)  # type: ignore[arg-type]
+            sqs.append(sq.detach())
             self._add(acc, out[i:i + step])
-        return torch.cat(sqs) if squares else None
+        return torch.cat(sqs)
 
     def signals(self, x: torch.Tensor) -> dict | None:
         return _tangent_pl.output_signals(self.graph, x) if self.route == "piecewise_linear" else None  # type: ignore[arg-type]
@@ -239,10 +238,10 @@ def _spectral_svds(cols: _Columns, m: nn.Module, data_: list, n: int, d_in: int,
 
     def matvec(v: np.ndarray) -> np.ndarray:
         vt = torch.as_tensor(np.asarray(v).reshape(-1), dtype=x0.dtype, device=x0.device)
-        total = torch.zeros(1, n_theta, dtype=x0.dtype, device=x0.device)
+        total = torch.zeros(n_theta, dtype=x0.dtype, device=x0.device)
         for x, _ in data_:
-            cols.columns(x, vt.reshape(1, *x.shape[1:]), cols.signals(x), total, squares=False)
-        return (total[0] / n).cpu().numpy()
+            total += cols(x, vt.reshape(x.shape[1:]).expand_as(x), cols.signals(x), squares=False)[1]  # type: ignore[operator]
+        return (total / n).cpu().numpy()
 
     def rmatvec(u: np.ndarray) -> np.ndarray:
         ut = torch.as_tensor(np.asarray(u).reshape(-1), dtype=x0.dtype, device=x0.device)

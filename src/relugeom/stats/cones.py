@@ -233,9 +233,8 @@ def _state_codes(d: np.ndarray, o: np.ndarray, ties: str) -> np.ndarray:
 def _state_column(d: np.ndarray, o: np.ndarray, ties: str) -> pd.api.extensions.ExtensionArray:
     """:func:`classify` as a table column of the dtype pandas gives strings (taken from the four names, so a pair
     table's hundred thousand rows are not converted one string at a time)."""
-    code = _state_codes(d, o, ties)
-    names = pd.array(_STATE_NAMES[:4], dtype=pd.Series(_STATE_NAMES[:4]).dtype)
-    return names.take(np.where(code == 4, -1, code), allow_fill=True)
+    names = pd.array(_STATE_NAMES, dtype=pd.Series(_STATE_NAMES[:4]).dtype)  # the last, None, is missing
+    return names.take(_state_codes(d, o, ties))
 
 
 def _missing(n: int) -> pd.api.extensions.ExtensionArray:
